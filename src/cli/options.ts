@@ -1,0 +1,29 @@
+import { InvalidArgumentError, Option } from 'commander';
+
+export function positiveInt(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    return n;
+  };
+}
+
+export function nonNegativeInt(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+    return n;
+  };
+}
+
+export function precisionOption(): Option {
+  return new Option('--precision <p>', 'weights and activations precision').choices(['fp32', 'fp16']);
+}
+
+export function deviceOption(): Option {
+  return new Option('--device <device>', 'cpu, cuda:N or tensorrt:N (TensorRT falls back to CUDA when unavailable)');
+}
+
+export function configOption(): Option {
+  return new Option('--config <file>', 'JSON config file (defaults: config/default.json; env GENQUEUE_CONFIG)');
+}

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+
+export const ModelEntry = z
+  .object({
+    /** A Hugging Face checkpoint directory (built on first use) or a built model directory. */
+    path: z.string().min(1),
+    precision: z.enum(['fp32', 'fp16']).optional(),
+  })
+  .strict();
+
+export const WorkerSettings = z
+  .object({
+    /** cpu, cuda:N or tensorrt:N */
+    device: z.string().regex(/^(cpu|(cuda|tensorrt)(:\d+)?)$/, 'must be cpu, cuda:N or tensorrt:N'),
+    /** Most jobs one graph run carries; also the BullMQ worker's concurrency. */
+    maxBatch: z.number().int().min(1).max(4096),
+    /** How long the first job of a batch waits for company before the batch runs anyway. */
+    maxWaitMs: z.number().int().min(0).max(60_000),
+    precision: z.enum(['fp32', 'fp16']),
+    /** Shown in results and the dashboard; defaults to host:pid:device. */
+    id: z.string().min(1).optional(),
+  })
+  .strict();
+
+/** Everything genqueue reads from config files and the environment. */
+export const GenqueueConfig = z
+  .object({
+    redisUrl: z.string().url(),
+    /** Where built models are cached; defaults to $XDG_CACHE_HOME/genqueue or ~/.cache/genqueue. */
+    cacheDir: z.string().min(1).optional(),
+    /** Named models a worker or a job can refer to. */
+    models: z.record(z.string(), ModelEntry),
+    /** The model a worker serves when --model is not given. */
+    defaultModel: z.string().optional(),
+    worker: WorkerSettings,
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  })
+  .strict();
+export type GenqueueConfig = z.infer<typeof GenqueueConfig>;

@@ -1,0 +1,78 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { GenqueueConfig } from './config-schema.js';
+
+const DEFAULTS_PATH = fileURLToPath(new URL('../../../config/default.json', import.meta.url));
+
+type Json = Record<string, unknown>;
+
+function readJsonObject(path: string): Json {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`config ${path}: ${(e as Error).message}`);
+  }
+  const parsed = z.record(z.string(), z.unknown()).safeParse(raw);
+  if (!parsed.success) throw new Error(`config ${path}: expected a JSON object`);
+  return parsed.data;
+}
+
+function merge(base: Json, over: Json): Json {
+  const out: Json = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b) ? merge(b as Json, v as Json) : v;
+  }
+  return out;
+}
+
+const intFromEnv = (name: string, value: string): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new Error(`environment ${name}=${value}: expected an integer`);
+  return n;
+};
+
+/** Environment variables that override the file settings. */
+function fromEnv(env: NodeJS.ProcessEnv): Json {
+  const worker: Json = {};
+  if (env.GENQUEUE_DEVICE) worker.device = env.GENQUEUE_DEVICE;
+  if (env.GENQUEUE_MAX_BATCH) worker.maxBatch = intFromEnv('GENQUEUE_MAX_BATCH', env.GENQUEUE_MAX_BATCH);
+  if (env.GENQUEUE_MAX_WAIT_MS) worker.maxWaitMs = intFromEnv('GENQUEUE_MAX_WAIT_MS', env.GENQUEUE_MAX_WAIT_MS);
+  if (env.GENQUEUE_PRECISION) worker.precision = env.GENQUEUE_PRECISION;
+  if (env.GENQUEUE_WORKER_ID) worker.id = env.GENQUEUE_WORKER_ID;
+  const out: Json = { worker };
+  if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;
+  if (env.GENQUEUE_LOG_LEVEL) out.logLevel = env.GENQUEUE_LOG_LEVEL;
+  if (env.GENQUEUE_MODEL) out.defaultModel = env.GENQUEUE_MODEL;
+  return out;
+}
+
+/**
+ * Embedded defaults (config/default.json) ← a config file (--config or GENQUEUE_CONFIG) ← environment.
+ * Command-line flags are applied by the CLI on top of the result.
+ */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } = {}): GenqueueConfig {
+  const env = options.env ?? process.env;
+  let merged = readJsonObject(DEFAULTS_PATH);
+  const file = options.file ?? env.GENQUEUE_CONFIG;
+  if (file) merged = merge(merged, readJsonObject(file));
+  merged = merge(merged, fromEnv(env));
+  const parsed = GenqueueConfig.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`config${file ? ` ${file}` : ''}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+/** REDIS_URL was set explicitly (by environment or file), as opposed to the embedded default. */
+export function redisConfigured(options: { file?: string; env?: NodeJS.ProcessEnv } = {}): boolean {
+  const env = options.env ?? process.env;
+  if (env.REDIS_URL) return true;
+  const file = options.file ?? env.GENQUEUE_CONFIG;
+  return file ? 'redisUrl' in readJsonObject(file) : false;
+}

@@ -1,0 +1,47 @@
+/** How the next token is chosen. Each kind maps to one search graph of the built model. */
+export type SearchParams =
+  | { readonly kind: 'greedy' }
+  | { readonly kind: 'beam'; readonly numBeams: number; readonly lengthPenalty: number }
+  | { readonly kind: 'sample'; readonly temperature: number; readonly topK: number; readonly topP: number; readonly seed: number };
+
+export interface GenerationRequest {
+  readonly promptIds: readonly number[];
+  readonly maxNewTokens: number;
+  /** EOS is suppressed until this many tokens exist (benchmarks set it to maxNewTokens). */
+  readonly minNewTokens: number;
+  readonly repetitionPenalty: number;
+  readonly search: SearchParams;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface GenerationResult {
+  /** Generated ids only: no prompt, no padding, no terminating EOS. */
+  readonly tokenIds: number[];
+  readonly finishReason: FinishReason;
+}
+
+export interface BatchTimings {
+  /** Wall time of the graph runs for this batch, in ms. */
+  readonly generateMs: number;
+  /** Number of run() calls the batch needed (more than 1 when prompts could not share one run). */
+  readonly runs: number;
+  readonly batchSize: number;
+}
+
+export interface GenerationBatchResult {
+  /** One entry per request, in order: a result or the reason that request failed. */
+  readonly results: (GenerationResult | { readonly error: string })[];
+  readonly timings: BatchTimings;
+}
+
+/**
+ * Requests with equal keys may share one run(). Greedy rows can be cut to their own max_new_tokens after a
+ * longer run (a row's tokens do not depend on how long the run goes), beam rows cannot (the length changes
+ * which beams finish), so beam keys include it. A sampling seed seeds the run, not the row, so it is left out.
+ */
+export function searchKey(r: Omit<GenerationRequest, 'promptIds'>): string {
+  const s = r.search;
+  const search = s.kind === 'sample' ? { ...s, seed: 0 } : s;
+  return JSON.stringify([search, r.repetitionPenalty, r.minNewTokens, s.kind === 'beam' ? r.maxNewTokens : 0]);
+}

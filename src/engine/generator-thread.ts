@@ -1,0 +1,35 @@
+/**
+ * worker_threads entry: owns one Generator so that ONNX Runtime's long synchronous work never blocks the
+ * main thread's event loop (where BullMQ renews job locks and Redis replies are read).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Generator } from './generator.js';
+import type { DeviceSpec } from './execution-provider.js';
+import type { ThreadRequest, ThreadResponse } from './generator-thread-protocol.js';
+
+interface ThreadInit {
+  readonly modelDir: string;
+  readonly device: DeviceSpec;
+}
+
+const port = parentPort;
+if (!port) throw new Error('generator-thread must run inside a worker thread');
+const init = workerData as ThreadInit;
+const send = (msg: ThreadResponse): void => port.postMessage(msg);
+
+Generator.open(init.modelDir, { device: init.device, onWarning: (message) => send({ type: 'warning', message }) }).then(
+  (generator) => {
+    send({ type: 'ready', manifest: generator.manifest, device: generator.device });
+    port.on('message', (msg: ThreadRequest) => {
+      if (msg.type === 'close') {
+        void generator.close().then(() => process.exit(0));
+        return;
+      }
+      generator.generate(msg.requests).then(
+        (result) => send({ type: 'result', id: msg.id, result }),
+        (e: unknown) => send({ type: 'error', id: msg.id, message: e instanceof Error ? e.message : String(e) }),
+      );
+    });
+  },
+  (e: unknown) => send({ type: 'failed', message: e instanceof Error ? e.message : String(e) }),
+);

@@ -1,0 +1,155 @@
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { type ModelManifest, readManifest } from '../model/manifest.js';
+import type { SearchKind } from '../model/generation-graph.js';
+import { leftPad, planRuns, type PlannedRun } from './batch-plan.js';
+import { type DeviceSpec, executionProviders, formatDevice } from './execution-provider.js';
+import type { TextGenerationEngine } from './text-generation-engine.js';
+import {
+  type GenerationBatchResult,
+  type GenerationRequest,
+  type GenerationResult,
+  searchKey,
+} from './generation-types.js';
+
+export interface GeneratorOptions {
+  readonly device: DeviceSpec;
+  /** Called once when a requested provider could not load and a fallback was used. */
+  readonly onWarning?: (message: string) => void;
+}
+
+const scalarI32 = (v: number): ort.Tensor => new ort.Tensor('int32', Int32Array.of(v), [1]);
+const scalarF32 = (v: number): ort.Tensor => new ort.Tensor('float32', Float32Array.of(v), [1]);
+
+/**
+ * Runs a built model's search graphs. One run() turns a left-padded batch into finished sequences: the
+ * decode loop, KV cache and logits stay inside ONNX Runtime. Sessions are created per search kind on first use.
+ */
+export class Generator implements TextGenerationEngine {
+  private readonly sessions = new Map<SearchKind, Promise<ort.InferenceSession>>();
+  private providerNote = '';
+
+  private constructor(
+    readonly modelDir: string,
+    readonly manifest: ModelManifest,
+    private readonly options: GeneratorOptions,
+  ) {}
+
+  /** Opens a built model directory and creates its greedy session up front (so start-up errors surface here). */
+  static async open(modelDir: string, options: GeneratorOptions): Promise<Generator> {
+    const g = new Generator(modelDir, readManifest(modelDir), options);
+    await g.session('greedy');
+    return g;
+  }
+
+  get device(): string {
+    return formatDevice(this.options.device) + this.providerNote;
+  }
+
+  /**
+   * Generates for every request. Invalid requests (too long for the context, ids outside the vocabulary)
+   * get an error entry; the rest are grouped by search parameters and run.
+   */
+  async generate(requests: readonly GenerationRequest[]): Promise<GenerationBatchResult> {
+    const results: GenerationBatchResult['results'] = requests.map(() => ({ error: 'not run' }));
+    const groups = new Map<string, number[]>();
+    requests.forEach((r, i) => {
+      const problem = this.validate(r);
+      if (problem) {
+        results[i] = { error: problem };
+        return;
+      }
+      const key = searchKey(r);
+      groups.set(key, [...(groups.get(key) ?? []), i]);
+    });
+    const started = performance.now();
+    let runs = 0;
+    for (const indices of groups.values()) {
+      for (const run of planRuns(requests, indices, this.manifest.spec.contextLength)) {
+        runs++;
+        const out = await this.runOne(requests, run);
+        run.indices.forEach((i, row) => (results[i] = out[row]!));
+      }
+    }
+    return { results, timings: { generateMs: performance.now() - started, runs, batchSize: requests.length } };
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+
+  private validate(r: GenerationRequest): string | undefined {
+    const { contextLength, vocabSize } = this.manifest.spec;
+    if (r.promptIds.length === 0) return 'prompt is empty after tokenization';
+    if (r.maxNewTokens < 1) return 'max_new_tokens must be at least 1';
+    if (r.promptIds.length + r.maxNewTokens > contextLength) {
+      return `prompt (${r.promptIds.length} tokens) + max_new_tokens (${r.maxNewTokens}) = ${r.promptIds.length + r.maxNewTokens} exceeds the model's context length ${contextLength}`;
+    }
+    if (r.promptIds.some((t) => !Number.isInteger(t) || t < 0 || t >= vocabSize)) return `prompt has token ids outside [0, ${vocabSize})`;
+    if (r.search.kind === 'sample') return 'sampling is not available in this build (use greedy or beam)';
+    return undefined;
+  }
+
+  private async runOne(requests: readonly GenerationRequest[], run: PlannedRun): Promise<GenerationResult[]> {
+    const first = requests[run.indices[0]!]!;
+    const rows = run.indices.map((i) => requests[i]!);
+    const S = run.promptLength;
+    const { eosTokenId, padTokenId } = this.manifest.spec;
+    // ONNX Runtime's GPT search derives first-step positions from input_ids != pad_token_id, so padding must use that id.
+    const { ids, mask } = leftPad(rows.map((r) => r.promptIds), S, padTokenId);
+    const B = rows.length;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int32', ids, [B, S]),
+      attention_mask: new ort.Tensor('int32', mask, [B, S]),
+      max_length: scalarI32(S + run.maxNewTokens),
+      min_length: scalarI32(first.minNewTokens > 0 ? S + first.minNewTokens : 0),
+      repetition_penalty: scalarF32(first.repetitionPenalty),
+    };
+    let sequences: ort.Tensor;
+    if (first.search.kind === 'beam') {
+      feeds.num_beams = scalarI32(first.search.numBeams);
+      feeds.num_return_sequences = scalarI32(1);
+      feeds.length_penalty = scalarF32(first.search.lengthPenalty);
+      sequences = (await (await this.session('beam')).run(feeds)).sequences!;
+    } else {
+      sequences = (await (await this.session('greedy')).run(feeds)).sequences!;
+    }
+    const data = sequences.data as Int32Array;
+    const L = Number(sequences.dims[sequences.dims.length - 1]);
+    return rows.map((r, row) => {
+      const generated = data.subarray(row * L + S, (row + 1) * L);
+      const limit = Math.min(r.maxNewTokens, generated.length);
+      const tokenIds: number[] = [];
+      for (let k = 0; k < limit; k++) {
+        if (generated[k] === eosTokenId) return { tokenIds, finishReason: 'stop' as const };
+        tokenIds.push(generated[k]!);
+      }
+      return { tokenIds, finishReason: 'length' as const };
+    });
+  }
+
+  private session(kind: SearchKind): Promise<ort.InferenceSession> {
+    let s = this.sessions.get(kind);
+    if (!s) {
+      s = this.createSession(join(this.modelDir, this.manifest.files[kind === 'sample' ? 'greedy' : kind]));
+      this.sessions.set(kind, s);
+      s.catch(() => this.sessions.delete(kind));
+    }
+    return s;
+  }
+
+  private async createSession(path: string): Promise<ort.InferenceSession> {
+    const { device } = this.options;
+    const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+    try {
+      return await ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders(device) });
+    } catch (e) {
+      if (device.kind !== 'tensorrt') throw e;
+      const message = `TensorRT execution provider unavailable (${(e as Error).message.split('\n')[0]}); falling back to CUDA`;
+      this.options.onWarning?.(message);
+      this.providerNote = ' (tensorrt unavailable, cuda fallback)';
+      return ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders({ kind: 'cuda', deviceId: device.deviceId }) });
+    }
+  }
+}

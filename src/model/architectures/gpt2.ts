@@ -1,0 +1,173 @@
+import { z } from 'zod';
+import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
+import { GraphBuilder } from '../onnx/graph-builder.js';
+import { encodeFloats, floatElemType } from '../onnx/tensor-types.js';
+import type { ArchitectureBuilder, DecoderBuildOptions, DecoderGraph } from './decoder-graph.js';
+
+/** The GPT-2 config.json fields this builder uses; unsupported variants are refused by name. */
+export const Gpt2Config = z.object({
+  model_type: z.literal('gpt2'),
+  n_embd: z.number().int().positive(),
+  n_head: z.number().int().positive(),
+  n_layer: z.number().int().positive(),
+  n_positions: z.number().int().positive(),
+  vocab_size: z.number().int().positive(),
+  layer_norm_epsilon: z.number().positive().default(1e-5),
+  activation_function: z.enum(['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'gelu']).default('gelu_new'),
+  tie_word_embeddings: z.boolean().default(true),
+  scale_attn_weights: z.boolean().default(true),
+  scale_attn_by_inverse_layer_idx: z.boolean().default(false),
+  add_cross_attention: z.literal(false).default(false),
+  eos_token_id: z.number().int().nonnegative().default(50256),
+  n_inner: z.number().int().positive().nullable().default(null),
+});
+export type Gpt2Config = z.infer<typeof Gpt2Config>;
+
+export function parseGpt2Config(raw: Record<string, unknown>, where: string): Gpt2Config {
+  const parsed = Gpt2Config.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${where}: ${issue?.path.join('.') || 'config'}: ${issue?.message ?? 'invalid GPT-2 config'}`);
+  }
+  if (parsed.data.n_embd % parsed.data.n_head !== 0) throw new Error(`${where}: n_embd must be divisible by n_head`);
+  return parsed.data;
+}
+
+/**
+ * Positions from the attention mask: the count of real tokens before each one (an exclusive cumulative sum),
+ * for the last `seq` columns. ONNX Runtime's search ops derive first-step positions from input_ids != pad_token_id
+ * instead, which misplaces every token after an <|endoftext|> inside a prompt (GPT-2's pad id is its EOS id).
+ */
+function maskPositions(g: GraphBuilder, inputIds: string, mask: string): string {
+  const [counts] = g.op('CumSum', [mask, g.int32s('cumsum_axis', [1], [])], ['mask_cumsum'], { exclusive: 1 });
+  const [seqLen] = g.op('Shape', [inputIds], ['seq_len'], { start: 1, end: 2 });
+  const [negSeqLen] = g.op('Neg', [seqLen!], ['neg_seq_len']);
+  const [positions] = g.op('Slice', [counts!, negSeqLen!, g.int64s('pos_slice_end', [2 ** 62]), g.int64s('pos_slice_axis', [1])], [
+    'positions',
+  ]);
+  return positions!;
+}
+
+/** HF saves GPT2LMHeadModel weights under "transformer." and GPT2Model without it; accept both. */
+function tensorPrefix(tensors: CheckpointTensors): string {
+  if (tensors.has('transformer.wte.weight')) return 'transformer.';
+  if (tensors.has('wte.weight')) return '';
+  throw new Error('checkpoint has no wte.weight (nor transformer.wte.weight): not a GPT-2 checkpoint');
+}
+
+/**
+ * GPT-2 as one decoder step, built from ONNX Runtime's fused operators:
+ * Gather embeddings → SkipLayerNormalization (adds token+position and applies ln_1) → per layer
+ * Attention (fused QKV, GPT-2 past/present) → MatMul → SkipLayerNormalization (residual + bias + ln_2)
+ * → MatMul → FastGelu (with bias) → MatMul → SkipLayerNormalization (residual + bias + next ln) →
+ * last position only → FusedMatMul against wte (tied lm_head, no transposed copy).
+ */
+export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOptions): DecoderGraph {
+  const cfg = parseGpt2Config(checkpoint.config, `${checkpoint.dir}/config.json`);
+  const tensors = checkpoint.tensors;
+  const prefix = tensorPrefix(tensors);
+  const ft = floatElemType(options.precision);
+  const D = cfg.n_embd;
+  const NH = cfg.n_head;
+  const HS = D / NH;
+  const inner = cfg.n_inner ?? 4 * D;
+  const g = new GraphBuilder('gpt2_decoder', options.weights);
+
+  const weight = (name: string, expected: readonly number[], onnxName = name): string => {
+    const t = tensors.read(prefix + name);
+    if (t.shape.join(',') !== expected.join(',')) {
+      throw new Error(`tensor ${prefix}${name} has shape [${t.shape}], expected [${expected}]`);
+    }
+    return g.initializer(onnxName, ft, expected, encodeFloats(t.data, options.precision));
+  };
+
+  const inputIds = g.input('input_ids', 'int32', ['batch', 'seq']);
+  // Part of the search ops' contract, but not used: see maskPositions.
+  g.input('position_ids', 'int32', ['batch', 'seq']);
+  const mask = g.input('attention_mask', 'int32', ['batch', 'total_seq']);
+  const past: string[] = [];
+  for (let i = 0; i < cfg.n_layer; i++) past.push(g.input(`past_${i}`, ft, [2, 'batch', NH, 'past_seq', HS]));
+  g.output('logits', ft, ['batch', 1, cfg.vocab_size]);
+  for (let i = 0; i < cfg.n_layer; i++) g.output(`present_${i}`, ft, [2, 'batch', NH, 'total_seq', HS]);
+
+  const wte = weight('wte.weight', [cfg.vocab_size, D]);
+  const wpe = weight('wpe.weight', [cfg.n_positions, D]);
+  const [tok] = g.op('Gather', [wte, inputIds], ['tok_emb']);
+  const [pos] = g.op('Gather', [wpe, maskPositions(g, inputIds, mask)], ['pos_emb']);
+
+  const eps = { float: cfg.layer_norm_epsilon };
+  let [normed, , , residual] = g.msOp(
+    'SkipLayerNormalization',
+    [tok!, pos!, weight('h.0.ln_1.weight', [D]), weight('h.0.ln_1.bias', [D])],
+    ['h0_ln1', '', '', 'h0_resid'],
+    { epsilon: eps },
+  );
+
+  for (let i = 0; i < cfg.n_layer; i++) {
+    const h = `h.${i}.`;
+    let scale = cfg.scale_attn_weights ? 1 / Math.sqrt(HS) : 1;
+    if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
+    const [attn] = g.msOp(
+      'Attention',
+      [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask, past[i]!],
+      [`h${i}_attn`, `present_${i}`],
+      { num_heads: NH, unidirectional: 1, scale: { float: scale } },
+    );
+    const [proj] = g.op('MatMul', [attn!, weight(`${h}attn.c_proj.weight`, [D, D])], [`h${i}_attn_proj`]);
+    const [ln2, , , resid2] = g.msOp(
+      'SkipLayerNormalization',
+      [proj!, residual!, weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D]), weight(`${h}attn.c_proj.bias`, [D])],
+      [`h${i}_ln2`, '', '', `h${i}_resid2`],
+      { epsilon: eps },
+    );
+    const [fc] = g.op('MatMul', [ln2!, weight(`${h}mlp.c_fc.weight`, [D, inner])], [`h${i}_fc`]);
+    const gelu = cfg.activation_function === 'gelu' ? 'BiasGelu' : 'FastGelu';
+    const [act] = g.msOp(gelu, [fc!, weight(`${h}mlp.c_fc.bias`, [inner])], [`h${i}_gelu`]);
+    const [mlp] = g.op('MatMul', [act!, weight(`${h}mlp.c_proj.weight`, [inner, D])], [`h${i}_mlp`]);
+    const last = i === cfg.n_layer - 1;
+    const nextLn = last ? 'ln_f.' : `h.${i + 1}.ln_1.`;
+    [normed, , , residual] = g.msOp(
+      'SkipLayerNormalization',
+      [mlp!, resid2!, weight(`${nextLn}weight`, [D]), weight(`${nextLn}bias`, [D]), weight(`${h}mlp.c_proj.bias`, [D])],
+      [last ? 'final_ln' : `h${i + 1}_ln1`, '', '', last ? '' : `h${i + 1}_resid`],
+      { epsilon: eps },
+    );
+  }
+
+  // Only the last position's logits are used by the search ops; projecting the whole prompt would waste the largest matmul.
+  const [lastHidden] = g.op('Slice', [normed!, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], [
+    'last_hidden',
+  ]);
+  const lmHead = cfg.tie_word_embeddings || !tensors.has('lm_head.weight') ? wte : g.initializer(
+    'lm_head',
+    ft,
+    [cfg.vocab_size, D],
+    encodeFloats(tensors.read('lm_head.weight').data, options.precision),
+  );
+  g.msOp('FusedMatMul', [lastHidden!, lmHead], ['logits'], { transB: 1, alpha: { float: 1 } });
+
+  const eos = checkpoint.generation.eos_token_id;
+  const eosTokenId = typeof eos === 'number' ? eos : (eos?.[0] ?? cfg.eos_token_id);
+  const pad = checkpoint.generation.pad_token_id;
+  return {
+    graph: g.build(),
+    nodeCount: g.nodeCount,
+    spec: {
+      architecture: 'gpt2',
+      numLayers: cfg.n_layer,
+      numHeads: NH,
+      headSize: HS,
+      hiddenSize: D,
+      vocabSize: cfg.vocab_size,
+      contextLength: cfg.n_positions,
+      eosTokenId,
+      padTokenId: pad ?? eosTokenId,
+      precision: options.precision,
+    },
+  };
+}
+
+export const gpt2Architecture: ArchitectureBuilder = {
+  modelTypes: ['gpt2'],
+  buildDecoder: buildGpt2Graph,
+};

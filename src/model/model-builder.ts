@@ -1,0 +1,51 @@
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { architectureFor } from './architectures/registry.js';
+import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
+import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel } from './generation-graph.js';
+import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
+import type { FloatPrecision } from './onnx/tensor-types.js';
+import { WeightFile } from './onnx/weight-file.js';
+
+export interface BuildOptions {
+  readonly precision: FloatPrecision;
+  /** Cache key recorded in the manifest ('' for a build outside the cache). */
+  readonly key?: string;
+  readonly name?: string;
+}
+
+const WEIGHTS_FILE = 'decoder.onnx.data';
+const TOKENIZER_FILE = 'tokenizer.json';
+
+/**
+ * Builds an ONNX model directory from a Hugging Face checkpoint: one weight file, one small graph per search
+ * operator (greedy, beam) that all reference it, the tokenizer, and a manifest the engine loads.
+ */
+export function buildModel(checkpointDir: string, outDir: string, options: BuildOptions): ModelManifest {
+  const started = performance.now();
+  const checkpoint = openHfCheckpoint(checkpointDir);
+  const builder = architectureFor(checkpoint.modelType);
+  const weights = new WeightFile(join(outDir, WEIGHTS_FILE));
+  let decoder;
+  try {
+    decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
+  } finally {
+    weights.close();
+  }
+  writeFileSync(join(outDir, SEARCH_FILES.greedy), encodeGreedySearchModel(decoder));
+  writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
+  copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
+  const manifest: ModelManifest = {
+    builderVersion: BUILDER_VERSION,
+    key: options.key ?? '',
+    name: options.name ?? basename(resolve(checkpointDir)),
+    sourceDir: resolve(checkpointDir),
+    spec: decoder.spec,
+    files: { greedy: SEARCH_FILES.greedy, beam: SEARCH_FILES.beam, weights: WEIGHTS_FILE, tokenizer: TOKENIZER_FILE },
+    decoderNodes: decoder.nodeCount,
+    weightBytes: weights.bytesWritten,
+    buildSeconds: (performance.now() - started) / 1000,
+  };
+  writeFileSync(join(outDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+  return manifest;
+}

@@ -1,0 +1,163 @@
+import { hostname } from 'node:os';
+import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { GenerationRequest, GenerationResult } from '../engine/generation-types.js';
+import { searchKey } from '../engine/generation-types.js';
+import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
+import { JobInput, describeZodError } from '../queue/job-schema.js';
+import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
+import type { JobResult } from '../queue/result-schema.js';
+import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { BatchCollector } from './batch-collector.js';
+import { FleetHeartbeat } from './fleet-heartbeat.js';
+import { generationRequestFor } from './job-request.js';
+import { WorkerStats } from './worker-stats.js';
+
+export interface GenerationWorkerOptions {
+  readonly connection: Redis;
+  readonly engine: TextGenerationEngine;
+  readonly tokenizer: TextTokenizer;
+  /** The name jobs use to ask for this model; the worker also serves jobs that name no model. */
+  readonly modelName: string;
+  readonly maxBatch: number;
+  readonly maxWaitMs: number;
+  readonly workerId?: string;
+  readonly logger: Logger;
+  /** BullMQ key prefix (tests isolate themselves with it). */
+  readonly prefix?: string;
+}
+
+interface BatchItem {
+  readonly request: GenerationRequest;
+}
+
+interface BatchOutcome {
+  readonly result: GenerationResult;
+  readonly text: string;
+  readonly generateMs: number;
+  readonly batchSize: number;
+}
+
+/** A job's content is wrong: retrying cannot help, so BullMQ fails it at once with this message. */
+class JobContentError extends UnrecoverableError {}
+
+/**
+ * Takes jobs from the shared queue and this model's queue, tokenizes each, hands it to a BatchCollector and
+ * answers it from one batched graph run. BullMQ's concurrency equals the batch size, so that a full batch of
+ * jobs can be active at once; the engine runs in a worker thread, so lock renewal continues during a run.
+ */
+export class GenerationWorker {
+  readonly workerId: string;
+  readonly stats = new WorkerStats();
+  readonly queues: string[];
+  private readonly workers: Worker[] = [];
+  private readonly connections: Redis[] = [];
+  private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
+  private readonly heartbeat: FleetHeartbeat;
+
+  constructor(private readonly options: GenerationWorkerOptions) {
+    this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
+    this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
+    this.collector = new BatchCollector<BatchItem, BatchOutcome>({
+      maxBatch: options.maxBatch,
+      maxWaitMs: options.maxWaitMs,
+      run: (items) => this.runBatch(items),
+    });
+    this.heartbeat = new FleetHeartbeat(
+      options.connection,
+      () => ({
+        workerId: this.workerId,
+        model: options.modelName,
+        device: options.engine.device,
+        queues: this.queues,
+        maxBatch: options.maxBatch,
+        pid: process.pid,
+        host: hostname(),
+      }),
+      () => this.stats.snapshot(),
+    );
+  }
+
+  start(): void {
+    for (const name of this.queues) {
+      const connection = this.options.connection.duplicate();
+      this.connections.push(connection);
+      const worker = new Worker(name, (job: Job) => this.process(job), {
+        connection,
+        concurrency: this.options.maxBatch,
+        prefix: this.options.prefix,
+      });
+      worker.on('failed', (job, err) => {
+        this.stats.recordJob(false);
+        this.options.logger.warn({ jobId: job?.id, err: err.message }, 'job failed');
+      });
+      worker.on('completed', () => this.stats.recordJob(true));
+      worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
+      this.workers.push(worker);
+    }
+    this.heartbeat.start();
+    this.options.logger.info({ workerId: this.workerId, queues: this.queues, device: this.options.engine.device }, 'worker started');
+  }
+
+  /** Stops taking jobs, lets active ones finish, then releases the engine. */
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close()));
+    this.collector.close();
+    await this.heartbeat.stop();
+    await Promise.all(this.connections.map((c) => c.quit().catch(() => undefined)));
+  }
+
+  private async process(job: Job): Promise<JobResult> {
+    const startedAt = Date.now();
+    const parsed = JobInput.safeParse(job.data);
+    if (!parsed.success) throw new JobContentError(`invalid job data: ${describeZodError(parsed.error)}`);
+    const data = parsed.data;
+    const t0 = performance.now();
+    const promptTokenIds = await this.options.tokenizer.encode(data.prompt);
+    const tokenizeMs = performance.now() - t0;
+    const request = generationRequestFor(data, promptTokenIds);
+    let outcome: BatchOutcome;
+    try {
+      outcome = await this.collector.submit(searchKey(request), { request });
+    } catch (e) {
+      if (e instanceof JobContentError) throw e;
+      throw new Error(`generation failed: ${(e as Error).message}`);
+    }
+    const finishedAt = Date.now();
+    return {
+      id: data.id ?? String(job.id),
+      model: this.options.modelName,
+      prompt: data.prompt,
+      promptTokenIds,
+      tokenIds: outcome.result.tokenIds,
+      text: outcome.text,
+      finishReason: outcome.result.finishReason,
+      timings: {
+        queuedAt: job.timestamp,
+        startedAt,
+        finishedAt,
+        tokenizeMs,
+        generateMs: outcome.generateMs,
+        batchSize: outcome.batchSize,
+        tokensPerSecond: outcome.generateMs > 0 ? (outcome.result.tokenIds.length * 1000) / outcome.generateMs : 0,
+        workerId: this.workerId,
+        device: this.options.engine.device,
+      },
+    };
+  }
+
+  private async runBatch(items: BatchItem[]): Promise<(BatchOutcome | Error)[]> {
+    const { results, timings } = await this.options.engine.generate(items.map((i) => i.request));
+    const ok = results.flatMap((r) => ('error' in r ? [] : [r]));
+    const texts = await this.options.tokenizer.decodeBatch(ok.map((r) => r.tokenIds));
+    const tokens = ok.reduce((a, r) => a + r.tokenIds.length, 0);
+    this.stats.recordBatch(items.length, tokens, timings.generateMs);
+    let k = 0;
+    return results.map((r) =>
+      'error' in r
+        ? new JobContentError(r.error)
+        : { result: r, text: texts[k++]!, generateMs: timings.generateMs, batchSize: timings.batchSize },
+    );
+  }
+}

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import { z } from 'zod';
+import { buildGpt2Graph } from '../src/model/architectures/gpt2.js';
+import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
+import { buildModel } from '../src/model/model-builder.js';
+import { encodeModel } from '../src/model/onnx/graph-builder.js';
+import { WeightFile } from '../src/model/onnx/weight-file.js';
+import { Generator } from '../src/engine/generator.js';
+import type { GenerationRequest } from '../src/engine/generation-types.js';
+import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
+import { fixturePath } from './harness/fixtures.js';
+
+/** reference.json as ../shared/reference/make_reference.py writes it (HF transformers' outputs). */
+const Reference = z.object({
+  cases: z.array(
+    z.object({
+      prompt: z.string(),
+      ids: z.array(z.number()),
+      last_logits_head: z.array(z.number()),
+      greedy: z.array(z.number()),
+      greedy_margins: z.array(z.number()),
+      beam4: z.array(z.number()),
+    }),
+  ),
+  batched_greedy_equals_single: z.array(z.boolean()),
+});
+
+/** Steps whose top-1/top-2 logit gap is below this may flip between float implementations. */
+const TINY_MARGIN = 1e-3;
+
+const CKPT = fixturePath('gpt2-tiny');
+const ref = Reference.parse(JSON.parse(readFileSync(join(CKPT, 'reference.json'), 'utf8')));
+
+/** Greedy tokens that must agree: up to (not including) the first step with a tiny margin. */
+function comparableLength(margins: readonly number[]): number {
+  const i = margins.findIndex((m) => m < TINY_MARGIN);
+  return i === -1 ? margins.length : i;
+}
+
+const greedy = (promptIds: number[], maxNewTokens: number): GenerationRequest => ({
+  promptIds,
+  maxNewTokens,
+  minNewTokens: 0,
+  repetitionPenalty: 1,
+  search: { kind: 'greedy' },
+});
+
+describe('parity with Hugging Face transformers (random GPT-2 fixture)', () => {
+  let dir: string;
+  let generator: Generator;
+  let tokenizer: TextTokenizer;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-parity-'));
+    buildModel(CKPT, dir, { precision: 'fp32' });
+    generator = await Generator.open(dir, { device: { kind: 'cpu' } });
+    tokenizer = TextTokenizer.fromFile(join(CKPT, 'tokenizer.json'));
+  });
+  after(async () => {
+    await generator?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('tokenizes every prompt to the same ids as HF', async () => {
+    for (const c of ref.cases) assert.deepEqual(await tokenizer.encode(c.prompt), c.ids, c.prompt);
+  });
+
+  it('gives the same last-position logits as HF for each prompt (decoder step alone)', async () => {
+    const stepDir = mkdtempSync(join(tmpdir(), 'genqueue-step-'));
+    try {
+      const weights = new WeightFile(join(stepDir, 'step.onnx.data'));
+      const decoder = buildGpt2Graph(openHfCheckpoint(CKPT), { precision: 'fp32', weights });
+      weights.close();
+      writeFileSync(join(stepDir, 'step.onnx'), encodeModel(decoder.graph, 'test'));
+      const session = await ort.InferenceSession.create(join(stepDir, 'step.onnx'));
+      const { numLayers, numHeads, headSize } = decoder.spec;
+      for (const c of ref.cases) {
+        const S = c.ids.length;
+        const feeds: Record<string, ort.Tensor> = {
+          input_ids: new ort.Tensor('int32', Int32Array.from(c.ids), [1, S]),
+          position_ids: new ort.Tensor('int32', Int32Array.from(c.ids.map((_, i) => i)), [1, S]),
+          attention_mask: new ort.Tensor('int32', new Int32Array(S).fill(1), [1, S]),
+        };
+        for (let l = 0; l < numLayers; l++) feeds[`past_${l}`] = new ort.Tensor('float32', new Float32Array(0), [2, 1, numHeads, 0, headSize]);
+        const logits = (await session.run(feeds)).logits!.data as Float32Array;
+        c.last_logits_head.forEach((v, i) => assert.ok(Math.abs(logits[i]! - v) < 1e-4, `${c.prompt}: logit ${i} ${logits[i]} vs HF ${v}`));
+      }
+      await session.release();
+    } finally {
+      rmSync(stepDir, { recursive: true, force: true });
+    }
+  });
+
+  it('greedy tokens equal HF up to the first step with a tiny top-2 margin', async () => {
+    let compared = 0;
+    for (const c of ref.cases) {
+      const { results } = await generator.generate([greedy(c.ids, c.greedy.length)]);
+      const r = results[0]!;
+      assert.ok(!('error' in r), JSON.stringify(r));
+      const n = comparableLength(c.greedy_margins);
+      assert.deepEqual(r.tokenIds.slice(0, n), c.greedy.slice(0, n), `prompt ${JSON.stringify(c.prompt)}`);
+      compared += n;
+    }
+    // The fixture is made with clear margins: most steps must actually be compared, or the test proves little.
+    assert.ok(compared >= ref.cases.length * 12, `only ${compared} tokens were comparable`);
+  });
+
+  it('a batch of left-padded prompts gives each prompt its one-at-a-time tokens', async () => {
+    const singles = [];
+    for (const c of ref.cases) singles.push((await generator.generate([greedy(c.ids, 24)])).results[0]);
+    const batched = await generator.generate(ref.cases.map((c) => greedy(c.ids, 24)));
+    assert.equal(batched.timings.runs, 1, 'the whole batch should be one run');
+    assert.deepEqual(batched.results, singles);
+  });
+
+  it('4-beam search equals HF', async () => {
+    for (const c of ref.cases) {
+      const { results } = await generator.generate([
+        { promptIds: c.ids, maxNewTokens: c.beam4.length, minNewTokens: 0, repetitionPenalty: 1, search: { kind: 'beam', numBeams: 4, lengthPenalty: 1 } },
+      ]);
+      const r = results[0]!;
+      assert.ok(!('error' in r), JSON.stringify(r));
+      assert.deepEqual(r.tokenIds, c.beam4, `prompt ${JSON.stringify(c.prompt)}`);
+    }
+  });
+});
