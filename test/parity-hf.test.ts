@@ -14,6 +14,7 @@ import { Generator } from '../src/engine/generator.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { fixturePath } from './harness/fixtures.js';
+import { testDevice } from './harness/test-device.js';
 
 /** reference.json as ../shared/reference/make_reference.py writes it (HF transformers' outputs). */
 const Reference = z.object({
@@ -58,7 +59,7 @@ describe('parity with Hugging Face transformers (random GPT-2 fixture)', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-parity-'));
     buildModel(CKPT, dir, { precision: 'fp32' });
-    generator = await Generator.open(dir, { device: { kind: 'cpu' } });
+    generator = await Generator.open(dir, { device: testDevice() });
     tokenizer = TextTokenizer.fromFile(join(CKPT, 'tokenizer.json'));
   });
   after(async () => {

@@ -103,7 +103,7 @@ export class Generator implements TextGenerationEngine {
       input_ids: new ort.Tensor('int32', ids, [B, S]),
       attention_mask: new ort.Tensor('int32', mask, [B, S]),
       max_length: scalarI32(S + run.maxNewTokens),
-      min_length: scalarI32(first.minNewTokens > 0 ? S + first.minNewTokens : 0),
+      min_length: scalarI32(this.minLengthInput(S, first.minNewTokens)),
       repetition_penalty: scalarF32(first.repetitionPenalty),
     };
     let sequences: ort.Tensor;
@@ -127,6 +127,15 @@ export class Generator implements TextGenerationEngine {
       }
       return { tokenIds, finishReason: 'length' as const };
     });
+  }
+
+  /**
+   * ONNX Runtime 1.29 reads min_length differently per provider: the CPU logits processor counts the whole
+   * sequence (padded prompt included), the CUDA one counts new tokens only.
+   */
+  private minLengthInput(promptLength: number, minNewTokens: number): number {
+    if (minNewTokens === 0) return 0;
+    return this.options.device.kind === 'cpu' ? promptLength + minNewTokens : minNewTokens;
   }
 
   private session(kind: SearchKind): Promise<ort.InferenceSession> {

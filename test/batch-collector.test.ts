@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BatchCollector } from '../src/worker/batch-collector.js';
+
+describe('BatchCollector', () => {
+  it('runs a full group at once and keeps incompatible keys apart', async () => {
+    const batches: string[][] = [];
+    const c = new BatchCollector<string, string>({
+      maxBatch: 3,
+      maxWaitMs: 10_000,
+      run: async (items) => {
+        batches.push(items);
+        return items.map((i) => i.toUpperCase());
+      },
+    });
+    const a = ['a1', 'a2', 'a3'].map((x) => c.submit('A', x));
+    const b = c.submit('B', 'b1');
+    assert.deepEqual(await Promise.all(a), ['A1', 'A2', 'A3']);
+    assert.deepEqual(batches, [['a1', 'a2', 'a3']]);
+    c.close();
+    await assert.rejects(b, /shutting down/);
+  });
+
+  it('runs a partial group after maxWaitMs', async () => {
+    const c = new BatchCollector<number, number>({ maxBatch: 64, maxWaitMs: 20, run: async (items) => items.map((i) => i * 2) });
+    assert.deepEqual(await Promise.all([c.submit('k', 1), c.submit('k', 2)]), [2, 4]);
+  });
+
+  it('collects while a batch runs and never runs two batches at once', async () => {
+    let active = 0;
+    let maxActive = 0;
+    const sizes: number[] = [];
+    const c = new BatchCollector<number, number>({
+      maxBatch: 4,
+      maxWaitMs: 0,
+      run: async (items) => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        sizes.push(items.length);
+        await new Promise((r) => setTimeout(r, 30));
+        active--;
+        return items;
+      },
+    });
+    const first = c.submit('k', 0);
+    await new Promise((r) => setTimeout(r, 5)); // the first batch (one item) is now running
+    const rest = Array.from({ length: 6 }, (_, i) => c.submit('k', i + 1));
+    assert.deepEqual(await Promise.all([first, ...rest]), [0, 1, 2, 3, 4, 5, 6]);
+    assert.equal(maxActive, 1);
+    assert.deepEqual(sizes, [1, 4, 2]);
+  });
+
+  it('fails only the items a runner marks as errors, and the whole batch when the runner throws; then carries on', async () => {
+    let calls = 0;
+    const c = new BatchCollector<number, number>({
+      maxBatch: 2,
+      maxWaitMs: 5,
+      run: async (items) => {
+        calls++;
+        if (calls === 2) throw new Error('device lost');
+        return items.map((i) => (i < 0 ? new Error(`bad item ${i}`) : i));
+      },
+    });
+    const [ok, bad] = await Promise.allSettled([c.submit('k', 1), c.submit('k', -1)]);
+    assert.deepEqual(ok, { status: 'fulfilled', value: 1 });
+    assert.match(String((bad as PromiseRejectedResult).reason), /bad item -1/);
+    await assert.rejects(c.submit('k', 5), /device lost/);
+    assert.equal(await c.submit('k', 7), 7);
+  });
+});
