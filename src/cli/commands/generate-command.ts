@@ -2,7 +2,7 @@ import { Option, type Command } from 'commander';
 import { Generator } from '../../engine/generator.js';
 import { parseDevice } from '../../engine/execution-provider.js';
 import { type JobData, parseJob } from '../../queue/job-schema.js';
-import { JsonlJobReaderLines } from '../jsonl-lines.js';
+import { JsonlLines } from '../../queue/jsonl-lines.js';
 import { TextTokenizer } from '../../tokenizer/text-tokenizer.js';
 import { generationRequestFor } from '../../worker/job-request.js';
 import { loadConfig } from '../../config/load-config.js';
@@ -45,7 +45,7 @@ async function readPrompts(o: GenerateOptions): Promise<JobData[]> {
   }
   const jobs: JobData[] = [];
   const errors: string[] = [];
-  for await (const { lineNumber, value } of new JsonlJobReaderLines(o.promptsFile!)) {
+  for await (const { lineNumber, value } of new JsonlLines(o.promptsFile!)) {
     if (value.ok === false) {
       errors.push(`${o.promptsFile}:${lineNumber}: ${value.error}`);
       continue;

@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline';
 export type JsonLine = { lineNumber: number; value: { ok: true; raw: unknown } | { ok: false; error: string } };
 
 /** Streams a JSONL file line by line (constant memory); blank lines are skipped but still counted. */
-export class JsonlJobReaderLines implements AsyncIterable<JsonLine> {
+export class JsonlLines implements AsyncIterable<JsonLine> {
   constructor(private readonly path: string) {}
 
   async *[Symbol.asyncIterator](): AsyncIterator<JsonLine> {
