@@ -2,6 +2,10 @@
 import { Command, CommanderError } from 'commander';
 import { registerBuildCommand } from './commands/build-command.js';
 import { registerGenerateCommand } from './commands/generate-command.js';
+import { registerWorkerCommand } from './commands/worker-command.js';
+import { registerEnqueueCommand } from './commands/enqueue-command.js';
+import { registerResultsCommand } from './commands/results-command.js';
+import { registerDemoCommand } from './commands/demo-command.js';
 
 
 
@@ -14,8 +18,12 @@ const program = new Command()
   .showHelpAfterError();
 
 
+registerDemoCommand(program);
 registerBuildCommand(program);
 registerGenerateCommand(program);
+registerWorkerCommand(program);
+registerEnqueueCommand(program);
+registerResultsCommand(program);
 
 
 
@@ -23,5 +31,6 @@ registerGenerateCommand(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof CommanderError) process.exit(e.exitCode);
   process.stderr.write(`genqueue: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
+  // A command may have chosen a more specific code (2: refused input) before failing.
+  process.exit(typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : 1);
 });

@@ -17,6 +17,8 @@ export interface EnqueueReport {
   /** Jobs whose id was already in the queue (or earlier in the same file): left as they were. */
   readonly duplicates: number;
   readonly refused: RefusedLine[];
+  /** Every valid line's job (new or duplicate), in file order. */
+  readonly jobs: EnqueuedJob[];
 }
 
 export interface EnqueueFileOptions {
@@ -92,11 +94,13 @@ export class JobProducer {
     const idsOut: WriteStream | undefined = options.idsOut ? createWriteStream(options.idsOut) : undefined;
     let enqueued = 0;
     let duplicates = 0;
+    const jobs: EnqueuedJob[] = [];
     let chunk: { job: JobData; line: number }[] = [];
     const flush = async (): Promise<void> => {
       const added = await this.addChunk(chunk.map((c) => c.job));
       enqueued += added.added;
       duplicates += added.duplicates;
+      jobs.push(...added.jobs);
       if (idsOut) {
         const text = added.jobs.map((j, i) => JSON.stringify({ id: j.id, line: chunk[i]!.line, queue: j.queue })).join('\n');
         if (text) idsOut.write(`${text}\n`);
@@ -114,7 +118,7 @@ export class JobProducer {
     } finally {
       if (idsOut) await new Promise<void>((resolve) => idsOut.end(() => resolve()));
     }
-    return { enqueued, duplicates, refused };
+    return { enqueued, duplicates, refused, jobs };
   }
 
   /** Enqueues already-validated jobs (programmatic producers, the demo); returns where each went. */

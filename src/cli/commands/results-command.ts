@@ -1,0 +1,48 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/load-config.js';
+import { createRedisConnection } from '../../queue/redis-connection.js';
+import { ResultCollector, readJobRefs } from '../../queue/result-collector.js';
+import { configOption, positiveInt } from '../options.js';
+import { ProgressBar } from '../progress-bar.js';
+import { openOutput, writeResults } from '../result-lines.js';
+
+interface ResultsOptions {
+  idsFrom: string;
+  wait?: boolean;
+  out?: string;
+  timeoutMs?: number;
+  config?: string;
+}
+
+export function registerResultsCommand(program: Command): void {
+  program
+    .command('results')
+    .description('collect the results of jobs enqueued earlier')
+    .requiredOption('--ids-from <file.jsonl>', 'lines with an "id" (the enqueued file, or the --ids-out file of enqueue)')
+    .option('--wait', 'wait for unfinished jobs')
+    .option('--out <results.jsonl>', 'output file (default: stdout)')
+    .option('--timeout-ms <ms>', 'with --wait, give up after this long', positiveInt('--timeout-ms'))
+    .addOption(configOption())
+    .action(async (o: ResultsOptions) => {
+      const config = loadConfig({ file: o.config });
+      const refs = await readJobRefs(o.idsFrom);
+      const connection = createRedisConnection(config.redisUrl);
+      const bar = new ProgressBar('results');
+      const out = openOutput(o.out);
+      try {
+        const collector = new ResultCollector({ connection });
+        const summary = await writeResults(
+          collector.collect(refs, { wait: Boolean(o.wait), timeoutMs: o.timeoutMs, onProgress: (d, t) => bar.update(d, t) }),
+          out.stream,
+        );
+        bar.stop();
+        process.stderr.write(
+          `completed ${summary.completed}, failed ${summary.failed}, pending ${summary.pending}, unknown ids ${summary.missing}\n`,
+        );
+        if (summary.failed || summary.pending || summary.missing) process.exitCode = 1;
+      } finally {
+        await out.close();
+        await connection.quit();
+      }
+    });
+}

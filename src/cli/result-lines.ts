@@ -1,0 +1,42 @@
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import type { CollectedResult } from '../queue/result-collector.js';
+
+/** One output line per job: the result fields users consume, or the reason it has none. */
+export function resultLine(r: CollectedResult): string {
+  switch (r.status) {
+    case 'completed': {
+      const { id, prompt, tokenIds, text, finishReason, timings } = r.result;
+      return JSON.stringify({ id, prompt, tokenIds, text, finishReason, timings });
+    }
+    case 'failed':
+      return JSON.stringify({ id: r.id, error: r.error });
+    default:
+      return JSON.stringify({ id: r.id, status: r.status });
+  }
+}
+
+export function openOutput(path: string | undefined): { stream: Writable; close: () => Promise<void> } {
+  if (!path) return { stream: process.stdout, close: async () => undefined };
+  const stream = createWriteStream(path);
+  return { stream, close: () => new Promise((resolve) => stream.end(() => resolve())) };
+}
+
+export interface CollectSummary {
+  completed: number;
+  failed: number;
+  pending: number;
+  missing: number;
+  generatedTokens: number;
+}
+
+/** Writes collected results as JSON lines (respecting back-pressure) and tallies them. */
+export async function writeResults(results: AsyncIterable<CollectedResult>, out: Writable): Promise<CollectSummary> {
+  const s: CollectSummary = { completed: 0, failed: 0, pending: 0, missing: 0, generatedTokens: 0 };
+  for await (const r of results) {
+    s[r.status]++;
+    if (r.status === 'completed') s.generatedTokens += r.result.tokenIds.length;
+    if (!out.write(`${resultLine(r)}\n`)) await new Promise((resolve) => out.once('drain', resolve));
+  }
+  return s;
+}

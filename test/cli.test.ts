@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
+import { fixturePath } from './harness/fixtures.js';
+import { startRedisServer } from './harness/redis-server.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const run = promisify(execFile);
+
+/** Runs the built CLI; resolves with its output and exit code instead of throwing on a non-zero exit. */
+async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+describe('genqueue CLI', () => {
+  let dir: string;
+  let redis: RedisServerProcess;
+  let env: NodeJS.ProcessEnv;
+  let worker: ChildProcess | undefined;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-cli-'));
+    redis = await startRedisServer();
+    env = { ...process.env, GENQUEUE_CACHE_DIR: join(dir, 'cache'), REDIS_URL: redis.url, GENQUEUE_LOG_LEVEL: 'warn' };
+  });
+  after(async () => {
+    worker?.kill('SIGTERM');
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('--help lists the commands', async () => {
+    const r = await genqueue(['--help'], env);
+    assert.equal(r.code, 0);
+    for (const c of ['demo', 'build', 'generate', 'worker', 'enqueue', 'results']) assert.match(r.stdout, new RegExp(`\\n  ${c}\\b`));
+  });
+
+  it('build writes a model directory; generate --json prints one line per prompt with the contract fields', async () => {
+    const built = join(dir, 'built');
+    const b = await genqueue(['build', fixturePath('gpt2-tiny'), '--out', built], env);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stdout, /built gpt2-tiny \(gpt2, 2 layers, 32 hidden, fp32\)/);
+    const prompts = join(dir, 'prompts.jsonl');
+    writeFileSync(prompts, '{"prompt": "Hello world"}\n{"prompt": "Once upon a time", "max_new_tokens": 3}\n');
+    const g = await genqueue(['generate', '--model', built, '--prompts-file', prompts, '--max-new-tokens', '5', '--json'], env);
+    assert.equal(g.code, 0, g.stderr);
+    const lines = g.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 2);
+    assert.deepEqual(Object.keys(lines[0]!).sort(), ['finishReason', 'prompt', 'promptTokenIds', 'text', 'timings', 'tokenIds']);
+    assert.deepEqual(lines[0]!.promptTokenIds, [15496, 995]);
+    assert.equal((lines[0]!.tokenIds as number[]).length, 5);
+    assert.equal((lines[1]!.tokenIds as number[]).length, 3, 'a line may override the flag default');
+  });
+
+  it('generate builds an HF checkpoint on first use and reuses the cache on the second', async () => {
+    const args = ['generate', '--model', fixturePath('gpt2-tiny'), '--prompt', 'Hello world', '--max-new-tokens', '4', '--json'];
+    const first = await genqueue(args, { ...env, GENQUEUE_LOG_LEVEL: 'info' });
+    const second = await genqueue(args, { ...env, GENQUEUE_LOG_LEVEL: 'info' });
+    assert.match(first.stderr, /built model/);
+    assert.doesNotMatch(second.stderr, /built model/);
+    assert.deepEqual(JSON.parse(first.stdout).tokenIds, JSON.parse(second.stdout).tokenIds);
+  });
+
+  it('a prompt + max_new_tokens beyond the context length is a clear error', async () => {
+    const r = await genqueue(['generate', '--model', fixturePath('gpt2-tiny'), '--prompt', 'Hello world', '--max-new-tokens', '200'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /prompt \(2 tokens\) \+ max_new_tokens \(200\) = 202 exceeds the model's context length 128/);
+  });
+
+  it('enqueue refuses an invalid file with line numbers and exit code 2', async () => {
+    const bad = join(dir, 'bad.jsonl');
+    writeFileSync(bad, '{"prompt": "ok"}\n{"prompt": "x", "num_beams": "four"}\n');
+    const r = await genqueue(['enqueue', bad], env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /line 2: num_beams: /);
+    assert.match(r.stderr, /nothing enqueued/);
+  });
+
+  it('worker + enqueue --wait + results: every job answered through Redis', async () => {
+    worker = spawn(process.execPath, [CLI, 'worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50'], {
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const jobs = join(dir, 'jobs.jsonl');
+    writeFileSync(jobs, Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: `cli-${i}`, prompt: `Prompt number ${i}`, max_new_tokens: 4 })).join('\n'));
+    const out = join(dir, 'results.jsonl');
+    const e = await genqueue(['enqueue', jobs, '--wait', '--out', out, '--timeout-ms', '60000'], env);
+    assert.equal(e.code, 0, e.stderr);
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; tokenIds: number[]; text: string });
+    assert.equal(lines.length, 10);
+    for (const l of lines) {
+      assert.equal(l.tokenIds.length, 4);
+      assert.deepEqual(Object.keys(l).sort(), ['finishReason', 'id', 'prompt', 'text', 'timings', 'tokenIds']);
+    }
+    const again = join(dir, 'again.jsonl');
+    const r = await genqueue(['results', '--ids-from', jobs, '--out', again], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(again, 'utf8').trim().split('\n').length, 10);
+    const exited = new Promise((resolve) => worker!.once('exit', resolve));
+    worker.kill('SIGTERM');
+    assert.equal(await exited, 0, 'worker exits cleanly on SIGTERM');
+    worker = undefined;
+  });
+
+  it('demo runs end to end with its own redis-server and the built-in model', async () => {
+    const { REDIS_URL: _ignored, ...noRedis } = env;
+    const r = await genqueue(['demo', '--jobs', '12', '--max-new-tokens', '8'], noRedis);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /started a private redis-server/);
+    assert.match(r.stdout, /done: 12 completed, 0 failed/);
+  });
+});
