@@ -6,6 +6,7 @@ import { registerWorkerCommand } from './commands/worker-command.js';
 import { registerEnqueueCommand } from './commands/enqueue-command.js';
 import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
+import { registerBenchCommand } from './commands/bench-command.js';
 
 
 
@@ -24,6 +25,7 @@ registerGenerateCommand(program);
 registerWorkerCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
+registerBenchCommand(program);
 
 
 

@@ -14,6 +14,13 @@ import {
 
 export interface GeneratorOptions {
   readonly device: DeviceSpec;
+  /**
+   * Greedy runs use the decoder whose KV cache is one in-place buffer (no per-step copy of the whole cache).
+   * ONNX Runtime supports it on CUDA only; default: on for CUDA/TensorRT, off for CPU.
+   */
+  readonly sharedKvBuffer?: boolean;
+  /** ONNX Runtime graph optimization level (default "all"). */
+  readonly graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Called once when a requested provider could not load and a fallback was used. */
   readonly onWarning?: (message: string) => void;
 }
@@ -38,8 +45,13 @@ export class Generator implements TextGenerationEngine {
   /** Opens a built model directory and creates its greedy session up front (so start-up errors surface here). */
   static async open(modelDir: string, options: GeneratorOptions): Promise<Generator> {
     const g = new Generator(modelDir, readManifest(modelDir), options);
-    await g.session('greedy');
+    await g.session(g.greedyKind);
     return g;
+  }
+
+  private get greedyKind(): SearchKind {
+    const shared = this.options.sharedKvBuffer ?? this.options.device.kind !== 'cpu';
+    return shared ? 'greedyShared' : 'greedy';
   }
 
   get device(): string {
@@ -113,7 +125,7 @@ export class Generator implements TextGenerationEngine {
       feeds.length_penalty = scalarF32(first.search.lengthPenalty);
       sequences = (await (await this.session('beam')).run(feeds)).sequences!;
     } else {
-      sequences = (await (await this.session('greedy')).run(feeds)).sequences!;
+      sequences = (await (await this.session(this.greedyKind)).run(feeds)).sequences!;
     }
     const data = sequences.data as Int32Array;
     const L = Number(sequences.dims[sequences.dims.length - 1]);
@@ -141,7 +153,7 @@ export class Generator implements TextGenerationEngine {
   private session(kind: SearchKind): Promise<ort.InferenceSession> {
     let s = this.sessions.get(kind);
     if (!s) {
-      s = this.createSession(join(this.modelDir, this.manifest.files[kind === 'sample' ? 'greedy' : kind]));
+      s = this.createSession(join(this.modelDir, this.manifest.files[kind]));
       this.sessions.set(kind, s);
       s.catch(() => this.sessions.delete(kind));
     }
@@ -150,7 +162,7 @@ export class Generator implements TextGenerationEngine {
 
   private async createSession(path: string): Promise<ort.InferenceSession> {
     const { device } = this.options;
-    const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' };
+    const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all' };
     try {
       return await ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders(device) });
     } catch (e) {

@@ -2,12 +2,13 @@ import { GraphBuilder, encodeModel } from './onnx/graph-builder.js';
 import type { DecoderGraph } from './architectures/decoder-graph.js';
 
 /** Search operators a decoder can be wrapped in; each becomes its own small .onnx sharing one weight file. */
-export type SearchKind = 'greedy' | 'beam' | 'sample';
+export type SearchKind = 'greedy' | 'greedyShared' | 'beam';
 
 export const SEARCH_FILES: Record<SearchKind, string> = {
   greedy: 'greedy.onnx',
+  /** GreedySearch over a decoder with one in-place KV buffer (past_present_share_buffer): CUDA only. */
+  greedyShared: 'greedy-shared-kv.onnx',
   beam: 'beam.onnx',
-  sample: 'sample.onnx',
 };
 
 const PRODUCER = 'genqueue';

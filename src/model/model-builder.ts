@@ -27,12 +27,15 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   const builder = architectureFor(checkpoint.modelType);
   const weights = new WeightFile(join(outDir, WEIGHTS_FILE));
   let decoder;
+  let sharedKvDecoder;
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
+    sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
   } finally {
     weights.close();
   }
   writeFileSync(join(outDir, SEARCH_FILES.greedy), encodeGreedySearchModel(decoder));
+  writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
@@ -41,7 +44,13 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
     name: options.name ?? basename(resolve(checkpointDir)),
     sourceDir: resolve(checkpointDir),
     spec: decoder.spec,
-    files: { greedy: SEARCH_FILES.greedy, beam: SEARCH_FILES.beam, weights: WEIGHTS_FILE, tokenizer: TOKENIZER_FILE },
+    files: {
+      greedy: SEARCH_FILES.greedy,
+      greedyShared: SEARCH_FILES.greedyShared,
+      beam: SEARCH_FILES.beam,
+      weights: WEIGHTS_FILE,
+      tokenizer: TOKENIZER_FILE,
+    },
     decoderNodes: decoder.nodeCount,
     weightBytes: weights.bytesWritten,
     buildSeconds: (performance.now() - started) / 1000,

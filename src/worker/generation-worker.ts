@@ -22,6 +22,11 @@ export interface GenerationWorkerOptions {
   readonly modelName: string;
   readonly maxBatch: number;
   readonly maxWaitMs: number;
+  /**
+   * Jobs BullMQ may hold active at once (default: maxBatch). Above maxBatch, the next batch collects while
+   * one runs, at the price of holding more jobs' locks.
+   */
+  readonly concurrency?: number;
   readonly workerId?: string;
   readonly logger: Logger;
   /** BullMQ key prefix (tests isolate themselves with it). */
@@ -85,7 +90,7 @@ export class GenerationWorker {
       this.connections.push(connection);
       const worker = new Worker(name, (job: Job) => this.process(job), {
         connection,
-        concurrency: this.options.maxBatch,
+        concurrency: this.options.concurrency ?? this.options.maxBatch,
         prefix: this.options.prefix,
       });
       worker.on('failed', (job, err) => {

@@ -18,9 +18,27 @@ export interface DecoderSpec {
   readonly precision: FloatPrecision;
 }
 
+/**
+ * The shape of one decoder step graph. The product uses {growing|shared, last}; the other combinations exist
+ * for the benchmarks that reproduce the write-up's baselines.
+ */
+export interface DecoderVariant {
+  /**
+   * growing: past/present grow by one position per step (CPU and CUDA);
+   * shared: past and present are one max-length buffer written in place (past_present_share_buffer; CUDA only);
+   * none: no cache inputs/outputs, the whole sequence is recomputed every step.
+   */
+  readonly kvCache: 'growing' | 'shared' | 'none';
+  /** last: logits [B,1,V]; all: logits [B,S,V]; argmax: only next_token [B,1] (int64) leaves the graph. */
+  readonly logits: 'last' | 'all' | 'argmax';
+}
+
+export const SEARCH_DECODER: DecoderVariant = { kvCache: 'growing', logits: 'last' };
+
 export interface DecoderBuildOptions {
   readonly precision: FloatPrecision;
   readonly weights: WeightFile;
+  readonly variant?: DecoderVariant;
 }
 
 /**

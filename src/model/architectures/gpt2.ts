@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { encodeFloats, floatElemType } from '../onnx/tensor-types.js';
-import type { ArchitectureBuilder, DecoderBuildOptions, DecoderGraph } from './decoder-graph.js';
+import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, SEARCH_DECODER } from './decoder-graph.js';
 
 /** The GPT-2 config.json fields this builder uses; unsupported variants are refused by name. */
 export const Gpt2Config = z.object({
@@ -64,6 +64,7 @@ function tensorPrefix(tensors: CheckpointTensors): string {
  */
 export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOptions): DecoderGraph {
   const cfg = parseGpt2Config(checkpoint.config, `${checkpoint.dir}/config.json`);
+  const variant = options.variant ?? SEARCH_DECODER;
   const tensors = checkpoint.tensors;
   const prefix = tensorPrefix(tensors);
   const ft = floatElemType(options.precision);
@@ -73,22 +74,29 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   const inner = cfg.n_inner ?? 4 * D;
   const g = new GraphBuilder('gpt2_decoder', options.weights);
 
-  const weight = (name: string, expected: readonly number[], onnxName = name): string => {
-    const t = tensors.read(prefix + name);
-    if (t.shape.join(',') !== expected.join(',')) {
-      throw new Error(`tensor ${prefix}${name} has shape [${t.shape}], expected [${expected}]`);
-    }
-    return g.initializer(onnxName, ft, expected, encodeFloats(t.data, options.precision));
-  };
+  const weight = (name: string, expected: readonly number[]): string =>
+    g.initializer(name, ft, expected, () => {
+      const t = tensors.read(prefix + name);
+      if (t.shape.join(',') !== expected.join(',')) {
+        throw new Error(`tensor ${prefix}${name} has shape [${t.shape}], expected [${expected}]`);
+      }
+      return encodeFloats(t.data, options.precision);
+    });
 
+  const cached = variant.kvCache !== 'none';
+  const shared = variant.kvCache === 'shared';
+  const kvLen = shared ? 'max_seq' : 'past_seq';
   const inputIds = g.input('input_ids', 'int32', ['batch', 'seq']);
   // Part of the search ops' contract, but not used: see maskPositions.
-  g.input('position_ids', 'int32', ['batch', 'seq']);
+  if (cached) g.input('position_ids', 'int32', ['batch', 'seq']);
   const mask = g.input('attention_mask', 'int32', ['batch', 'total_seq']);
   const past: string[] = [];
-  for (let i = 0; i < cfg.n_layer; i++) past.push(g.input(`past_${i}`, ft, [2, 'batch', NH, 'past_seq', HS]));
-  g.output('logits', ft, ['batch', 1, cfg.vocab_size]);
-  for (let i = 0; i < cfg.n_layer; i++) g.output(`present_${i}`, ft, [2, 'batch', NH, 'total_seq', HS]);
+  if (cached) for (let i = 0; i < cfg.n_layer; i++) past.push(g.input(`past_${i}`, ft, [2, 'batch', NH, kvLen, HS]));
+  // With a shared buffer the search op writes this (the filled length) and the attention writes in place after it.
+  const pastLength = shared ? g.input('past_sequence_length', 'int32', [1]) : '';
+  if (variant.logits === 'argmax') g.output('next_token', 'int64', ['batch', 1]);
+  else g.output('logits', ft, ['batch', variant.logits === 'last' ? 1 : 'seq', cfg.vocab_size]);
+  if (cached) for (let i = 0; i < cfg.n_layer; i++) g.output(`present_${i}`, ft, [2, 'batch', NH, shared ? kvLen : 'total_seq', HS]);
 
   const wte = weight('wte.weight', [cfg.vocab_size, D]);
   const wpe = weight('wpe.weight', [cfg.n_positions, D]);
@@ -107,12 +115,15 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     const h = `h.${i}.`;
     let scale = cfg.scale_attn_weights ? 1 / Math.sqrt(HS) : 1;
     if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
-    const [attn] = g.msOp(
-      'Attention',
-      [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask, past[i]!],
-      [`h${i}_attn`, `present_${i}`],
-      { num_heads: NH, unidirectional: 1, scale: { float: scale } },
-    );
+    const attnInputs = [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask];
+    if (cached) attnInputs.push(past[i]!);
+    if (shared) attnInputs.push('', pastLength);
+    const [attn] = g.msOp('Attention', attnInputs, cached ? [`h${i}_attn`, `present_${i}`] : [`h${i}_attn`], {
+      num_heads: NH,
+      unidirectional: 1,
+      scale: { float: scale },
+      ...(shared ? { past_present_share_buffer: 1 } : {}),
+    });
     const [proj] = g.op('MatMul', [attn!, weight(`${h}attn.c_proj.weight`, [D, D])], [`h${i}_attn_proj`]);
     const [ln2, , , resid2] = g.msOp(
       'SkipLayerNormalization',
@@ -135,16 +146,21 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   }
 
   // Only the last position's logits are used by the search ops; projecting the whole prompt would waste the largest matmul.
-  const [lastHidden] = g.op('Slice', [normed!, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], [
-    'last_hidden',
-  ]);
-  const lmHead = cfg.tie_word_embeddings || !tensors.has('lm_head.weight') ? wte : g.initializer(
-    'lm_head',
-    ft,
-    [cfg.vocab_size, D],
-    encodeFloats(tensors.read('lm_head.weight').data, options.precision),
-  );
-  g.msOp('FusedMatMul', [lastHidden!, lmHead], ['logits'], { transB: 1, alpha: { float: 1 } });
+  const projected =
+    variant.logits === 'all'
+      ? normed!
+      : g.op('Slice', [normed!, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], [
+          'last_hidden',
+        ])[0]!;
+  const untied = !cfg.tie_word_embeddings && tensors.has('lm_head.weight');
+  const lmHead = untied
+    ? g.initializer('lm_head.weight', ft, [cfg.vocab_size, D], () => encodeFloats(tensors.read('lm_head.weight').data, options.precision))
+    : wte;
+  const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [variant.logits === 'argmax' ? 'last_logits' : 'logits'], {
+    transB: 1,
+    alpha: { float: 1 },
+  });
+  if (variant.logits === 'argmax') g.op('ArgMax', [logits!], ['next_token'], { axis: -1, keepdims: 0 });
 
   const eos = checkpoint.generation.eos_token_id;
   const eosTokenId = typeof eos === 'number' ? eos : (eos?.[0] ?? cfg.eos_token_id);

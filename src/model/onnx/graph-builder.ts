@@ -75,12 +75,15 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Adds a weight; bytes are raw little-endian data of `type`. */
-  initializer(name: string, type: ElemTypeName, dims: readonly number[], bytes: Uint8Array): string {
+  /**
+   * Adds a weight; bytes are raw little-endian data of `type`, or a function producing them, called only when
+   * the weight file does not hold this name yet (so graph variants read each checkpoint tensor once).
+   */
+  initializer(name: string, type: ElemTypeName, dims: readonly number[], bytes: Uint8Array | (() => Uint8Array)): string {
     this.claim(name);
     const tensor: ITensorProto = this.weights
       ? this.weights.tensor(name, type, dims, bytes)
-      : { name, dataType: ElemType[type], dims: [...dims], rawData: bytes };
+      : { name, dataType: ElemType[type], dims: [...dims], rawData: typeof bytes === 'function' ? bytes() : bytes };
     this.initializers.push(tensor);
     return name;
   }

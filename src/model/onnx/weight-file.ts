@@ -25,7 +25,28 @@ export class WeightFile {
     this.location = basename(path);
   }
 
-  tensor(name: string, type: ElemTypeName, dims: readonly number[], bytes: Uint8Array): onnxProto.onnx.ITensorProto {
+  private readonly written = new Map<string, onnxProto.onnx.ITensorProto>();
+
+  /** Whether a tensor of this name is already in the file (graph variants share one weight file). */
+  has(name: string): boolean {
+    return this.written.has(name);
+  }
+
+  /** The tensor's proto; its bytes are produced (and written) only the first time the name is seen. */
+  tensor(name: string, type: ElemTypeName, dims: readonly number[], bytes: Uint8Array | (() => Uint8Array)): onnxProto.onnx.ITensorProto {
+    const known = this.written.get(name);
+    if (known) {
+      if (known.dataType !== ElemType[type] || (known.dims ?? []).join(',') !== dims.join(',')) {
+        throw new Error(`weight ${name} written twice with different types or shapes`);
+      }
+      return known;
+    }
+    const proto = this.encode(name, type, dims, typeof bytes === 'function' ? bytes() : bytes);
+    this.written.set(name, proto);
+    return proto;
+  }
+
+  private encode(name: string, type: ElemTypeName, dims: readonly number[], bytes: Uint8Array): onnxProto.onnx.ITensorProto {
     const proto: onnxProto.onnx.ITensorProto = { name, dataType: ElemType[type], dims: [...dims] };
     if (bytes.byteLength <= INLINE_LIMIT_BYTES) {
       proto.rawData = bytes;

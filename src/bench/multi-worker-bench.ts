@@ -1,0 +1,101 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { JobProducer } from '../queue/job-producer.js';
+import { parseJob, type JobData } from '../queue/job-schema.js';
+import { createRedisConnection } from '../queue/redis-connection.js';
+import { RedisServerProcess } from '../queue/redis-server-process.js';
+import { ResultCollector } from '../queue/result-collector.js';
+import { readFleet } from '../worker/fleet-heartbeat.js';
+import type { BenchRow, BenchShape } from './bench-types.js';
+import { gpuMemoryByPid } from './gpu-memory.js';
+
+const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+export interface MultiWorkerOptions {
+  /** Checkpoint or built model directory (build it beforehand so the workers do not race to build). */
+  readonly model: string;
+  readonly cacheDir: string;
+  readonly device: string;
+  readonly precision: 'fp32' | 'fp16';
+  readonly workers: number;
+  readonly batch: number;
+  readonly shape: BenchShape;
+  readonly label: string;
+}
+
+/**
+ * N real `genqueue worker` processes on one GPU, one private redis-server, N × batch × 2 jobs: checks they all
+ * fit and run, and records each worker's GPU memory (peak seen by nvidia-smi while they ran).
+ */
+export async function multiWorkerRow(o: MultiWorkerOptions): Promise<BenchRow> {
+  const redis = await RedisServerProcess.start();
+  const env = { ...process.env, REDIS_URL: redis.url, GENQUEUE_CACHE_DIR: o.cacheDir, GENQUEUE_LOG_LEVEL: 'warn' };
+  const children: ChildProcess[] = [];
+  const peak = new Map<number, number>();
+  const poll = setInterval(() => {
+    for (const [pid, mib] of gpuMemoryByPid()) peak.set(pid, Math.max(peak.get(pid) ?? 0, mib));
+  }, 500);
+  const connection = createRedisConnection(redis.url);
+  try {
+    for (let i = 0; i < o.workers; i++) {
+      children.push(
+        spawn(
+          process.execPath,
+          [CLI, 'worker', '--model', o.model, '--device', o.device, '--precision', o.precision, '--max-batch', String(o.batch), '--max-wait-ms', '200', '--worker-id', `${o.label}-${i}`],
+          { env, stdio: ['ignore', 'ignore', 'inherit'] },
+        ),
+      );
+    }
+    // Time the serving, not the loading: wait until every worker has announced itself.
+    const readyBy = Date.now() + 300_000;
+    while ((await readFleet(connection)).filter((m) => m.workerId.startsWith(o.label)).length < o.workers) {
+      if (Date.now() > readyBy) throw new Error(`${o.label}: workers did not start within 5 minutes`);
+      if (children.some((c) => c.exitCode !== null)) throw new Error(`${o.label}: a worker exited during start-up`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const newTokens = o.shape.totalTokens - o.shape.promptTokens;
+    const count = o.workers * o.batch * 2;
+    const jobs: JobData[] = Array.from({ length: count }, (_, i) => {
+      const parsed = parseJob({ id: `${o.label}-${i}`, prompt: 'Here is some text to encode Hello World', max_new_tokens: newTokens, min_new_tokens: newTokens });
+      if (!parsed.ok) throw new Error(parsed.error);
+      return parsed.job;
+    });
+    const producer = new JobProducer({ connection });
+    const t0 = performance.now();
+    const placed = await producer.enqueueJobs(jobs);
+    await producer.close();
+    let tokens = 0;
+    let failed = 0;
+    const servedBy = new Set<string>();
+    for await (const r of new ResultCollector({ connection }).collect(placed, { wait: true, timeoutMs: 540_000 })) {
+      if (r.status === 'completed') {
+        tokens += r.result.tokenIds.length;
+        servedBy.add(r.result.timings.workerId);
+      } else failed++;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const mem = children.map((c) => peak.get(c.pid ?? -1) ?? 0);
+    return {
+      name: o.label,
+      batch: o.batch,
+      status: failed || servedBy.size < o.workers ? 'failed' : 'ok',
+      secondsPerBatch: seconds / (count / o.batch),
+      newTokensPerSecond: tokens / seconds,
+      precision: o.precision,
+      promptTokens: o.shape.promptTokens,
+      totalTokens: o.shape.totalTokens,
+      gpuMemoryMiB: Math.max(...mem),
+      variant: { workers: o.workers },
+      note:
+        `${o.workers} worker processes on one GPU served ${count} jobs (${servedBy.size} workers answered); peak GPU memory per worker ` +
+        `${mem.map((m) => `${m} MiB`).join(', ')}; ${seconds.toFixed(1)} s, model build/load excluded` +
+        (failed ? `; ${failed} jobs failed` : ''),
+    };
+  } finally {
+    clearInterval(poll);
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    await connection.quit();
+    await redis.stop();
+  }
+}

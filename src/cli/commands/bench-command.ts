@@ -1,0 +1,61 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Option, type Command } from 'commander';
+import { writeReport } from '../../bench/bench-report.js';
+import { BENCH_SECTIONS, type BenchSection, runBench } from '../../bench/run-bench.js';
+import { parseDevice } from '../../engine/execution-provider.js';
+import { deviceOption, positiveInt } from '../options.js';
+
+interface BenchCliOptions {
+  device: string;
+  sections: string;
+  batches: string;
+  repeats: number;
+  shape: 'tiny' | 'small';
+  workDir: string;
+  out: string;
+  hfScript?: string;
+  queueJobs: number;
+  reportOnly?: boolean;
+  note?: string[];
+}
+
+const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
+
+export function registerBenchCommand(program: Command): void {
+  program
+    .command('bench')
+    .description('measure generation speed (engine, baselines, queue) and write bench/results/latest.{json,md} + chart')
+    .addOption(deviceOption().default('cuda:0'))
+    .option('--sections <list>', `comma list of ${BENCH_SECTIONS.join(', ')}`, BENCH_SECTIONS.join(','))
+    .option('--batches <list>', 'batch sizes for the sweeps', '1,8,32,64,128,256')
+    .option('--repeats <n>', 'timed runs per configuration (after 2 warm-ups)', positiveInt('--repeats'), 3)
+    .addOption(new Option('--shape <shape>', 'GPT-2 shape of the main model').choices(['tiny', 'small']).default('small'))
+    .option('--work-dir <dir>', 'where random checkpoints and builds go', join(tmpdir(), 'genqueue-bench'))
+    .option('--out <dir>', 'results directory', 'bench/results')
+    .option('--hf-script <path>', 'HF transformers baseline script (hf_generate_bench.py) to run in the same session')
+    .option('--queue-jobs <n>', 'jobs for the queue-e2e rows', positiveInt('--queue-jobs'), 2048)
+    .option('--report-only', 'only merge existing section results into latest.json/.md/.svg')
+    .option('--note <text...>', 'notes to add to the report')
+    .action(async (o: BenchCliOptions) => {
+      if (!o.reportOnly) {
+        const sections = list(o.sections);
+        const unknown = sections.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s));
+        if (unknown.length) throw new Error(`--sections: unknown ${unknown.join(', ')}`);
+        await runBench({
+          device: parseDevice(o.device),
+          workDir: o.workDir,
+          outDir: o.out,
+          sections: sections as BenchSection[],
+          batches: list(o.batches).map(Number),
+          repeats: o.repeats,
+          shape: o.shape,
+          hfScript: o.hfScript,
+          queueJobs: o.queueJobs,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+      }
+      const report = writeReport(o.out, o.note ?? []);
+      process.stdout.write(`wrote ${o.out}/latest.json, latest.md, tokens-per-second.svg (${report.rows.length} rows, ${report.gpu})\n`);
+    });
+}
