@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { BatchCollector } from '../src/worker/batch-collector.js';
+import { batchKey } from '../src/worker/generation-worker.js';
 
 describe('BatchCollector', () => {
   it('runs a full group at once and keeps incompatible keys apart', async () => {
@@ -66,5 +68,26 @@ describe('BatchCollector', () => {
     assert.match(String((bad as PromiseRejectedResult).reason), /bad item -1/);
     await assert.rejects(c.submit('k', 5), /device lost/);
     assert.equal(await c.submit('k', 7), 7);
+  });
+});
+
+describe('batchKey (the worker\'s batching policy)', () => {
+  const req = (maxNewTokens: number, kind: 'greedy' | 'beam' = 'greedy'): GenerationRequest => ({
+    promptIds: [1, 2, 3],
+    maxNewTokens,
+    minNewTokens: 0,
+    repetitionPenalty: 1,
+    search: kind === 'greedy' ? { kind } : { kind, numBeams: 4, lengthPenalty: 1 },
+  });
+
+  it('puts greedy jobs of similar length together and long and short ones apart', () => {
+    assert.equal(batchKey(req(200)), batchKey(req(256)));
+    assert.equal(batchKey(req(33)), batchKey(req(64)));
+    assert.notEqual(batchKey(req(32)), batchKey(req(256)));
+    assert.notEqual(batchKey(req(64)), batchKey(req(65)));
+  });
+
+  it('keeps different search parameters apart whatever the length', () => {
+    assert.notEqual(batchKey(req(64)), batchKey(req(64, 'beam')));
   });
 });

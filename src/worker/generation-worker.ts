@@ -2,8 +2,7 @@ import { hostname } from 'node:os';
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { GenerationRequest, GenerationResult } from '../engine/generation-types.js';
-import { searchKey } from '../engine/generation-types.js';
+import { type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { JobInput, describeZodError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
@@ -23,8 +22,8 @@ export interface GenerationWorkerOptions {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   /**
-   * Jobs BullMQ may hold active at once (default: maxBatch). Above maxBatch, the next batch collects while
-   * one runs, at the price of holding more jobs' locks.
+   * Jobs BullMQ may hold active at once (default: 2 × maxBatch, so the next batch collects while one runs;
+   * measured on the H100 through the queue: 32.1k → 39.5k tokens/s at batch 64, 85.4k → 101.2k at batch 256).
    */
   readonly concurrency?: number;
   readonly workerId?: string;
@@ -42,6 +41,15 @@ interface BatchOutcome {
   readonly text: string;
   readonly generateMs: number;
   readonly batchSize: number;
+}
+
+/**
+ * Jobs batch together when they may share a run (searchKey) and their max_new_tokens fall in the same
+ * power-of-two bucket: a run lasts as long as its longest job, so mixing 32- and 256-token jobs wastes most
+ * of the short ones' rows (bucketing doubled throughput on a mixed workload in bench/results).
+ */
+export function batchKey(request: GenerationRequest): string {
+  return `${searchKey(request)}|${Math.ceil(Math.log2(request.maxNewTokens))}`;
 }
 
 /** A job's content is wrong: retrying cannot help, so BullMQ fails it at once with this message. */
@@ -90,7 +98,7 @@ export class GenerationWorker {
       this.connections.push(connection);
       const worker = new Worker(name, (job: Job) => this.process(job), {
         connection,
-        concurrency: this.options.concurrency ?? this.options.maxBatch,
+        concurrency: this.options.concurrency ?? 2 * this.options.maxBatch,
         prefix: this.options.prefix,
       });
       worker.on('failed', (job, err) => {
@@ -124,7 +132,7 @@ export class GenerationWorker {
     const request = generationRequestFor(data, promptTokenIds);
     let outcome: BatchOutcome;
     try {
-      outcome = await this.collector.submit(searchKey(request), { request });
+      outcome = await this.collector.submit(batchKey(request), { request });
     } catch (e) {
       if (e instanceof JobContentError) throw e;
       throw new Error(`generation failed: ${(e as Error).message}`);
