@@ -7,6 +7,7 @@ export const BenchRow = z.object({
   status: z.enum(['ok', 'unavailable', 'failed']).default('ok'),
   secondsPerBatch: z.number().optional(),
   newTokensPerSecond: z.number().optional(),
+  jobsPerSecond: z.number().optional(),
   precision: z.enum(['fp32', 'fp16']).optional(),
   promptTokens: z.number().int().optional(),
   totalTokens: z.number().int().optional(),

@@ -15,17 +15,20 @@ export interface MultiWorkerOptions {
   /** Checkpoint or built model directory (build it beforehand so the workers do not race to build). */
   readonly model: string;
   readonly cacheDir: string;
-  readonly device: string;
+  /** One worker process per entry (e.g. ["cuda:0", "cuda:0", "cuda:1"]). */
+  readonly devices: readonly string[];
   readonly precision: 'fp32' | 'fp16';
-  readonly workers: number;
+  /** Jobs to serve (default: 2 batches per worker). */
+  readonly jobs?: number;
   readonly batch: number;
   readonly shape: BenchShape;
   readonly label: string;
 }
 
 /**
- * N real `genqueue worker` processes on one GPU, one private redis-server, N × batch × 2 jobs: checks they all
- * fit and run, and records each worker's GPU memory (peak seen by nvidia-smi while they ran).
+ * Real `genqueue worker` processes (one per entry of devices, so several per GPU or one per GPU) on one private
+ * redis-server: checks they all start, fit and serve, and records throughput and each worker's GPU memory
+ * (peak seen by nvidia-smi while they ran).
  */
 export async function multiWorkerRow(o: MultiWorkerOptions): Promise<BenchRow> {
   const redis = await RedisServerProcess.start();
@@ -37,24 +40,25 @@ export async function multiWorkerRow(o: MultiWorkerOptions): Promise<BenchRow> {
   }, 500);
   const connection = createRedisConnection(redis.url);
   try {
-    for (let i = 0; i < o.workers; i++) {
+    const workers = o.devices.length;
+    for (const [i, device] of o.devices.entries()) {
       children.push(
         spawn(
           process.execPath,
-          [CLI, 'worker', '--model', o.model, '--device', o.device, '--precision', o.precision, '--max-batch', String(o.batch), '--max-wait-ms', '200', '--worker-id', `${o.label}-${i}`],
+          [CLI, 'worker', '--model', o.model, '--device', device, '--precision', o.precision, '--max-batch', String(o.batch), '--max-wait-ms', '200', '--worker-id', `${o.label}-${i}`],
           { env, stdio: ['ignore', 'ignore', 'inherit'] },
         ),
       );
     }
     // Time the serving, not the loading: wait until every worker has announced itself.
     const readyBy = Date.now() + 300_000;
-    while ((await readFleet(connection)).filter((m) => m.workerId.startsWith(o.label)).length < o.workers) {
+    while ((await readFleet(connection)).filter((m) => m.workerId.startsWith(`${o.label}-`)).length < workers) {
       if (Date.now() > readyBy) throw new Error(`${o.label}: workers did not start within 5 minutes`);
       if (children.some((c) => c.exitCode !== null)) throw new Error(`${o.label}: a worker exited during start-up`);
       await new Promise((r) => setTimeout(r, 250));
     }
     const newTokens = o.shape.totalTokens - o.shape.promptTokens;
-    const count = o.workers * o.batch * 2;
+    const count = o.jobs ?? workers * o.batch * 2;
     const jobs: JobData[] = Array.from({ length: count }, (_, i) => {
       const parsed = parseJob({ id: `${o.label}-${i}`, prompt: 'Here is some text to encode Hello World', max_new_tokens: newTokens, min_new_tokens: newTokens });
       if (!parsed.ok) throw new Error(parsed.error);
@@ -78,16 +82,17 @@ export async function multiWorkerRow(o: MultiWorkerOptions): Promise<BenchRow> {
     return {
       name: o.label,
       batch: o.batch,
-      status: failed || servedBy.size < o.workers ? 'failed' : 'ok',
+      status: failed || servedBy.size < workers ? 'failed' : 'ok',
       secondsPerBatch: seconds / (count / o.batch),
       newTokensPerSecond: tokens / seconds,
+      jobsPerSecond: count / seconds,
       precision: o.precision,
       promptTokens: o.shape.promptTokens,
       totalTokens: o.shape.totalTokens,
       gpuMemoryMiB: Math.max(...mem),
-      variant: { workers: o.workers },
+      variant: { workers, devices: [...new Set(o.devices)].join('+') },
       note:
-        `${o.workers} worker processes on one GPU served ${count} jobs (${servedBy.size} workers answered); peak GPU memory per worker ` +
+        `${workers} worker processes on ${[...new Set(o.devices)].join(', ')} served ${count} jobs (${servedBy.size} workers answered); peak GPU memory per worker ` +
         `${mem.map((m) => `${m} MiB`).join(', ')}; ${seconds.toFixed(1)} s, model build/load excluded` +
         (failed ? `; ${failed} jobs failed` : ''),
     };

@@ -48,7 +48,11 @@ export class Generator implements TextGenerationEngine {
    * H100, bench/results), and that cost belongs to start-up, not to the first job.
    */
   static async open(modelDir: string, options: GeneratorOptions): Promise<Generator> {
-    const g = new Generator(modelDir, readManifest(modelDir), options);
+    const manifest = readManifest(modelDir);
+    if (manifest.spec.precision === 'fp16' && options.device.kind === 'cpu') {
+      throw new Error(`${modelDir} is an fp16 build: ONNX Runtime's CPU kernels for its operators are fp32 only; use --device cuda:N or an fp32 build`);
+    }
+    const g = new Generator(modelDir, manifest, options);
     await g.session(g.greedyKind);
     const { eosTokenId } = g.manifest.spec;
     await g.generate([{ promptIds: [eosTokenId], maxNewTokens: 2, minNewTokens: 2, repetitionPenalty: 1, search: { kind: 'greedy' } }]);

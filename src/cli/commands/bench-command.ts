@@ -1,7 +1,9 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
+import type { BenchModelShape } from '../../bench/bench-models.js';
 import { writeReport } from '../../bench/bench-report.js';
+import { runScaling } from '../../bench/scaling-bench.js';
 import { BENCH_SECTIONS, type BenchSection, runBench } from '../../bench/run-bench.js';
 import { parseDevice } from '../../engine/execution-provider.js';
 import { deviceOption, positiveInt } from '../options.js';
@@ -18,6 +20,10 @@ interface BenchCliOptions {
   queueJobs: number;
   reportOnly?: boolean;
   note?: string[];
+  scaling?: boolean;
+  gpus: number;
+  scalingJobs: number;
+  scalingShapes: string;
 }
 
 const list = (s: string): string[] => s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -37,7 +43,26 @@ export function registerBenchCommand(program: Command): void {
     .option('--queue-jobs <n>', 'jobs for the queue-e2e rows', positiveInt('--queue-jobs'), 2048)
     .option('--report-only', 'only merge existing section results into latest.json/.md/.svg')
     .option('--note <text...>', 'notes to add to the report')
+    .option('--scaling', 'instead: queue throughput with 1..N GPUs × 1 and 2 workers per GPU → multigpu.json/.md')
+    .option('--gpus <n>', 'GPUs for --scaling', positiveInt('--gpus'), 1)
+    .option('--scaling-jobs <n>', 'jobs per --scaling configuration', positiveInt('--scaling-jobs'), 8192)
+    .option('--scaling-shapes <list>', 'GPT-2 shapes for --scaling', 'small,large')
     .action(async (o: BenchCliOptions) => {
+      if (o.scaling) {
+        await runScaling({
+          gpus: o.gpus,
+          deviceKind: parseDevice(o.device).kind === 'cpu' ? 'cpu' : 'cuda',
+          workersPerGpu: [1, 2],
+          shapes: list(o.scalingShapes) as BenchModelShape[],
+          jobs: o.scalingJobs,
+          batch: 256,
+          workDir: o.workDir,
+          outDir: o.out,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        process.stdout.write(`wrote ${o.out}/multigpu.json and multigpu.md\n`);
+        return;
+      }
       if (!o.reportOnly) {
         const sections = list(o.sections);
         const unknown = sections.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s));

@@ -16,7 +16,7 @@ import { ResultCollector } from '../../queue/result-collector.js';
 import { TextTokenizer } from '../../tokenizer/text-tokenizer.js';
 import { GenerationWorker } from '../../worker/generation-worker.js';
 import { createLogger } from '../logger.js';
-import { resolveModelArg } from '../model-source.js';
+import { resolveModelArg } from '../../model/model-reference.js';
 import { configOption, deviceOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 

@@ -8,7 +8,7 @@ import { generationRequestFor } from '../../worker/job-request.js';
 import { loadConfig } from '../../config/load-config.js';
 import { join } from 'node:path';
 import { createLogger } from '../logger.js';
-import { resolveModelArg } from '../model-source.js';
+import { resolveModelArg } from '../../model/model-reference.js';
 import { configOption, deviceOption, nonNegativeInt, positiveInt, precisionOption } from '../options.js';
 
 interface GenerateOptions {

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import type { GenqueueConfig } from '../config/config-schema.js';
-import { ModelCache, type ResolvedModel } from '../model/model-cache.js';
-import type { FloatPrecision } from '../model/onnx/tensor-types.js';
+import { ModelCache, type ResolvedModel } from './model-cache.js';
+import type { FloatPrecision } from './onnx/tensor-types.js';
 
 /**
  * `--model` takes a directory (HF checkpoint or built model) or a name from the config's `models`.

@@ -1,0 +1,56 @@
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { GenqueueConfig } from '../config/config-schema.js';
+import { parseDevice } from '../engine/execution-provider.js';
+import { ThreadedGenerator } from '../engine/threaded-generator.js';
+import { resolveModelArg } from '../model/model-reference.js';
+import type { FloatPrecision } from '../model/onnx/tensor-types.js';
+import { createRedisConnection } from '../queue/redis-connection.js';
+import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { GenerationWorker } from './generation-worker.js';
+
+export interface WorkerProcessOptions {
+  readonly model?: string;
+  readonly device?: string;
+  readonly maxBatch?: number;
+  readonly maxWaitMs?: number;
+  readonly precision?: FloatPrecision;
+  readonly workerId?: string;
+}
+
+/**
+ * A worker process's whole life: resolve (and build) the model, open the engine in its thread, serve until
+ * SIGINT/SIGTERM, then finish active jobs and release everything. Used by `genqueue worker` and workers/.
+ */
+export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<void> {
+  const modelArg = o.model ?? config.defaultModel;
+  if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
+  const model = await resolveModelArg(modelArg, config, o.precision);
+  if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
+  const device = parseDevice(o.device ?? config.worker.device);
+  const engine = await ThreadedGenerator.open(model.dir, { device, onWarning: (m) => logger.warn(m) });
+  const connection = createRedisConnection(config.redisUrl);
+  const worker = new GenerationWorker({
+    connection,
+    engine,
+    tokenizer: TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer)),
+    modelName: model.name,
+    maxBatch: o.maxBatch ?? config.worker.maxBatch,
+    maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,
+    workerId: o.workerId ?? config.worker.id,
+    logger,
+  });
+  worker.start();
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ signal }, 'shutting down: finishing active jobs');
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await worker.close();
+  await engine.close();
+  await connection.quit();
+  logger.info({ stats: worker.stats.snapshot() }, 'worker stopped');
+}
