@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { benchCheckpoint, benchModel, type BenchModelShape } from './bench-models.js';
 import type { BenchRow } from './bench-types.js';
@@ -62,6 +62,12 @@ export async function runScaling(o: ScalingOptions): Promise<ScalingRow[]> {
     }
   }
   const gpu = gpuName() ?? 'none';
+  // Shapes measured by an earlier call (same GPU) are kept, so long shapes can run in separate calls.
+  const previous = join(o.outDir, 'multigpu.json');
+  if (existsSync(previous)) {
+    const earlier = JSON.parse(readFileSync(previous, 'utf8')) as { gpu: string; rows: ScalingRow[] };
+    if (earlier.gpu === gpu) rows.unshift(...earlier.rows.filter((r) => !o.shapes.includes(r.shape)));
+  }
   writeFileSync(join(o.outDir, 'multigpu.json'), `${JSON.stringify({ gpu, gpusAvailable: o.gpus, date: new Date().toISOString().slice(0, 10), rows }, null, 1)}\n`);
   const md = [
     `# Queue throughput over GPUs — ${gpu} × ${o.gpus}`,
