@@ -2,7 +2,7 @@
 export type SearchParams =
   | { readonly kind: 'greedy' }
   | { readonly kind: 'beam'; readonly numBeams: number; readonly lengthPenalty: number }
-  | { readonly kind: 'sample'; readonly temperature: number; readonly topK: number; readonly topP: number; readonly seed: number };
+  | { readonly kind: 'sample'; readonly temperature: number; readonly topK: number; readonly topP: number };
 
 export interface GenerationRequest {
   readonly promptIds: readonly number[];
@@ -36,12 +36,11 @@ export interface GenerationBatchResult {
 }
 
 /**
- * Requests with equal keys may share one run(). Greedy rows can be cut to their own max_new_tokens after a
- * longer run (a row's tokens do not depend on how long the run goes), beam rows cannot (the length changes
- * which beams finish), so beam keys include it. A sampling seed seeds the run, not the row, so it is left out.
+ * Requests with equal keys may share one run(). Greedy and sampled rows can be cut to their own max_new_tokens
+ * after a longer run (a row's tokens do not depend on how long the run goes), beam rows cannot (the length
+ * changes which beams finish), so beam keys include it.
  */
 export function searchKey(r: Omit<GenerationRequest, 'promptIds'>): string {
   const s = r.search;
-  const search = s.kind === 'sample' ? { ...s, seed: 0 } : s;
-  return JSON.stringify([search, r.repetitionPenalty, r.minNewTokens, s.kind === 'beam' ? r.maxNewTokens : 0]);
+  return JSON.stringify([s, r.repetitionPenalty, r.minNewTokens, s.kind === 'beam' ? r.maxNewTokens : 0]);
 }

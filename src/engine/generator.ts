@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
 import type { SearchKind } from '../model/generation-graph.js';
+import { SAMPLING_INPUTS } from '../model/sampling-head.js';
 import { leftPad, planRuns, type PlannedRun } from './batch-plan.js';
 import { type DeviceSpec, executionProviders, formatDevice } from './execution-provider.js';
 import type { TextGenerationEngine } from './text-generation-engine.js';
@@ -109,7 +110,6 @@ export class Generator implements TextGenerationEngine {
       return `prompt (${r.promptIds.length} tokens) + max_new_tokens (${r.maxNewTokens}) = ${r.promptIds.length + r.maxNewTokens} exceeds the model's context length ${contextLength}`;
     }
     if (r.promptIds.some((t) => !Number.isInteger(t) || t < 0 || t >= vocabSize)) return `prompt has token ids outside [0, ${vocabSize})`;
-    if (r.search.kind === 'sample') return 'sampling is not available in this build (use greedy or beam)';
     return undefined;
   }
 
@@ -129,11 +129,18 @@ export class Generator implements TextGenerationEngine {
       repetition_penalty: scalarF32(first.repetitionPenalty),
     };
     let sequences: ort.Tensor;
-    if (first.search.kind === 'beam') {
-      feeds.num_beams = scalarI32(first.search.numBeams);
+    const search = first.search;
+    if (search.kind === 'beam') {
+      feeds.num_beams = scalarI32(search.numBeams);
       feeds.num_return_sequences = scalarI32(1);
-      feeds.length_penalty = scalarF32(first.search.lengthPenalty);
+      feeds.length_penalty = scalarF32(search.lengthPenalty);
       sequences = (await (await this.session('beam')).run(feeds)).sequences!;
+    } else if (search.kind === 'sample') {
+      feeds[SAMPLING_INPUTS.temperature] = scalarF32(search.temperature);
+      feeds[SAMPLING_INPUTS.topK] = new ort.Tensor('int64', BigInt64Array.of(BigInt(search.topK)), [1]);
+      feeds[SAMPLING_INPUTS.topP] = scalarF32(search.topP);
+      feeds[SAMPLING_INPUTS.filter] = new ort.Tensor('bool', Uint8Array.of(search.topK > 0 || search.topP < 1 ? 1 : 0), []);
+      sequences = (await (await this.session('sample')).run(feeds)).sequences!;
     } else {
       sequences = (await (await this.session(this.greedyKind)).run(feeds)).sequences!;
     }

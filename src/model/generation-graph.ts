@@ -1,14 +1,17 @@
 import { GraphBuilder, encodeModel } from './onnx/graph-builder.js';
 import type { DecoderGraph } from './architectures/decoder-graph.js';
+import { SAMPLING_INPUTS } from './sampling-head.js';
 
 /** Search operators a decoder can be wrapped in; each becomes its own small .onnx sharing one weight file. */
-export type SearchKind = 'greedy' | 'greedyShared' | 'beam';
+export type SearchKind = 'greedy' | 'greedyShared' | 'beam' | 'sample';
 
 export const SEARCH_FILES: Record<SearchKind, string> = {
   greedy: 'greedy.onnx',
   /** GreedySearch over a decoder with one in-place KV buffer (past_present_share_buffer): CUDA only. */
   greedyShared: 'greedy-shared-kv.onnx',
   beam: 'beam.onnx',
+  /** GreedySearch over the decoder with the sampling head (Gumbel-max): sampling on every provider. */
+  sample: 'sample.onnx',
 };
 
 const PRODUCER = 'genqueue';
@@ -20,12 +23,31 @@ const PRODUCER = 'genqueue';
  * attention_mask [B,S] int32 (0 on left padding). Output: sequences [B, max_length] int32 (prompt included).
  */
 export function encodeGreedySearchModel(decoder: DecoderGraph): Uint8Array {
-  const g = new GraphBuilder('greedy_search');
+  return encodeGreedyLoop(decoder, 'greedy_search', false);
+}
+
+/**
+ * GreedySearch over a decoder built with the sampling head: the same inputs as greedy plus
+ * sample_temperature [1] float, sample_top_k [1] int64, sample_top_p [1] float and sample_filter (bool scalar),
+ * which the decoder reads from this outer graph.
+ */
+export function encodeSamplingModel(decoder: DecoderGraph): Uint8Array {
+  return encodeGreedyLoop(decoder, 'sampling', true);
+}
+
+function encodeGreedyLoop(decoder: DecoderGraph, name: string, sampling: boolean): Uint8Array {
+  const g = new GraphBuilder(name);
   const ids = g.input('input_ids', 'int32', ['batch', 'prompt_len']);
   const maxLen = g.input('max_length', 'int32', [1]);
   const minLen = g.input('min_length', 'int32', [1]);
   const rep = g.input('repetition_penalty', 'float32', [1]);
   const mask = g.input('attention_mask', 'int32', ['batch', 'prompt_len']);
+  if (sampling) {
+    g.input(SAMPLING_INPUTS.temperature, 'float32', [1]);
+    g.input(SAMPLING_INPUTS.topK, 'int64', [1]);
+    g.input(SAMPLING_INPUTS.topP, 'float32', [1]);
+    g.input(SAMPLING_INPUTS.filter, 'bool', []);
+  }
   g.output('sequences', 'int32', ['batch', 'max_length']);
   g.msOp('GreedySearch', [ids, maxLen, minLen, rep, '', '', mask], ['sequences'], {
     decoder: { graph: decoder.graph },
@@ -33,7 +55,7 @@ export function encodeGreedySearchModel(decoder: DecoderGraph): Uint8Array {
     pad_token_id: decoder.spec.padTokenId,
     model_type: 0,
   });
-  return encodeModel(g.build(), PRODUCER, { search: 'greedy' });
+  return encodeModel(g.build(), PRODUCER, { search: sampling ? 'sample' : 'greedy' });
 }
 
 /**

@@ -2,7 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
-import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel } from './generation-graph.js';
+import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
 import { WeightFile } from './onnx/weight-file.js';
@@ -28,15 +28,18 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   const weights = new WeightFile(join(outDir, WEIGHTS_FILE));
   let decoder;
   let sharedKvDecoder;
+  let samplingDecoder;
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
+    samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
   } finally {
     weights.close();
   }
   writeFileSync(join(outDir, SEARCH_FILES.greedy), encodeGreedySearchModel(decoder));
   writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
+  writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
@@ -48,6 +51,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       greedy: SEARCH_FILES.greedy,
       greedyShared: SEARCH_FILES.greedyShared,
       beam: SEARCH_FILES.beam,
+      sample: SEARCH_FILES.sample,
       weights: WEIGHTS_FILE,
       tokenizer: TOKENIZER_FILE,
     },

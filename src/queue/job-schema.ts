@@ -32,7 +32,6 @@ export const JobInput = z
     temperature: z.number().positive().finite().default(1),
     top_k: z.number().int().min(0).default(0),
     top_p: z.number().gt(0).max(1).default(1),
-    seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
     repetition_penalty: z.number().positive().finite().default(1),
     model: ModelName.optional(),
   })

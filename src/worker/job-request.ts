@@ -9,13 +9,7 @@ export function searchParamsFor(job: JobData): SearchParams {
     case 'beam':
       return { kind: 'beam', numBeams: job.num_beams, lengthPenalty: job.length_penalty };
     case 'sample':
-      return {
-        kind: 'sample',
-        temperature: job.temperature,
-        topK: job.top_k,
-        topP: job.top_p,
-        seed: job.seed ?? Math.floor(Math.random() * 2 ** 31),
-      };
+      return { kind: 'sample', temperature: job.temperature, topK: job.top_k, topP: job.top_p };
   }
 }
 

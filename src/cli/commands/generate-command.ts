@@ -19,6 +19,9 @@ interface GenerateOptions {
   minNewTokens?: number;
   decoding?: 'greedy' | 'beam' | 'sample';
   numBeams?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
   batchSize: number;
   device?: string;
   precision?: 'fp32' | 'fp16';
@@ -33,6 +36,9 @@ function flagDefaults(o: GenerateOptions): Record<string, unknown> {
   if (o.minNewTokens !== undefined) d.min_new_tokens = o.minNewTokens;
   if (o.decoding !== undefined) d.decoding = o.decoding;
   if (o.numBeams !== undefined) d.num_beams = o.numBeams;
+  if (o.temperature !== undefined) d.temperature = o.temperature;
+  if (o.topK !== undefined) d.top_k = o.topK;
+  if (o.topP !== undefined) d.top_p = o.topP;
   return d;
 }
 
@@ -70,6 +76,9 @@ export function registerGenerateCommand(program: Command): void {
     .option('--min-new-tokens <n>', 'suppress EOS until this many tokens', nonNegativeInt('--min-new-tokens'))
     .addOption(new Option('--decoding <kind>', 'search').choices(['greedy', 'beam', 'sample']))
     .option('--num-beams <n>', 'beams for --decoding beam', positiveInt('--num-beams'))
+    .option('--temperature <t>', 'for --decoding sample (default 1)', Number)
+    .option('--top-k <k>', 'for --decoding sample: keep the k most likely tokens (0 = all)', nonNegativeInt('--top-k'))
+    .option('--top-p <p>', 'for --decoding sample: nucleus mass to keep (1 = all)', Number)
     .option('--batch-size <b>', 'prompts per graph run', positiveInt('--batch-size'), 8)
     .addOption(deviceOption())
     .addOption(precisionOption())

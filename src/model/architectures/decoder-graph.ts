@@ -29,8 +29,11 @@ export interface DecoderVariant {
    * none: no cache inputs/outputs, the whole sequence is recomputed every step.
    */
   readonly kvCache: 'growing' | 'shared' | 'none';
-  /** last: logits [B,1,V]; all: logits [B,S,V]; argmax: only next_token [B,1] (int64) leaves the graph. */
-  readonly logits: 'last' | 'all' | 'argmax';
+  /**
+   * last: logits [B,1,V]; all: logits [B,S,V]; argmax: only next_token [B,1] (int64) leaves the graph;
+   * sample: last-position logits with the sampling head (sampling-head.ts), for GreedySearch to argmax.
+   */
+  readonly logits: 'last' | 'all' | 'argmax' | 'sample';
 }
 
 export const SEARCH_DECODER: DecoderVariant = { kvCache: 'growing', logits: 'last' };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
+import { appendSamplingHead } from '../sampling-head.js';
 import { encodeFloats, floatElemType } from '../onnx/tensor-types.js';
 import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, SEARCH_DECODER } from './decoder-graph.js';
 
@@ -95,7 +96,7 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   // With a shared buffer the search op writes this (the filled length) and the attention writes in place after it.
   const pastLength = shared ? g.input('past_sequence_length', 'int32', [1]) : '';
   if (variant.logits === 'argmax') g.output('next_token', 'int64', ['batch', 1]);
-  else g.output('logits', ft, ['batch', variant.logits === 'last' ? 1 : 'seq', cfg.vocab_size]);
+  else g.output('logits', ft, ['batch', variant.logits === 'all' ? 'seq' : 1, cfg.vocab_size]);
   if (cached) for (let i = 0; i < cfg.n_layer; i++) g.output(`present_${i}`, ft, [2, 'batch', NH, shared ? kvLen : 'total_seq', HS]);
 
   const wte = weight('wte.weight', [cfg.vocab_size, D]);
@@ -156,11 +157,12 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   const lmHead = untied
     ? g.initializer('lm_head.weight', ft, [cfg.vocab_size, D], () => encodeFloats(tensors.read('lm_head.weight').data, options.precision))
     : wte;
-  const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [variant.logits === 'argmax' ? 'last_logits' : 'logits'], {
+  const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [variant.logits === 'argmax' || variant.logits === 'sample' ? 'last_logits' : 'logits'], {
     transB: 1,
     alpha: { float: 1 },
   });
   if (variant.logits === 'argmax') g.op('ArgMax', [logits!], ['next_token'], { axis: -1, keepdims: 0 });
+  if (variant.logits === 'sample') appendSamplingHead(g, logits!, ft, cfg.vocab_size, 'logits');
 
   const eos = checkpoint.generation.eos_token_id;
   const eosTokenId = typeof eos === 'number' ? eos : (eos?.[0] ?? cfg.eos_token_id);

@@ -64,6 +64,14 @@ export class GraphBuilder {
     private readonly weights?: WeightFile,
   ) {}
 
+  /**
+   * A graph for a control-flow attribute (If/Loop branch). It may read this graph's values by name (outer
+   * scope); its own constants stay inline, and its node names carry its name so they never collide.
+   */
+  subgraph(name: string): GraphBuilder {
+    return new GraphBuilder(name);
+  }
+
   input(name: string, type: ElemTypeName, dims: readonly Dim[]): string {
     this.claim(name);
     this.inputs.push(valueInfo(name, type, dims));
@@ -140,7 +148,7 @@ export class GraphBuilder {
       typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase())) : [...outputs];
     for (const o of outNames) if (o !== '') this.names.add(o);
     this.nodes.push({
-      name: `${opType}_${this.nodes.length}`,
+      name: `${this.name}/${opType}_${this.nodes.length}`,
       opType,
       domain,
       input: [...inputs],
