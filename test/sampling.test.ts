@@ -65,8 +65,12 @@ describe('sampling (Gumbel-max inside GreedySearch) on the tiny GPT-2 fixture', 
   });
 
   it('a tiny top_p keeps only the most likely token: it reproduces greedy exactly', async () => {
-    const out = await gen.generate([request({ kind: 'sample', temperature: 1, topK: 0, topP: 1e-6 })]);
-    assert.deepEqual(tokens(out.results[0]), greedy);
+    const out = await gen.generate([
+      request({ kind: 'sample', temperature: 1, topK: 0, topP: 1e-6 }),
+      request({ kind: 'sample', temperature: 1, topK: 40, topP: 1e-6 }),
+    ]);
+    assert.deepEqual(tokens(out.results[0]), greedy, 'top_p alone (the whole vocabulary sorted)');
+    assert.deepEqual(tokens(out.results[1]), greedy, 'top_p within the top 40');
   });
 
   it('plain sampling draws different continuations for identical prompts', async () => {

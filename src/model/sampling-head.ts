@@ -25,22 +25,20 @@ export function appendSamplingHead(g: GraphBuilder, logits: string, type: ElemTy
   const x = type === 'float32' ? logits : g.op('Cast', [logits], ['sample_logits_f32'], { to: 1 })[0]!;
   const [scaled] = g.op('Div', [x, SAMPLING_INPUTS.temperature], ['sample_scaled']);
 
-  // then-branch: drop tokens outside the top k and outside the smallest set whose probability reaches top_p.
+  // then-branch: keep the top_k best (all when top_k = 0), then the smallest prefix of those whose probability
+  // reaches top_p, HF's order. Sorting only k candidates keeps top-k cheap; top_p alone sorts the vocabulary.
   const t = g.subgraph('sample_filter_then');
-  const [sortedVals] = t.op('TopK', [scaled!, t.int64s('sample_vocab', [vocabSize])], ['sample_sorted', 'sample_sorted_idx'], { axis: -1, largest: 1, sorted: 1 });
-  // k = top_k if top_k > 0 else vocab; the k-th largest value is the top-k threshold.
   const [kPositive] = t.op('Greater', [SAMPLING_INPUTS.topK, t.int64s('sample_zero', [0])], ['sample_k_positive']);
-  const [k] = t.op('Where', [kPositive!, SAMPLING_INPUTS.topK, t.int64s('sample_vocab_k', [vocabSize])], ['sample_k']);
-  const [kClamped] = t.op('Min', [k!, t.int64s('sample_vocab_max', [vocabSize])], ['sample_k_clamped']);
-  const [kIndex] = t.op('Sub', [kClamped!, t.int64s('sample_one', [1])], ['sample_k_index']);
-  const [kth] = t.op('Gather', [sortedVals!, kIndex!], ['sample_kth'], { axis: -1 });
-  // Nucleus: keep a sorted token while the mass before it is below top_p (the first token is always kept).
+  const [kCapped] = t.op('Min', [SAMPLING_INPUTS.topK, t.int64s('sample_vocab_max', [vocabSize])], ['sample_k_capped']);
+  const [k] = t.op('Where', [kPositive!, kCapped!, t.int64s('sample_vocab_k', [vocabSize])], ['sample_k']);
+  const [sortedVals] = t.op('TopK', [scaled!, k!], ['sample_sorted', 'sample_sorted_idx'], { axis: -1, largest: 1, sorted: 1 });
+  // Nucleus over the kept candidates: a sorted token stays while the mass before it is below top_p (the first always does).
   const [probs] = t.op('Softmax', [sortedVals!], ['sample_sorted_probs'], { axis: -1 });
   const [cum] = t.op('CumSum', [probs!, t.int32s('sample_cumsum_axis', [-1], [])], ['sample_cum'], { exclusive: 1 });
   const [keep] = t.op('Less', [cum!, SAMPLING_INPUTS.topP], ['sample_keep']);
   const [keptVals] = t.op('Where', [keep!, sortedVals!, t.initializer('sample_inf', 'float32', [], new Uint8Array(Float32Array.of(Infinity).buffer))], ['sample_kept_vals']);
-  const [pth] = t.op('ReduceMin', [keptVals!], ['sample_pth'], { axes: [-1], keepdims: 1 });
-  const [threshold] = t.op('Max', [kth!, pth!], ['sample_threshold']);
+  // The smallest kept value is the cut: every logit below it is dropped (it is also at least the k-th best).
+  const [threshold] = t.op('ReduceMin', [keptVals!], ['sample_threshold'], { axes: [-1], keepdims: 1 });
   const [below] = t.op('Less', [scaled!, threshold!], ['sample_below']);
   t.op('Where', [below!, t.initializer('sample_neg_inf', 'float32', [], new Uint8Array(Float32Array.of(-Infinity).buffer)), scaled!], ['sample_filtered_then']);
   t.output('sample_filtered_then', 'float32', ['batch', 1, vocabSize]);
