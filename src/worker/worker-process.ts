@@ -1,8 +1,10 @@
 import { join } from 'node:path';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
 import { parseDevice } from '../engine/execution-provider.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
+import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
 import { createRedisConnection } from '../queue/redis-connection.js';
@@ -18,18 +20,33 @@ export interface WorkerProcessOptions {
   readonly workerId?: string;
 }
 
-/**
- * A worker process's whole life: resolve (and build) the model, open the engine in its thread, serve until
- * SIGINT/SIGTERM, then finish active jobs and release everything. Used by `genqueue worker` and workers/.
- */
-export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<void> {
-  const modelArg = o.model ?? config.defaultModel;
-  if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
-  const model = await resolveModelArg(modelArg, config, o.precision);
-  if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
+export interface StartOptions extends WorkerProcessOptions {
+  /** Overrides the config's Redis (the demo's private server). */
+  readonly redisUrl?: string;
+  /** BullMQ key prefix (the demo keeps its jobs apart). */
+  readonly prefix?: string;
+  readonly concurrency?: number;
+}
+
+export interface StartedWorker {
+  readonly engine: ThreadedGenerator;
+  readonly worker: GenerationWorker;
+  /** The worker's Redis connection, also usable by a producer in the same process. */
+  readonly connection: Redis;
+  /** Finishes active jobs, then releases the engine and the connection. */
+  close(): Promise<void>;
+}
+
+/** Opens the engine for a built model in its worker thread and starts serving its queues. */
+export async function startWorker(
+  config: GenqueueConfig,
+  model: ResolvedModel & { name: string },
+  o: StartOptions,
+  logger: Logger,
+): Promise<StartedWorker> {
   const device = parseDevice(o.device ?? config.worker.device);
   const engine = await ThreadedGenerator.open(model.dir, { device, onWarning: (m) => logger.warn(m) });
-  const connection = createRedisConnection(config.redisUrl);
+  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
   const worker = new GenerationWorker({
     connection,
     engine,
@@ -38,9 +55,33 @@ export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessO
     maxBatch: o.maxBatch ?? config.worker.maxBatch,
     maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,
     workerId: o.workerId ?? config.worker.id,
+    concurrency: o.concurrency,
+    prefix: o.prefix,
     logger,
   });
   worker.start();
+  return {
+    engine,
+    worker,
+    connection,
+    close: async () => {
+      await worker.close();
+      await engine.close();
+      await connection.quit();
+    },
+  };
+}
+
+/**
+ * A worker process's whole life: resolve (and build) the model, serve until SIGINT/SIGTERM, then finish active
+ * jobs and release everything. Used by `genqueue worker` and workers/worker.ts.
+ */
+export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<void> {
+  const modelArg = o.model ?? config.defaultModel;
+  if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
+  const model = await resolveModelArg(modelArg, config, o.precision);
+  if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
+  const started = await startWorker(config, model, o, logger);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'shutting down: finishing active jobs');
@@ -49,8 +90,6 @@ export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessO
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  await worker.close();
-  await engine.close();
-  await connection.quit();
-  logger.info({ stats: worker.stats.snapshot() }, 'worker stopped');
+  await started.close();
+  logger.info({ stats: started.worker.stats.snapshot() }, 'worker stopped');
 }

@@ -4,17 +4,13 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { loadConfig, redisConfigured } from '../../config/load-config.js';
-import { parseDevice } from '../../engine/execution-provider.js';
-import { ThreadedGenerator } from '../../engine/threaded-generator.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../../model/checkpoint/random-gpt2-checkpoint.js';
 import { defaultCacheDir } from '../../model/model-cache.js';
 import { JobProducer } from '../../queue/job-producer.js';
 import { parseJob, type JobData } from '../../queue/job-schema.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
 import { RedisServerProcess } from '../../queue/redis-server-process.js';
 import { ResultCollector } from '../../queue/result-collector.js';
-import { TextTokenizer } from '../../tokenizer/text-tokenizer.js';
-import { GenerationWorker } from '../../worker/generation-worker.js';
+import { startWorker } from '../../worker/worker-process.js';
 import { createLogger } from '../logger.js';
 import { resolveModelArg } from '../../model/model-reference.js';
 import { configOption, deviceOption, positiveInt } from '../options.js';
@@ -71,21 +67,12 @@ export function registerDemoCommand(program: Command): void {
           (o.model || config.defaultModel ? '' : ' — random weights: the text is gibberish by design'),
       );
 
-      const device = parseDevice(o.device ?? config.worker.device);
-      const engine = await ThreadedGenerator.open(model.dir, { device, onWarning: (m) => logger.warn(m) });
-      const connection = createRedisConnection(redisUrl);
-      const worker = new GenerationWorker({
-        connection,
-        engine,
-        tokenizer: TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer)),
-        modelName: model.name,
-        maxBatch: o.maxBatch ?? config.worker.maxBatch,
-        maxWaitMs: config.worker.maxWaitMs,
-        workerId: 'demo-worker',
+      const { engine, worker, connection, close } = await startWorker(
+        config,
+        model,
+        { device: o.device, maxBatch: o.maxBatch, workerId: 'demo-worker', redisUrl, prefix: DEMO_PREFIX },
         logger,
-        prefix: DEMO_PREFIX,
-      });
-      worker.start();
+      );
       out(`worker: ${engine.device}, max batch ${o.maxBatch ?? config.worker.maxBatch}`);
 
       try {
@@ -133,9 +120,7 @@ export function registerDemoCommand(program: Command): void {
         );
         if (failed) process.exitCode = 1;
       } finally {
-        await worker.close();
-        await engine.close();
-        await connection.quit();
+        await close();
         await redisServer?.stop();
       }
     });
