@@ -7,6 +7,7 @@ import { registerEnqueueCommand } from './commands/enqueue-command.js';
 import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerBenchCommand } from './commands/bench-command.js';
+import { registerDashboardCommand } from './commands/dashboard-command.js';
 
 
 
@@ -25,6 +26,7 @@ registerGenerateCommand(program);
 registerWorkerCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
+registerDashboardCommand(program);
 registerBenchCommand(program);
 
 
