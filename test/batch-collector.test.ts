@@ -69,7 +69,32 @@ describe('BatchCollector', () => {
     await assert.rejects(c.submit('k', 5), /device lost/);
     assert.equal(await c.submit('k', 7), 7);
   });
+  it('holds a partial batch while more items are on their way, up to the hold limit', async () => {
+    const sizes: number[] = [];
+    let coming = true;
+    const c = new BatchCollector<number, number>({
+      maxBatch: 4,
+      maxWaitMs: 5,
+      holdLimitMs: 10_000,
+      moreComing: async () => coming,
+      run: async (items) => {
+        sizes.push(items.length);
+        return items;
+      },
+    });
+    const first = c.submit('k', 1);
+    await new Promise((r) => setTimeout(r, 50)); // well past maxWaitMs: held, because more are coming
+    assert.deepEqual(sizes, []);
+    const rest = [2, 3].map((i) => c.submit('k', i));
+    coming = false;
+    assert.deepEqual(await Promise.all([first, ...rest]), [1, 2, 3]);
+    assert.deepEqual(sizes, [3]);
+
+    const capped = new BatchCollector<number, number>({ maxBatch: 4, maxWaitMs: 5, holdLimitMs: 40, moreComing: async () => true, run: async (items) => items });
+    assert.equal(await capped.submit('k', 9), 9, 'the hold limit runs it even if more keep "coming"');
+  });
 });
+
 
 describe('batchKey (the worker\'s batching policy)', () => {
   const req = (maxNewTokens: number, kind: 'greedy' | 'beam' = 'greedy'): GenerationRequest => ({

@@ -20,6 +20,8 @@ export interface QueueBenchOptions {
   readonly shape: BenchShape;
   /** BullMQ concurrency as a multiple of the batch size. */
   readonly concurrencyFactor: number;
+  /** BullMQ Workers per queue. */
+  readonly fetchers?: number;
 }
 
 const PROMPT = 'Here is some text to encode Hello World';
@@ -41,6 +43,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
     maxBatch: o.batch,
     maxWaitMs: 50,
     concurrency: o.batch * o.concurrencyFactor,
+    fetchers: o.fetchers,
     logger: pino({ level: 'silent' }),
   });
   const newTokens = o.shape.totalTokens - o.shape.promptTokens;
@@ -74,7 +77,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       precision: engine.manifest.spec.precision,
       promptTokens: o.shape.promptTokens,
       totalTokens: o.shape.totalTokens,
-      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor },
+      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: o.fetchers ?? 1 },
       gpuMemoryMiB: gpuMemoryOf(),
       note:
         `${o.jobs} jobs in ${seconds.toFixed(2)} s; ${stats.batches} batches, mean batch ${stats.meanBatchSize.toFixed(1)}, ` +
