@@ -27,8 +27,9 @@ export interface GenerationWorkerOptions {
    */
   readonly concurrency?: number;
   /**
-   * BullMQ Workers per queue, each with its own connection, sharing the concurrency: a Worker takes jobs
-   * one Redis round trip at a time, so several fill a large batch sooner.
+   * BullMQ Workers per queue (default 2), each with its own connection, sharing the concurrency: a Worker takes
+   * jobs one Redis round trip at a time, so two fill a large batch sooner (H100, batch 256, 2,048 jobs:
+   * 110.0k vs 102.8k tokens/s; equal at batch 64; bench/results/queue-h100.json).
    */
   readonly fetchers?: number;
   readonly workerId?: string;
@@ -100,7 +101,7 @@ export class GenerationWorker {
   }
 
   start(): void {
-    const fetchers = this.options.fetchers ?? 1;
+    const fetchers = this.options.fetchers ?? 2;
     const concurrency = this.options.concurrency ?? 2 * this.options.maxBatch;
     for (const name of this.queues) {
       for (let f = 0; f < fetchers; f++) {
