@@ -72,6 +72,9 @@ export class GenerationWorker {
   readonly queues: string[];
   private readonly workers: Worker[] = [];
   private readonly waitingProbes: Queue[] = [];
+  /** Jobs between BullMQ handing them over and their result (waiting in the collector or running). */
+  private inFlight = 0;
+  private readonly concurrency: number;
   private readonly connections: Redis[] = [];
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
@@ -79,6 +82,7 @@ export class GenerationWorker {
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
+    this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,
       maxWaitMs: options.maxWaitMs,
@@ -102,7 +106,7 @@ export class GenerationWorker {
 
   start(): void {
     const fetchers = this.options.fetchers ?? 2;
-    const concurrency = this.options.concurrency ?? 2 * this.options.maxBatch;
+    const concurrency = this.concurrency / this.queues.length;
     for (const name of this.queues) {
       for (let f = 0; f < fetchers; f++) {
         const connection = this.options.connection.duplicate();
@@ -136,6 +140,15 @@ export class GenerationWorker {
   }
 
   private async process(job: Job): Promise<JobResult> {
+    this.inFlight++;
+    try {
+      return await this.answer(job);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async answer(job: Job): Promise<JobResult> {
     const startedAt = Date.now();
     const parsed = JobInput.safeParse(job.data);
     if (!parsed.success) throw new JobContentError(`invalid job data: ${describeZodError(parsed.error)}`);
@@ -174,8 +187,12 @@ export class GenerationWorker {
     };
   }
 
-  /** Jobs still waiting in Redis for this worker's queues: a partial batch should wait for them. */
+  /**
+   * Jobs still waiting in Redis that this worker can still take (it has free BullMQ slots): a partial batch
+   * should wait for them. With every slot busy, nothing more can join, so it must not wait.
+   */
   private async jobsWaiting(): Promise<boolean> {
+    if (this.inFlight >= this.concurrency) return false;
     const counts = await Promise.all(this.waitingProbes.map((q) => q.getWaitingCount()));
     return counts.some((n) => n > 0);
   }
