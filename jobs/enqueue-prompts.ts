@@ -3,7 +3,7 @@
  *   REDIS_URL=redis://127.0.0.1:6379 node dist/jobs/enqueue-prompts.js "First prompt" "Second prompt"
  */
 import { JobProducer } from '../src/queue/job-producer.js';
-import { parseJob, type JobData } from '../src/queue/job-schema.js';
+import { jobFromFields } from '../src/queue/job-schema.js';
 import { createRedisConnection, DEFAULT_REDIS_URL } from '../src/queue/redis-connection.js';
 import { ResultCollector } from '../src/queue/result-collector.js';
 
@@ -12,10 +12,12 @@ if (prompts.length === 0) {
   process.stderr.write('usage: enqueue-prompts.js PROMPT [PROMPT…]\n');
   process.exit(2);
 }
-const jobs: JobData[] = prompts.map((prompt, i) => {
-  const parsed = parseJob({ prompt, max_new_tokens: 32 });
-  if (!parsed.ok) throw new Error(`prompt ${i + 1}: ${parsed.error}`);
-  return parsed.job;
+const jobs = prompts.map((prompt, i) => {
+  try {
+    return jobFromFields({ prompt, max_new_tokens: 32 });
+  } catch (e) {
+    throw new Error(`prompt ${i + 1}: ${(e as Error).message}`);
+  }
 });
 const connection = createRedisConnection(process.env.REDIS_URL ?? DEFAULT_REDIS_URL);
 const producer = new JobProducer({ connection });

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { DashboardServer } from '../src/dashboard/dashboard-server.js';
 import { QueueOverview } from '../src/dashboard/queue-overview.js';
 import { JobProducer } from '../src/queue/job-producer.js';
-import { parseJob, type JobData } from '../src/queue/job-schema.js';
+import { jobFromFields } from '../src/queue/job-schema.js';
 import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { FleetHeartbeat } from '../src/worker/fleet-heartbeat.js';
 import { WorkerStats } from '../src/worker/worker-stats.js';
@@ -21,11 +21,7 @@ describe('dashboard against a real redis-server', () => {
   before(async () => {
     redis = await startRedisServer();
     connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-    const jobs: JobData[] = ['a', 'b', 'c'].map((p) => {
-      const parsed = parseJob({ prompt: p, model: p === 'c' ? 'gpt2-large' : undefined });
-      if (!parsed.ok) throw new Error(parsed.error);
-      return parsed.job;
-    });
+    const jobs = ['a', 'b', 'c'].map((p) => jobFromFields({ prompt: p, model: p === 'c' ? 'gpt2-large' : undefined }));
     const producer = new JobProducer({ connection });
     await producer.enqueueJobs(jobs);
     await producer.close();

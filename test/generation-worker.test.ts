@@ -10,7 +10,7 @@ import { Generator } from '../src/engine/generator.js';
 import { ThreadedGenerator } from '../src/engine/threaded-generator.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { JobProducer } from '../src/queue/job-producer.js';
-import { type JobData, parseJob } from '../src/queue/job-schema.js';
+import { jobFromFields } from '../src/queue/job-schema.js';
 import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { type CollectedResult, ResultCollector } from '../src/queue/result-collector.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
@@ -21,11 +21,7 @@ import { fixturePath } from './harness/fixtures.js';
 import { startRedisServer } from './harness/redis-server.js';
 import { testDevice } from './harness/test-device.js';
 
-const job = (fields: Record<string, unknown>): JobData => {
-  const parsed = parseJob(fields);
-  if (!parsed.ok) throw new Error(parsed.error);
-  return parsed.job;
-};
+const job = jobFromFields;
 
 async function collect(collector: ResultCollector, refs: { id: string; queue: string }[]): Promise<Map<string, CollectedResult>> {
   const out = new Map<string, CollectedResult>();

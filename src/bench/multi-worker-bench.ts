@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { JobProducer } from '../queue/job-producer.js';
-import { parseJob, type JobData } from '../queue/job-schema.js';
+import { jobFromFields } from '../queue/job-schema.js';
 import { createRedisConnection } from '../queue/redis-connection.js';
 import { RedisServerProcess } from '../queue/redis-server-process.js';
 import { ResultCollector } from '../queue/result-collector.js';
@@ -59,11 +59,9 @@ export async function multiWorkerRow(o: MultiWorkerOptions): Promise<BenchRow> {
     }
     const newTokens = o.shape.totalTokens - o.shape.promptTokens;
     const count = o.jobs ?? workers * o.batch * 2;
-    const jobs: JobData[] = Array.from({ length: count }, (_, i) => {
-      const parsed = parseJob({ id: `${o.label}-${i}`, prompt: 'Here is some text to encode Hello World', max_new_tokens: newTokens, min_new_tokens: newTokens });
-      if (!parsed.ok) throw new Error(parsed.error);
-      return parsed.job;
-    });
+    const jobs = Array.from({ length: count }, (_, i) =>
+      jobFromFields({ id: `${o.label}-${i}`, prompt: 'Here is some text to encode Hello World', max_new_tokens: newTokens, min_new_tokens: newTokens }),
+    );
     const producer = new JobProducer({ connection });
     const t0 = performance.now();
     const placed = await producer.enqueueJobs(jobs);

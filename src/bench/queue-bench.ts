@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import type { DeviceSpec } from '../engine/execution-provider.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import { JobProducer } from '../queue/job-producer.js';
-import { parseJob, type JobData } from '../queue/job-schema.js';
+import { jobFromFields } from '../queue/job-schema.js';
 import { createRedisConnection } from '../queue/redis-connection.js';
 import { RedisServerProcess } from '../queue/redis-server-process.js';
 import { ResultCollector } from '../queue/result-collector.js';
@@ -51,11 +51,9 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
     // Warm the engine up outside the timed part, as the engine rows do.
     await engine.generate([{ promptIds: await tokenizer.encode(PROMPT), maxNewTokens: 4, minNewTokens: 4, repetitionPenalty: 1, search: { kind: 'greedy' } }]);
     worker.start();
-    const jobs: JobData[] = Array.from({ length: o.jobs }, (_, i) => {
-      const parsed = parseJob({ id: `bench-${i}`, prompt: PROMPT, max_new_tokens: newTokens, min_new_tokens: newTokens });
-      if (!parsed.ok) throw new Error(parsed.error);
-      return parsed.job;
-    });
+    const jobs = Array.from({ length: o.jobs }, (_, i) =>
+      jobFromFields({ id: `bench-${i}`, prompt: PROMPT, max_new_tokens: newTokens, min_new_tokens: newTokens }),
+    );
     const t0 = performance.now();
     const producer = new JobProducer({ connection });
     const placed = await producer.enqueueJobs(jobs);

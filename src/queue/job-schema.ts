@@ -67,6 +67,13 @@ export function parseJobLine(line: string): ParsedJob {
   return parseJob(raw);
 }
 
+/** For jobs made in code (demo, benchmarks, examples): the parsed job, or an Error with the reason. */
+export function jobFromFields(fields: Record<string, unknown>): JobData {
+  const parsed = parseJob(fields);
+  if (!parsed.ok) throw new Error(parsed.error);
+  return parsed.job;
+}
+
 export function parseJob(raw: unknown): ParsedJob {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, error: 'expected a JSON object' };
   const parsed = JobInput.safeParse(raw);

@@ -7,7 +7,7 @@ import { loadConfig, redisConfigured } from '../../config/load-config.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../../model/checkpoint/random-gpt2-checkpoint.js';
 import { defaultCacheDir } from '../../model/model-cache.js';
 import { JobProducer } from '../../queue/job-producer.js';
-import { parseJob, type JobData } from '../../queue/job-schema.js';
+import { jobFromFields } from '../../queue/job-schema.js';
 import { RedisServerProcess } from '../../queue/redis-server-process.js';
 import { ResultCollector } from '../../queue/result-collector.js';
 import { startWorker } from '../../worker/worker-process.js';
@@ -78,11 +78,9 @@ export function registerDemoCommand(program: Command): void {
       try {
         const prompts = z.array(z.string()).parse(JSON.parse(readFileSync(DEMO_PROMPTS, 'utf8')));
         const runId = Date.now().toString(36);
-        const jobs: JobData[] = Array.from({ length: o.jobs }, (_, i) => {
-          const parsed = parseJob({ id: `demo-${runId}-${i}`, prompt: prompts[i % prompts.length], max_new_tokens: o.maxNewTokens });
-          if (!parsed.ok) throw new Error(parsed.error);
-          return parsed.job;
-        });
+        const jobs = Array.from({ length: o.jobs }, (_, i) =>
+          jobFromFields({ id: `demo-${runId}-${i}`, prompt: prompts[i % prompts.length], max_new_tokens: o.maxNewTokens }),
+        );
         const producer = new JobProducer({ connection, prefix: DEMO_PREFIX });
         const t0 = performance.now();
         const placed = await producer.enqueueJobs(jobs);
