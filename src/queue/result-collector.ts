@@ -67,6 +67,14 @@ export class ResultCollector {
     for (const r of refs) remaining.set(keyOf(r.queue, r.id), r);
 
     const finished: CollectedResult[] = [];
+    // Taking the whole backlog at once (splice) keeps 100k completions linear; shift() per item would not be.
+    function* report(batch: CollectedResult[]): Generator<CollectedResult> {
+      for (const r of batch) {
+        done++;
+        options.onProgress?.(done, total);
+        yield r;
+      }
+    }
     let wake: (() => void) | undefined;
     const events: QueueEvents[] = [];
     const eventConnections: Redis[] = [];
@@ -98,28 +106,19 @@ export class ResultCollector {
       for (let i = 0; i < all.length; i += STATE_CHUNK) {
         const slice = all.slice(i, i + STATE_CHUNK);
         const states = await Promise.all(slice.map((r) => this.state(queues.get(r.queue)!, r)));
+        const known: CollectedResult[] = [];
         for (const [k, s] of states.entries()) {
           if (s.status === 'pending' && options.wait) continue;
           const ref = slice[k]!;
-          if (!remaining.delete(keyOf(ref.queue, ref.id))) continue; // already reported by an event
-          done++;
-          options.onProgress?.(done, total);
-          yield s;
+          if (remaining.delete(keyOf(ref.queue, ref.id))) known.push(s); // else already reported by an event
         }
-        while (finished.length) {
-          done++;
-          options.onProgress?.(done, total);
-          yield finished.shift()!;
-        }
+        yield* report(known);
+        yield* report(finished.splice(0));
       }
       if (!options.wait) return;
       const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
       while (remaining.size > 0 || finished.length > 0) {
-        while (finished.length) {
-          done++;
-          options.onProgress?.(done, total);
-          yield finished.shift()!;
-        }
+        yield* report(finished.splice(0));
         if (remaining.size === 0) break;
         const left = deadline - Date.now();
         if (left <= 0) break;
