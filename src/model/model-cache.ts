@@ -60,34 +60,49 @@ export class ModelCache {
 
   private async keyFor(dir: string, precision: FloatPrecision): Promise<string> {
     const files = openHfCheckpoint(dir).inputFiles;
+    const memo = this.readDigestMemo();
+    let changed = false;
     const h = createHash('sha256').update(JSON.stringify({ builder: BUILDER_VERSION, precision }));
-    for (const f of files) h.update(`${basename(f)}:${await this.fileDigest(f)}\n`);
+    for (const f of files) {
+      const st = statSync(f);
+      let known = memo[f];
+      if (!known || known.size !== st.size || known.mtimeMs !== st.mtimeMs) {
+        known = { size: st.size, mtimeMs: st.mtimeMs, sha256: await sha256File(f) };
+        memo[f] = known;
+        changed = true;
+      }
+      h.update(`${basename(f)}:${known.sha256}\n`);
+    }
+    if (changed) this.writeDigestMemo(memo);
     return h.digest('hex');
   }
 
-  private async fileDigest(path: string): Promise<string> {
-    const memoPath = join(this.root, 'file-digests.json');
-    let memo: z.infer<typeof HashMemo> = {};
-    try {
-      memo = HashMemo.parse(JSON.parse(readFileSync(memoPath, 'utf8')));
-    } catch {
-      memo = {};
-    }
-    const st = statSync(path);
-    const known = memo[path];
-    if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) return known.sha256;
-    const sha256 = await new Promise<string>((res, rej) => {
-      const h = createHash('sha256');
-      createReadStream(path)
-        .on('data', (chunk) => h.update(chunk))
-        .on('end', () => res(h.digest('hex')))
-        .on('error', rej);
-    });
-    memo[path] = { size: st.size, mtimeMs: st.mtimeMs, sha256 };
-    mkdirSync(this.root, { recursive: true });
-    const tmp = `${memoPath}.${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(memo));
-    renameSync(tmp, memoPath);
-    return sha256;
+  private get memoPath(): string {
+    return join(this.root, 'file-digests.json');
   }
+
+  private readDigestMemo(): z.infer<typeof HashMemo> {
+    try {
+      return HashMemo.parse(JSON.parse(readFileSync(this.memoPath, 'utf8')));
+    } catch {
+      return {}; // missing or unreadable: digests are recomputed
+    }
+  }
+
+  private writeDigestMemo(memo: z.infer<typeof HashMemo>): void {
+    mkdirSync(this.root, { recursive: true });
+    const tmp = `${this.memoPath}.${process.pid}`;
+    writeFileSync(tmp, JSON.stringify(memo));
+    renameSync(tmp, this.memoPath);
+  }
+}
+
+function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (chunk) => h.update(chunk))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
+  });
 }
