@@ -1,19 +1,17 @@
-import { join } from 'node:path';
 import { pino } from 'pino';
-import type { DeviceSpec } from '../engine/execution-provider.js';
-import { ThreadedGenerator } from '../engine/threaded-generator.js';
+import { loadConfig } from '../config/load-config.js';
+import { type DeviceSpec, formatDevice } from '../engine/execution-provider.js';
+import type { ResolvedModel } from '../model/model-cache.js';
 import { JobProducer } from '../queue/job-producer.js';
 import { jobFromFields } from '../queue/job-schema.js';
-import { createRedisConnection } from '../queue/redis-connection.js';
 import { RedisServerProcess } from '../queue/redis-server-process.js';
 import { ResultCollector } from '../queue/result-collector.js';
-import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
-import { GenerationWorker } from '../worker/generation-worker.js';
+import { startWorker } from '../worker/worker-process.js';
 import type { BenchRow, BenchShape } from './bench-types.js';
 import { gpuMemoryOf } from './gpu-memory.js';
 
 export interface QueueBenchOptions {
-  readonly modelDir: string;
+  readonly model: ResolvedModel & { name: string };
   readonly device: DeviceSpec;
   readonly batch: number;
   readonly jobs: number;
@@ -27,30 +25,29 @@ export interface QueueBenchOptions {
 const PROMPT = 'Here is some text to encode Hello World';
 
 /**
- * Through the queue: a private redis-server, one worker (engine in its worker thread), `jobs` jobs enqueued at
- * once; generated tokens/s from the first enqueue to the last result read back.
+ * Through the queue: a private redis-server, one worker started as `genqueue worker` starts it (engine in its
+ * worker thread, warmed up at open), `jobs` jobs enqueued at once; generated tokens/s from the first enqueue to
+ * the last result read back.
  */
 export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
   const redis = await RedisServerProcess.start();
-  const connection = createRedisConnection(redis.url);
-  const engine = await ThreadedGenerator.open(o.modelDir, { device: o.device });
-  const tokenizer = TextTokenizer.fromFile(join(o.modelDir, engine.manifest.files.tokenizer));
-  const worker = new GenerationWorker({
-    connection,
-    engine,
-    tokenizer,
-    modelName: 'bench',
-    maxBatch: o.batch,
-    maxWaitMs: 50,
-    concurrency: o.batch * o.concurrencyFactor,
-    fetchers: o.fetchers,
-    logger: pino({ level: 'silent' }),
-  });
+  const started = await startWorker(
+    loadConfig({ env: {} }),
+    o.model,
+    {
+      device: formatDevice(o.device),
+      redisUrl: redis.url,
+      maxBatch: o.batch,
+      maxWaitMs: 50,
+      concurrency: o.batch * o.concurrencyFactor,
+      fetchers: o.fetchers,
+      workerId: 'bench',
+    },
+    pino({ level: 'silent' }),
+  );
+  const { connection, worker, engine } = started;
   const newTokens = o.shape.totalTokens - o.shape.promptTokens;
   try {
-    // Warm the engine up outside the timed part, as the engine rows do.
-    await engine.generate([{ promptIds: await tokenizer.encode(PROMPT), maxNewTokens: 4, minNewTokens: 4, repetitionPenalty: 1, search: { kind: 'greedy' } }]);
-    worker.start();
     const jobs = Array.from({ length: o.jobs }, (_, i) =>
       jobFromFields({ id: `bench-${i}`, prompt: PROMPT, max_new_tokens: newTokens, min_new_tokens: newTokens }),
     );
@@ -75,7 +72,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       precision: engine.manifest.spec.precision,
       promptTokens: o.shape.promptTokens,
       totalTokens: o.shape.totalTokens,
-      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: o.fetchers ?? 1 },
+      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: worker.fetchers },
       gpuMemoryMiB: gpuMemoryOf(),
       note:
         `${o.jobs} jobs in ${seconds.toFixed(2)} s; ${stats.batches} batches, mean batch ${stats.meanBatchSize.toFixed(1)}, ` +
@@ -83,9 +80,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
         (failed ? `; ${failed} jobs failed` : ''),
     };
   } finally {
-    await worker.close();
-    await engine.close();
-    await connection.quit();
+    await started.close();
     await redis.stop();
   }
 }

@@ -163,7 +163,7 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
       const model = await benchModel(o.workDir, ckpt, fp16);
       for (const batch of [64, 256].filter((b) => o.batches.includes(b))) {
         for (const [concurrencyFactor, fetchers] of [[1, 1], [2, 1], [2, 2]] as const) {
-          rows.push(await queueE2eRow({ modelDir: model.dir, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor, fetchers }));
+          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor, fetchers }));
         }
         // Engine alone at the same batch, in the same section, for the queue/engine ratio.
         rows.push(...(await searchRows('queue-engine-reference', { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats })));

@@ -75,6 +75,8 @@ export class GenerationWorker {
   /** Jobs between BullMQ handing them over and their result (waiting in the collector or running). */
   private inFlight = 0;
   private readonly concurrency: number;
+  /** BullMQ Workers per queue. */
+  readonly fetchers: number;
   private readonly connections: Redis[] = [];
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
@@ -83,6 +85,7 @@ export class GenerationWorker {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
+    this.fetchers = options.fetchers ?? 2;
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,
       maxWaitMs: options.maxWaitMs,
@@ -105,7 +108,7 @@ export class GenerationWorker {
   }
 
   start(): void {
-    const fetchers = this.options.fetchers ?? 2;
+    const fetchers = this.fetchers;
     const concurrency = this.concurrency / this.queues.length;
     for (const name of this.queues) {
       for (let f = 0; f < fetchers; f++) {

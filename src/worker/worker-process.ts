@@ -26,6 +26,7 @@ export interface StartOptions extends WorkerProcessOptions {
   /** BullMQ key prefix (the demo keeps its jobs apart). */
   readonly prefix?: string;
   readonly concurrency?: number;
+  readonly fetchers?: number;
 }
 
 export interface StartedWorker {
@@ -56,6 +57,7 @@ export async function startWorker(
     maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,
     workerId: o.workerId ?? config.worker.id,
     concurrency: o.concurrency,
+    fetchers: o.fetchers,
     prefix: o.prefix,
     logger,
   });
