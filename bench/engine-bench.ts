@@ -6,6 +6,8 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { timeIt } from '../src/bench/bench-types.js';
+import { fixedLengthRequests } from '../src/bench/search-bench.js';
 import { Generator } from '../src/engine/generator.js';
 import { parseDevice } from '../src/engine/execution-provider.js';
 import { GPT2_LARGE_SHAPE, GPT2_SMALL_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
@@ -35,24 +37,14 @@ const model = await new ModelCache(join(values.work!, 'cache')).resolve(ckpt, pr
 const t0 = performance.now();
 const gen = await Generator.open(model.dir, { device: parseDevice(values.device!), onWarning: (m) => console.error(m) });
 const sessionSeconds = (performance.now() - t0) / 1000;
-const prompt = [4342, 318, 617, 2420, 284, 37773, 18435, 2159].slice(0, Number(values['prompt-len']));
-const newTokens = Number(values.total) - prompt.length;
+const lengths = { promptTokens: Number(values['prompt-len']), totalTokens: Number(values.total) };
+const newTokens = lengths.totalTokens - lengths.promptTokens;
 const rows = [];
 for (const bs of values.batch!.split(',').map(Number)) {
-  const reqs = Array.from({ length: bs }, () => ({
-    promptIds: prompt,
-    maxNewTokens: newTokens,
-    minNewTokens: newTokens,
-    repetitionPenalty: 1,
-    search: { kind: 'greedy' as const },
-  }));
-  let first;
-  for (let i = 0; i < 2; i++) first = await gen.generate(reqs); // warm-up
-  const t = performance.now();
-  const n = Number(values.repeats);
-  for (let i = 0; i < n; i++) await gen.generate(reqs);
-  const secondsPerBatch = (performance.now() - t) / n / 1000;
-  const r0 = first!.results[0]!;
+  const reqs = fixedLengthRequests(bs, lengths);
+  const first = await gen.generate(reqs); // kept for its tokens; timeIt warms up once more
+  const secondsPerBatch = await timeIt(() => gen.generate(reqs), Number(values.repeats), 1);
+  const r0 = first.results[0]!;
   rows.push({
     name: `ort-ingraph-${precision}`,
     batch: bs,
