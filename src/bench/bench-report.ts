@@ -22,7 +22,7 @@ const GPT2_SMALL = { layers: 12, hidden: 768, vocab: 50257, positions: 1024 };
 export function rooflineTokensPerSecond(row: BenchRow, gpu: string): number | undefined {
   const bw = hbmBandwidth(gpu);
   // Only for runs that keep a KV cache on the GPU: the no-cache baselines move far more than this model counts.
-  if (!/^(ort-ingraph|kv-cache|hf-transformers|queue-e2e|opt-)/.test(row.name)) return undefined;
+  if (!/^(ort-ingraph|ort-native|kv-cache|hf-transformers|queue-e2e|opt-)/.test(row.name)) return undefined;
   if (!bw || row.status !== 'ok' || !row.precision || !row.totalTokens || !row.promptTokens) return undefined;
   const { layers: L, hidden: D, vocab: V, positions: P } = GPT2_SMALL;
   const bytes = row.precision === 'fp16' ? 2 : 4;
@@ -40,6 +40,8 @@ export interface BenchReport {
   readonly rows: (BenchRow & { rooflineTokensPerSecond?: number; section: BenchSection })[];
   readonly measurements: (Measurement & { section: BenchSection })[];
   readonly notes: string[];
+  /** When each section finished: sections run in different leases of the GPU machine say so here. */
+  readonly sections: { section: BenchSection; finishedAt: string }[];
 }
 
 export function readSections(outDir: string): SectionResult[] {
@@ -75,6 +77,7 @@ export function writeReport(outDir: string, notes: string[] = []): BenchReport {
     ),
     measurements: sections.flatMap((s) => s.measurements.map((x) => ({ ...x, section: s.section }))),
     notes,
+    sections: sections.map((s) => ({ section: s.section, finishedAt: s.finishedAt })),
   };
   writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(report, null, 1)}\n`);
   writeFileSync(join(outDir, 'latest.md'), renderMarkdown(report));
@@ -92,7 +95,7 @@ function renderMarkdown(r: BenchReport): string {
   lines.push('→ 256 tokens, greedy, no early stop (min_new_tokens = max_new_tokens), unless a row says otherwise.', '');
   lines.push('## The write-up\'s table, batch 1', '');
   lines.push('| method | s / sequence | new tokens/s |', '| --- | --- | --- |');
-  const seedRows = ['hf-transformers', 'ort-naive-nocache', 'ort-argmax-nocache', 'ort-host-kv', 'ort-ingraph-fp32', 'ort-ingraph-fp16', 'tensorrt'];
+  const seedRows = ['hf-transformers', 'ort-naive-nocache', 'ort-argmax-nocache', 'ort-host-kv', 'ort-ingraph-fp32', 'ort-ingraph-fp16', 'ort-native-nograph-fp16', 'ort-native-cudagraph-fp16', 'tensorrt'];
   for (const name of seedRows) {
     const row = r.rows.find((x) => x.name === name && (x.batch === 1 || x.status !== 'ok'));
     if (!row) continue;
@@ -103,7 +106,7 @@ function renderMarkdown(r: BenchReport): string {
     );
   }
   lines.push('', '## Batch sweep (new tokens/s; roofline = HBM-bandwidth upper bound)', '');
-  const sweepNames = [...new Set(r.rows.filter((x) => x.status === 'ok' && /^(ort-ingraph|hf-transformers)/.test(x.name)).map((x) => x.name))];
+  const sweepNames = [...new Set(r.rows.filter((x) => x.status === 'ok' && /^(ort-ingraph|ort-native|hf-transformers)/.test(x.name)).map((x) => x.name))];
   const batches = [...new Set(r.rows.filter((x) => sweepNames.includes(x.name)).map((x) => x.batch))].sort((a, b) => a - b);
   lines.push(`| method | ${batches.map((b) => `bs ${b}`).join(' | ')} |`, `| --- | ${batches.map(() => '---').join(' | ')} |`);
   for (const name of sweepNames) {
@@ -128,6 +131,8 @@ function renderMarkdown(r: BenchReport): string {
   }
   lines.push('', '## Measurements', '', '| section | name | value | note |', '| --- | --- | --- | --- |');
   for (const x of r.measurements) lines.push(`| ${x.section} | ${x.name} | ${fmt(x.value)} ${x.unit} | ${x.note ?? ''} |`);
+  lines.push('', '## Sections', '', '| section | finished (UTC) |', '| --- | --- |');
+  for (const x of r.sections) lines.push(`| ${x.section} | ${x.finishedAt} |`);
   if (r.notes.length) lines.push('', '## Notes', '', ...r.notes.map((n) => `- ${n}`));
   return `${lines.join('\n')}\n`;
 }
@@ -136,7 +141,7 @@ function renderMarkdown(r: BenchReport): string {
 function renderChart(r: BenchReport): string {
   const series = new Map<string, { batch: number; tps: number }[]>();
   for (const x of r.rows) {
-    if (x.status !== 'ok' || !x.newTokensPerSecond || !/^(ort-ingraph|hf-transformers)/.test(x.name)) continue;
+    if (x.status !== 'ok' || !x.newTokensPerSecond || !/^(ort-ingraph|ort-native-cudagraph|hf-transformers)/.test(x.name)) continue;
     series.set(x.name, [...(series.get(x.name) ?? []), { batch: x.batch, tps: x.newTokensPerSecond }]);
     if (x.rooflineTokensPerSecond && x.name === 'ort-ingraph-fp16') {
       series.set('roofline fp16', [...(series.get('roofline fp16') ?? []), { batch: x.batch, tps: x.rooflineTokensPerSecond }]);

@@ -18,8 +18,9 @@ import {
   warmupMeasurements,
 } from './search-bench.js';
 import { tensorrtRow } from './tensorrt-probe.js';
+import { loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
 
-export const BENCH_SECTIONS = ['ingraph', 'optimizations', 'baselines', 'kv', 'tensorrt', 'queue', 'large', 'hf'] as const;
+export const BENCH_SECTIONS = ['ingraph', 'native', 'optimizations', 'baselines', 'kv', 'tensorrt', 'queue', 'large', 'hf'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 export interface BenchOptions {
@@ -92,6 +93,24 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         const model = await benchModel(o.workDir, ckpt, precision);
         const base = { modelDir: model.dir, device: o.device, batches: o.batches, shape: SEED, repeats: o.repeats };
         rows.push(...(await searchRows(`ort-ingraph-${precision}`, base, { variant: { sharedKvBuffer: onGpu } })));
+      }
+      return;
+    }
+    case 'native': {
+      // The native addon's device loop (IO binding; CUDA graph replay on/off) against the same model's GreedySearch rows.
+      const model = await benchModel(o.workDir, ckpt, fp16);
+      const name = onGpu ? `ort-native-cudagraph-${fp16}` : `ort-native-${fp16}`;
+      try {
+        loadDeviceLoopAddon();
+      } catch (e) {
+        rows.push({ name, batch: 0, status: 'unavailable', error: (e as Error).message });
+        return;
+      }
+      const base = { modelDir: model.dir, device: o.device, batches: o.batches, shape: SEED, repeats: o.repeats };
+      rows.push(...(await searchRows(name, { ...base, generator: { deviceLoopMaxBatch: 4096 } }, { variant: { deviceLoop: true, cudaGraph: onGpu } })));
+      if (onGpu) {
+        const off = { ...base, batches: [1, 64].filter((b) => o.batches.includes(b)), generator: { deviceLoopMaxBatch: 4096, deviceLoopCudaGraph: false } };
+        rows.push(...(await searchRows(`ort-native-nograph-${fp16}`, off, { variant: { deviceLoop: true, cudaGraph: false } })));
       }
       return;
     }

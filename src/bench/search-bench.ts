@@ -34,7 +34,13 @@ export interface SearchBenchOptions {
 
 /** The in-graph search (one run() per batch) over a batch sweep; records GPU memory after the largest batch. */
 export async function searchRows(name: string, o: SearchBenchOptions, extra: Partial<BenchRow> = {}): Promise<BenchRow[]> {
-  const gen = await Generator.open(o.modelDir, { device: o.device, ...o.generator });
+  const warnings: string[] = [];
+  const gen = await Generator.open(o.modelDir, { device: o.device, ...o.generator, onWarning: (m) => warnings.push(m) });
+  // A row must measure what its name says: a requested device loop that fell back is an error, not a number.
+  if ((o.generator?.deviceLoopMaxBatch ?? 0) > 0 && !gen.device.includes('device loop')) {
+    await gen.close();
+    throw new Error(`${name}: ${warnings.join('; ') || 'device loop did not open'}`);
+  }
   const rows: BenchRow[] = [];
   try {
     for (const batch of o.batches) {

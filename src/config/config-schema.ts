@@ -17,6 +17,11 @@ export const WorkerSettings = z
     /** How long the first job of a batch waits for company before the batch runs anyway. */
     maxWaitMs: z.number().int().min(0).max(60_000),
     precision: z.enum(['fp32', 'fp16']),
+    /**
+     * Greedy batches up to this size run through the native device loop (CUDA graph replay; needs
+     * `npm run build:native` and an fp16 model on CUDA). 0 keeps every batch on the onnxruntime-node path.
+     */
+    deviceLoopMaxBatch: z.number().int().min(0).max(4096),
     /** Shown in results and the dashboard; defaults to host:pid:device. */
     id: z.string().min(1).optional(),
   })

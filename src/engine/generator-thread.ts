@@ -4,12 +4,12 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Generator } from './generator.js';
-import type { DeviceSpec } from './execution-provider.js';
+import type { GeneratorOptions } from './generator.js';
 import type { ThreadRequest, ThreadResponse } from './generator-thread-protocol.js';
 
 interface ThreadInit {
   readonly modelDir: string;
-  readonly device: DeviceSpec;
+  readonly options: Omit<GeneratorOptions, 'onWarning'>;
 }
 
 const port = parentPort;
@@ -17,7 +17,7 @@ if (!port) throw new Error('generator-thread must run inside a worker thread');
 const init = workerData as ThreadInit;
 const send = (msg: ThreadResponse): void => port.postMessage(msg);
 
-Generator.open(init.modelDir, { device: init.device, onWarning: (message) => send({ type: 'warning', message }) }).then(
+Generator.open(init.modelDir, { ...init.options, onWarning: (message) => send({ type: 'warning', message }) }).then(
   (generator) => {
     send({ type: 'ready', manifest: generator.manifest, device: generator.device });
     port.on('message', (msg: ThreadRequest) => {

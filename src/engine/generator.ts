@@ -4,6 +4,7 @@ import { type ModelManifest, readManifest } from '../model/manifest.js';
 import type { SearchKind } from '../model/generation-graph.js';
 import { SAMPLING_INPUTS } from '../model/sampling-head.js';
 import { leftPad, planRuns, type PlannedRun } from './batch-plan.js';
+import { DeviceLoopRunner } from './device-loop-runner.js';
 import { type DeviceSpec, executionProviders, formatDevice } from './execution-provider.js';
 import type { TextGenerationEngine } from './text-generation-engine.js';
 import {
@@ -22,6 +23,15 @@ export interface GeneratorOptions {
   readonly sharedKvBuffer?: boolean;
   /** ONNX Runtime graph optimization level (default "all"). */
   readonly graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /**
+   * Greedy batches of at most this many requests (without repetition penalty) run through the native device
+   * loop (native/device-loop.cc: IO binding + CUDA graph replay of one decode step) instead of GreedySearch.
+   * 0 (default) keeps every batch on the portable onnxruntime-node path; when the addon is not built or cannot
+   * open the model, a warning is given and that path is used.
+   */
+  readonly deviceLoopMaxBatch?: number;
+  /** Capture the device loop's step as a CUDA graph (default true on CUDA). */
+  readonly deviceLoopCudaGraph?: boolean;
   /** Called once when a requested provider could not load and a fallback was used. */
   readonly onWarning?: (message: string) => void;
 }
@@ -36,6 +46,7 @@ const scalarF32 = (v: number): ort.Tensor => new ort.Tensor('float32', Float32Ar
 export class Generator implements TextGenerationEngine {
   private readonly sessions = new Map<SearchKind, Promise<ort.InferenceSession>>();
   private providerNote = '';
+  private deviceLoop: DeviceLoopRunner | undefined;
 
   private constructor(
     readonly modelDir: string,
@@ -55,6 +66,7 @@ export class Generator implements TextGenerationEngine {
     }
     const g = new Generator(modelDir, manifest, options);
     await g.session(g.greedyKind);
+    if ((options.deviceLoopMaxBatch ?? 0) > 0) g.openDeviceLoop();
     const { eosTokenId } = g.manifest.spec;
     await g.generate([{ promptIds: [eosTokenId], maxNewTokens: 2, minNewTokens: 2, repetitionPenalty: 1, search: { kind: 'greedy' } }]);
     return g;
@@ -66,7 +78,22 @@ export class Generator implements TextGenerationEngine {
   }
 
   get device(): string {
-    return formatDevice(this.options.device) + this.providerNote;
+    return formatDevice(this.options.device) + this.providerNote + (this.deviceLoop ? ' (device loop)' : '');
+  }
+
+  private openDeviceLoop(): void {
+    try {
+      this.deviceLoop = DeviceLoopRunner.open(this.modelDir, this.manifest, {
+        device: this.options.device,
+        ...(this.options.deviceLoopCudaGraph === undefined ? {} : { cudaGraph: this.options.deviceLoopCudaGraph }),
+      });
+    } catch (e) {
+      this.options.onWarning?.(`device loop unavailable (${(e as Error).message.split('\n')[0]}); greedy batches use GreedySearch`);
+    }
+  }
+
+  private usesDeviceLoop(r: GenerationRequest, groupSize: number): boolean {
+    return this.deviceLoop !== undefined && r.search.kind === 'greedy' && r.repetitionPenalty === 1 && groupSize <= (this.options.deviceLoopMaxBatch ?? 0);
   }
 
   /**
@@ -88,6 +115,13 @@ export class Generator implements TextGenerationEngine {
     const started = performance.now();
     let runs = 0;
     for (const indices of groups.values()) {
+      if (this.usesDeviceLoop(requests[indices[0]!]!, indices.length)) {
+        // Prompts need no padding there (fed one token per step), so one run takes the whole group.
+        runs++;
+        const out = this.deviceLoop!.run(indices.map((i) => requests[i]!));
+        indices.forEach((i, row) => (results[i] = out[row]!));
+        continue;
+      }
       for (const run of planRuns(requests, indices, this.manifest.spec.contextLength)) {
         runs++;
         const out = await this.runOne(requests, run);
@@ -98,6 +132,8 @@ export class Generator implements TextGenerationEngine {
   }
 
   async close(): Promise<void> {
+    this.deviceLoop?.close();
+    this.deviceLoop = undefined;
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
   }

@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ModelManifest } from '../model/manifest.js';
 import type { DeviceSpec } from './execution-provider.js';
+import type { GeneratorOptions } from './generator.js';
 import type { GenerationBatchResult, GenerationRequest } from './generation-types.js';
 import type { ThreadRequest, ThreadResponse } from './generator-thread-protocol.js';
 import type { TextGenerationEngine } from './text-generation-engine.js';
@@ -12,7 +13,7 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export interface ThreadedGeneratorOptions {
+export interface ThreadedGeneratorOptions extends Pick<GeneratorOptions, 'deviceLoopMaxBatch' | 'deviceLoopCudaGraph' | 'sharedKvBuffer'> {
   readonly device: DeviceSpec;
   readonly onWarning?: (message: string) => void;
 }
@@ -67,7 +68,8 @@ export class ThreadedGenerator implements TextGenerationEngine {
     options: ThreadedGeneratorOptions,
   ): Promise<{ manifest: ModelManifest; device: string; thread: Worker }> {
     return new Promise((resolve, reject) => {
-      const thread = new Worker(THREAD_ENTRY, { workerData: { modelDir, device: options.device } });
+      const { onWarning: _, ...generatorOptions } = options;
+      const thread = new Worker(THREAD_ENTRY, { workerData: { modelDir, options: generatorOptions } });
       const onMessage = (msg: ThreadResponse): void => {
         if (msg.type === 'warning') options.onWarning?.(msg.message);
         else if (msg.type === 'ready') {

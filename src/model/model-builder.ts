@@ -2,6 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
+import { DEVICE_LOOP_FILE, encodeDeviceLoopStepModel } from './device-loop-graph.js';
 import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
@@ -29,10 +30,12 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   let decoder;
   let sharedKvDecoder;
   let samplingDecoder;
+  let staticDecoder;
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
     samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
+    staticDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } });
   } finally {
     weights.close();
   }
@@ -40,6 +43,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
   writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
+  writeFileSync(join(outDir, DEVICE_LOOP_FILE), encodeDeviceLoopStepModel(staticDecoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
@@ -52,6 +56,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       greedyShared: SEARCH_FILES.greedyShared,
       beam: SEARCH_FILES.beam,
       sample: SEARCH_FILES.sample,
+      deviceLoop: DEVICE_LOOP_FILE,
       weights: WEIGHTS_FILE,
       tokenizer: TOKENIZER_FILE,
     },

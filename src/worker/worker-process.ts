@@ -18,6 +18,7 @@ export interface WorkerProcessOptions {
   readonly maxWaitMs?: number;
   readonly precision?: FloatPrecision;
   readonly workerId?: string;
+  readonly deviceLoopMaxBatch?: number;
 }
 
 export interface StartOptions extends WorkerProcessOptions {
@@ -46,7 +47,11 @@ export async function startWorker(
   logger: Logger,
 ): Promise<StartedWorker> {
   const device = parseDevice(o.device ?? config.worker.device);
-  const engine = await ThreadedGenerator.open(model.dir, { device, onWarning: (m) => logger.warn(m) });
+  const engine = await ThreadedGenerator.open(model.dir, {
+    device,
+    deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
+    onWarning: (m) => logger.warn(m),
+  });
   const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
   const worker = new GenerationWorker({
     connection,

@@ -23,6 +23,7 @@ interface GenerateOptions {
   topK?: number;
   topP?: number;
   batchSize: number;
+  deviceLoopMaxBatch?: number;
   device?: string;
   precision?: 'fp32' | 'fp16';
   json?: boolean;
@@ -80,6 +81,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--top-k <k>', 'for --decoding sample: keep the k most likely tokens (0 = all)', nonNegativeInt('--top-k'))
     .option('--top-p <p>', 'for --decoding sample: nucleus mass to keep (1 = all)', Number)
     .option('--batch-size <b>', 'prompts per graph run', positiveInt('--batch-size'), 8)
+    .option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)', nonNegativeInt('--device-loop-max-batch'))
     .addOption(deviceOption())
     .addOption(precisionOption())
     .option('--json', 'one JSON line per prompt')
@@ -92,7 +94,11 @@ export function registerGenerateCommand(program: Command): void {
       const model = await resolveModelArg(o.model, config, o.precision);
       if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
       const device = parseDevice(o.device ?? config.worker.device);
-      const generator = await Generator.open(model.dir, { device, onWarning: (m) => logger.warn(m) });
+      const generator = await Generator.open(model.dir, {
+        device,
+        deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
+        onWarning: (m) => logger.warn(m),
+      });
       const tokenizer = TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer));
       try {
         for (let start = 0; start < jobs.length; start += o.batchSize) {

@@ -14,6 +14,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--max-wait-ms <m>', 'how long a partial batch waits for more jobs', nonNegativeInt('--max-wait-ms'))
     .addOption(precisionOption())
     .option('--worker-id <id>', 'name shown in results and the dashboard')
+    .option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)', nonNegativeInt('--device-loop-max-batch'))
     .addOption(configOption())
     .action(async (o: WorkerProcessOptions & { config?: string }) => {
       const config = loadConfig({ file: o.config });

@@ -84,25 +84,40 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
       return encodeFloats(t.data, options.precision);
     });
 
-  const cached = variant.kvCache !== 'none';
+  const isStatic = variant.kvCache === 'static';
+  const cached = variant.kvCache !== 'none' && !isStatic;
   const shared = variant.kvCache === 'shared';
   const kvLen = shared ? 'max_seq' : 'past_seq';
   const inputIds = g.input('input_ids', 'int32', ['batch', 'seq']);
-  // Part of the search ops' contract, but not used: see maskPositions.
-  if (cached) g.input('position_ids', 'int32', ['batch', 'seq']);
-  const mask = g.input('attention_mask', 'int32', ['batch', 'total_seq']);
+  // Part of the search ops' contract, but not used there (see maskPositions); the static step reads it.
+  const positionIds = cached || isStatic ? g.input('position_ids', 'int32', ['batch', 'seq']) : '';
+  const mask = isStatic ? '' : g.input('attention_mask', 'int32', ['batch', 'total_seq']);
   const past: string[] = [];
   if (cached) for (let i = 0; i < cfg.n_layer; i++) past.push(g.input(`past_${i}`, ft, [2, 'batch', NH, kvLen, HS]));
   // With a shared buffer the search op writes this (the filled length) and the attention writes in place after it.
   const pastLength = shared ? g.input('past_sequence_length', 'int32', [1]) : '';
+  const seqlensK = isStatic ? g.input('seqlens_k', 'int32', ['batch']) : '';
+  const totalSeq = isStatic ? g.input('total_sequence_length', 'int32', [1]) : '';
+  if (isStatic) {
+    for (let i = 0; i < cfg.n_layer; i++) {
+      g.input(`past_key_${i}`, ft, ['batch', NH, 'max_seq', HS]);
+      g.input(`past_value_${i}`, ft, ['batch', NH, 'max_seq', HS]);
+    }
+  }
   if (variant.logits === 'argmax') g.output('next_token', 'int64', ['batch', 1]);
   else g.output('logits', ft, ['batch', variant.logits === 'all' ? 'seq' : 1, cfg.vocab_size]);
   if (cached) for (let i = 0; i < cfg.n_layer; i++) g.output(`present_${i}`, ft, [2, 'batch', NH, shared ? kvLen : 'total_seq', HS]);
+  if (isStatic) {
+    for (let i = 0; i < cfg.n_layer; i++) {
+      g.output(`present_key_${i}`, ft, ['batch', NH, 'max_seq', HS]);
+      g.output(`present_value_${i}`, ft, ['batch', NH, 'max_seq', HS]);
+    }
+  }
 
   const wte = weight('wte.weight', [cfg.vocab_size, D]);
   const wpe = weight('wpe.weight', [cfg.n_positions, D]);
   const [tok] = g.op('Gather', [wte, inputIds], ['tok_emb']);
-  const [pos] = g.op('Gather', [wpe, maskPositions(g, inputIds, mask)], ['pos_emb']);
+  const [pos] = g.op('Gather', [wpe, isStatic ? positionIds : maskPositions(g, inputIds, mask)], ['pos_emb']);
 
   const eps = { float: cfg.layer_norm_epsilon };
   let [normed, , , residual] = g.msOp(
@@ -116,15 +131,28 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     const h = `h.${i}.`;
     let scale = cfg.scale_attn_weights ? 1 / Math.sqrt(HS) : 1;
     if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
-    const attnInputs = [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask];
-    if (cached) attnInputs.push(past[i]!);
-    if (shared) attnInputs.push('', pastLength);
-    const [attn] = g.msOp('Attention', attnInputs, cached ? [`h${i}_attn`, `present_${i}`] : [`h${i}_attn`], {
-      num_heads: NH,
-      unidirectional: 1,
-      scale: { float: scale },
-      ...(shared ? { past_present_share_buffer: 1 } : {}),
-    });
+    let attn: string | undefined;
+    if (isStatic) {
+      // GroupQueryAttention takes packed QKV without a bias input, so the bias is its own Add.
+      const [qkvNoBias] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv_mm`]);
+      const [qkv] = g.op('Add', [qkvNoBias!, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv`]);
+      [attn] = g.msOp(
+        'GroupQueryAttention',
+        [qkv!, '', '', `past_key_${i}`, `past_value_${i}`, seqlensK, totalSeq],
+        [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
+        { num_heads: NH, kv_num_heads: NH, scale: { float: scale } },
+      );
+    } else {
+      const attnInputs = [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask];
+      if (cached) attnInputs.push(past[i]!);
+      if (shared) attnInputs.push('', pastLength);
+      [attn] = g.msOp('Attention', attnInputs, cached ? [`h${i}_attn`, `present_${i}`] : [`h${i}_attn`], {
+        num_heads: NH,
+        unidirectional: 1,
+        scale: { float: scale },
+        ...(shared ? { past_present_share_buffer: 1 } : {}),
+      });
+    }
     const [proj] = g.op('MatMul', [attn!, weight(`${h}attn.c_proj.weight`, [D, D])], [`h${i}_attn_proj`]);
     const [ln2, , , resid2] = g.msOp(
       'SkipLayerNormalization',
@@ -148,7 +176,7 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
 
   // Only the last position's logits are used by the search ops; projecting the whole prompt would waste the largest matmul.
   const projected =
-    variant.logits === 'all'
+    variant.logits === 'all' || isStatic
       ? normed!
       : g.op('Slice', [normed!, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], [
           'last_hidden',

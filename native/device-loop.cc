@@ -1,0 +1,445 @@
+// genqueue device loop: a Node-API addon that runs a model's device-loop step graph (device-loop-graph.ts)
+// through ONNX Runtime's C API with every input and output bound to device buffers (IO binding), so that on
+// CUDA the step is captured once as a CUDA graph and then replayed: no host work between decode steps.
+// onnxruntime-node's JS API cannot bind device memory nor set CUDA provider options; this is the part it lacks.
+//
+// The ONNX Runtime library is the one onnxruntime-node ships: its path comes from JS and is opened with
+// dlopen, so the addon links nothing but libdl and cannot load a second copy.
+#include <dlfcn.h>
+#include <node_api.h>
+#include <onnxruntime_c_api.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+const OrtApi* ort = nullptr;
+
+// Host↔device copies. ONNX Runtime's IO binding would not write a bound device buffer from a one-node copy
+// session (tried: Identity, Abs; the buffer stayed unwritten on CUDA), so the addon calls the CUDA runtime that
+// the CUDA provider has already loaded, found with dlopen(RTLD_NOLOAD) rather than linked.
+struct CudaRuntime {
+  int (*memcpy)(void*, const void*, size_t, int) = nullptr;
+  int (*deviceSynchronize)() = nullptr;
+  int (*setDevice)(int) = nullptr;
+  const char* (*errorString)(int) = nullptr;
+  static constexpr int kHostToDevice = 1;
+  static constexpr int kDeviceToHost = 2;
+
+  void load() {
+    if (memcpy != nullptr) return;
+    void* lib = nullptr;
+    for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
+      lib = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
+      if (lib == nullptr) lib = dlopen(name, RTLD_NOW);
+      if (lib != nullptr) break;
+    }
+    if (lib == nullptr) throw std::runtime_error("CUDA runtime (libcudart.so.13/.12) not found");
+    memcpy = reinterpret_cast<decltype(memcpy)>(dlsym(lib, "cudaMemcpy"));
+    deviceSynchronize = reinterpret_cast<decltype(deviceSynchronize)>(dlsym(lib, "cudaDeviceSynchronize"));
+    setDevice = reinterpret_cast<decltype(setDevice)>(dlsym(lib, "cudaSetDevice"));
+    errorString = reinterpret_cast<decltype(errorString)>(dlsym(lib, "cudaGetErrorString"));
+    if (!memcpy || !deviceSynchronize || !setDevice || !errorString) throw std::runtime_error("CUDA runtime lacks cudaMemcpy/cudaDeviceSynchronize");
+  }
+
+  void check(int code, const char* what) const {
+    if (code != 0) throw std::runtime_error(std::string(what) + ": " + errorString(code));
+  }
+};
+
+CudaRuntime cudart;
+
+struct OrtError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void check(OrtStatus* status) {
+  if (status == nullptr) return;
+  std::string message = ort->GetErrorMessage(status);
+  ort->ReleaseStatus(status);
+  throw OrtError(message);
+}
+
+struct Options {
+  bool cuda = false;
+  int deviceId = 0;
+  bool cudaGraph = false;
+  int numLayers = 0;
+  int numHeads = 0;
+  int headSize = 0;
+  bool kvFloat16 = false;
+  int intraOpThreads = 0;
+  std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
+};
+
+// Buffers and bindings for one (batch, capacity) shape. Their addresses never change, which is what lets a
+// captured CUDA graph be replayed; each parity (A→B, B→A) has its own graph id.
+struct Slot {
+  std::vector<OrtValue*> owned;
+  OrtValue* tokens[2] = {nullptr, nullptr};
+  OrtValue* step[2] = {nullptr, nullptr};
+  OrtValue* promptLengths = nullptr;
+  OrtValue* minLengths = nullptr;
+  OrtValue* totalLength = nullptr;  // CPU scalar: GroupQueryAttention reads it on the host
+  std::vector<int32_t> totalLengthHost;
+  OrtIoBinding* stepBinding[2] = {nullptr, nullptr};
+  OrtRunOptions* runOptions[2] = {nullptr, nullptr};
+};
+
+class DeviceLoop {
+ public:
+  DeviceLoop(const std::string& stepPath, const Options& o) : options_(o) {
+    if (o.cuda) cudart.load();
+    check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
+    check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
+    step_ = createSession(stepPath);
+    if (o.cuda) {
+      check(ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o.deviceId, OrtMemTypeDefault, &deviceInfo_));
+      check(ort->CreateAllocator(step_, deviceInfo_, &deviceAllocator_));
+    } else {
+      check(ort->GetAllocatorWithDefaultOptions(&deviceAllocator_));
+      defaultAllocator_ = true;
+    }
+  }
+
+  ~DeviceLoop() {
+    if (!options_.profilePrefix.empty() && step_ != nullptr) {
+      OrtAllocator* a = nullptr;
+      char* file = nullptr;
+      if (ort->GetAllocatorWithDefaultOptions(&a) == nullptr && ort->SessionEndProfiling(step_, a, &file) == nullptr && file != nullptr) a->Free(a, file);
+    }
+    for (auto& [key, slot] : slots_) releaseSlot(slot);
+    if (deviceAllocator_ != nullptr && !defaultAllocator_) ort->ReleaseAllocator(deviceAllocator_);
+    if (deviceInfo_ != nullptr) ort->ReleaseMemoryInfo(deviceInfo_);
+    if (cpuInfo_ != nullptr) ort->ReleaseMemoryInfo(cpuInfo_);
+    if (step_ != nullptr) ort->ReleaseSession(step_);
+    if (env_ != nullptr) ort->ReleaseEnv(env_);
+  }
+
+  // tokens: batch × capacity (prompts left-aligned); runs `steps` decode steps and returns the token buffer.
+  std::vector<int32_t> generate(const int32_t* tokens, const int32_t* promptLengths, const int32_t* minLengths, int64_t batch,
+                                int64_t capacity, int64_t steps) {
+    if (steps < 1 || steps >= capacity) throw std::invalid_argument("steps must be in [1, capacity)");
+    Slot& slot = slotFor(batch, capacity);
+    const int32_t zero = 0;
+    upload(slot.tokens[0], tokens, batch * capacity);
+    upload(slot.step[0], &zero, 1);
+    upload(slot.promptLengths, promptLengths, batch);
+    upload(slot.minLengths, minLengths, batch);
+    for (int64_t i = 0; i < steps; i++) {
+      int parity = static_cast<int>(i & 1);
+      check(ort->RunWithBinding(step_, slot.runOptions[parity], slot.stepBinding[parity]));
+    }
+    std::vector<int32_t> out(batch * capacity);
+    download(out.data(), slot.tokens[steps & 1], out.size());
+    return out;
+  }
+
+ private:
+  void* dataOf(OrtValue* v) {
+    void* p = nullptr;
+    check(ort->GetTensorMutableData(v, &p));
+    return p;
+  }
+
+  void upload(OrtValue* dst, const int32_t* src, int64_t count) {
+    const size_t bytes = sizeof(int32_t) * count;
+    if (!options_.cuda) {
+      std::memcpy(dataOf(dst), src, bytes);
+      return;
+    }
+    cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
+    cudart.check(cudart.memcpy(dataOf(dst), src, bytes, CudaRuntime::kHostToDevice), "cudaMemcpy to device");
+  }
+
+  void download(int32_t* dst, OrtValue* src, int64_t count) {
+    const size_t bytes = sizeof(int32_t) * count;
+    if (!options_.cuda) {
+      std::memcpy(dst, dataOf(src), bytes);
+      return;
+    }
+    // The step session runs on its own stream; wait for the device before reading its output.
+    cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
+    cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+    cudart.check(cudart.memcpy(dst, dataOf(src), bytes, CudaRuntime::kDeviceToHost), "cudaMemcpy to host");
+  }
+
+  OrtSession* createSession(const std::string& path) {
+    OrtSessionOptions* so = nullptr;
+    check(ort->CreateSessionOptions(&so));
+    std::unique_ptr<OrtSessionOptions, void (*)(OrtSessionOptions*)> guard(so, [](OrtSessionOptions* p) { ort->ReleaseSessionOptions(p); });
+    check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
+    if (options_.intraOpThreads > 0) check(ort->SetIntraOpNumThreads(so, options_.intraOpThreads));
+    if (!options_.profilePrefix.empty()) check(ort->EnableProfiling(so, options_.profilePrefix.c_str()));
+    if (options_.cuda) {
+      OrtCUDAProviderOptionsV2* cuda = nullptr;
+      check(ort->CreateCUDAProviderOptions(&cuda));
+      std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> cudaGuard(
+          cuda, [](OrtCUDAProviderOptionsV2* p) { ort->ReleaseCUDAProviderOptions(p); });
+      std::string device = std::to_string(options_.deviceId);
+      const char* keys[] = {"device_id", "enable_cuda_graph"};
+      const char* values[] = {device.c_str(), options_.cudaGraph ? "1" : "0"};
+      check(ort->UpdateCUDAProviderOptions(cuda, keys, values, 2));
+      check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
+    }
+    OrtSession* session = nullptr;
+    check(ort->CreateSession(env_, path.c_str(), so, &session));
+    return session;
+  }
+
+  OrtValue* deviceTensor(Slot& slot, std::vector<int64_t> shape, ONNXTensorElementDataType type) {
+    OrtValue* v = nullptr;
+    check(ort->CreateTensorAsOrtValue(deviceAllocator_, shape.data(), shape.size(), type, &v));
+    slot.owned.push_back(v);
+    return v;
+  }
+
+  Slot& slotFor(int64_t batch, int64_t capacity) {
+    auto key = std::make_pair(batch, capacity);
+    auto found = slots_.find(key);
+    if (found != slots_.end()) return found->second;
+    Slot& slot = slots_[key];
+    try {
+      buildSlot(slot, batch, capacity);
+    } catch (...) {
+      releaseSlot(slot);
+      slots_.erase(key);
+      throw;
+    }
+    return slot;
+  }
+
+  void buildSlot(Slot& slot, int64_t batch, int64_t capacity) {
+    const auto i32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    const auto kvType = options_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    for (int p = 0; p < 2; p++) {
+      slot.tokens[p] = deviceTensor(slot, {batch, capacity}, i32);
+      slot.step[p] = deviceTensor(slot, {1}, i32);
+    }
+    slot.promptLengths = deviceTensor(slot, {batch}, i32);
+    slot.minLengths = deviceTensor(slot, {batch}, i32);
+    slot.totalLengthHost = {static_cast<int32_t>(capacity)};
+    const int64_t scalarShape[] = {1};
+    check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, slot.totalLengthHost.data(), sizeof(int32_t), scalarShape, 1, i32, &slot.totalLength));
+    slot.owned.push_back(slot.totalLength);
+    std::vector<OrtValue*> keys, values;
+    for (int l = 0; l < options_.numLayers; l++) {
+      keys.push_back(deviceTensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
+      values.push_back(deviceTensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
+    }
+    const int graphBase = nextGraphId_;
+    nextGraphId_ += 2;
+    for (int p = 0; p < 2; p++) {
+      OrtIoBinding* b = nullptr;
+      check(ort->CreateIoBinding(step_, &b));
+      slot.stepBinding[p] = b;
+      check(ort->BindInput(b, "tokens", slot.tokens[p]));
+      check(ort->BindInput(b, "step", slot.step[p]));
+      check(ort->BindInput(b, "prompt_lengths", slot.promptLengths));
+      check(ort->BindInput(b, "min_lengths", slot.minLengths));
+      check(ort->BindInput(b, "total_sequence_length", slot.totalLength));
+      check(ort->BindOutput(b, "tokens_next", slot.tokens[1 - p]));
+      check(ort->BindOutput(b, "step_next", slot.step[1 - p]));
+      for (int l = 0; l < options_.numLayers; l++) {
+        std::string n = std::to_string(l);
+        // Past and present are the same buffer: GroupQueryAttention writes the new position in place.
+        check(ort->BindInput(b, ("past_key_" + n).c_str(), keys[l]));
+        check(ort->BindInput(b, ("past_value_" + n).c_str(), values[l]));
+        check(ort->BindOutput(b, ("present_key_" + n).c_str(), keys[l]));
+        check(ort->BindOutput(b, ("present_value_" + n).c_str(), values[l]));
+      }
+      OrtRunOptions* ro = nullptr;
+      check(ort->CreateRunOptions(&ro));
+      slot.runOptions[p] = ro;
+      if (options_.cudaGraph) check(ort->AddRunConfigEntry(ro, "gpu_graph_id", std::to_string(graphBase + p).c_str()));
+    }
+  }
+
+  void releaseSlot(Slot& slot) {
+    for (int p = 0; p < 2; p++) {
+      if (slot.stepBinding[p] != nullptr) ort->ReleaseIoBinding(slot.stepBinding[p]);
+      if (slot.runOptions[p] != nullptr) ort->ReleaseRunOptions(slot.runOptions[p]);
+    }
+    for (OrtValue* v : slot.owned) ort->ReleaseValue(v);
+    slot.owned.clear();
+  }
+
+  Options options_;
+  OrtEnv* env_ = nullptr;
+  OrtMemoryInfo* cpuInfo_ = nullptr;
+  OrtMemoryInfo* deviceInfo_ = nullptr;
+  OrtAllocator* deviceAllocator_ = nullptr;
+  bool defaultAllocator_ = false;
+  OrtSession* step_ = nullptr;
+  std::map<std::pair<int64_t, int64_t>, Slot> slots_;
+  int nextGraphId_ = 1;
+};
+
+// ---- Node-API glue ----
+
+#define NAPI_CALL(env, call)                                          \
+  do {                                                                \
+    if ((call) != napi_ok) throw std::runtime_error("N-API: " #call); \
+  } while (0)
+
+std::string stringArg(napi_env env, napi_value v) {
+  size_t len = 0;
+  NAPI_CALL(env, napi_get_value_string_utf8(env, v, nullptr, 0, &len));
+  std::string s(len, '\0');
+  NAPI_CALL(env, napi_get_value_string_utf8(env, v, s.data(), len + 1, &len));
+  return s;
+}
+
+napi_value property(napi_env env, napi_value obj, const char* name) {
+  napi_value v;
+  NAPI_CALL(env, napi_get_named_property(env, obj, name, &v));
+  return v;
+}
+
+int intProperty(napi_env env, napi_value obj, const char* name) {
+  int32_t out = 0;
+  if (napi_get_value_int32(env, property(env, obj, name), &out) != napi_ok) throw std::invalid_argument(std::string("option ") + name + " must be a number");
+  return out;
+}
+
+bool boolProperty(napi_env env, napi_value obj, const char* name) {
+  bool out = false;
+  if (napi_get_value_bool(env, property(env, obj, name), &out) != napi_ok) throw std::invalid_argument(std::string("option ") + name + " must be a boolean");
+  return out;
+}
+
+const int32_t* int32ArrayArg(napi_env env, napi_value v, size_t expected, const char* name) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_int32_array) {
+    throw std::invalid_argument(std::string(name) + " must be an Int32Array");
+  }
+  if (length != expected) throw std::invalid_argument(std::string(name) + " has " + std::to_string(length) + " elements, expected " + std::to_string(expected));
+  return static_cast<const int32_t*>(data);
+}
+
+int64_t int64Arg(napi_env env, napi_value v, const char* name) {
+  int64_t out = 0;
+  if (napi_get_value_int64(env, v, &out) != napi_ok) throw std::invalid_argument(std::string(name) + " must be a number");
+  return out;
+}
+
+template <typename F>
+napi_value guarded(napi_env env, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, e.what());
+    return nullptr;
+  }
+}
+
+std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t count) {
+  std::vector<napi_value> argv(count);
+  size_t argc = count;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv.data(), nullptr, nullptr));
+  if (argc < count) throw std::invalid_argument("expected " + std::to_string(count) + " arguments");
+  return argv;
+}
+
+// Handles are plain externals; this set is what makes a closed (or foreign) handle an error, not a crash.
+std::set<void*> openLoops;
+
+DeviceLoop* unwrap(napi_env env, napi_value v) {
+  void* p = nullptr;
+  if (napi_get_value_external(env, v, &p) != napi_ok || openLoops.count(p) == 0) throw std::invalid_argument("not an open device loop");
+  return static_cast<DeviceLoop*>(p);
+}
+
+// open(ortLibraryPath, stepPath, options) → handle
+napi_value Open(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    auto argv = args(env, info, 3);
+    if (ort == nullptr) {
+      std::string lib = stringArg(env, argv[0]);
+      void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
+      if (handle == nullptr) throw std::runtime_error("dlopen " + lib + ": " + dlerror());
+      auto getBase = reinterpret_cast<const OrtApiBase* (*)()>(dlsym(handle, "OrtGetApiBase"));
+      if (getBase == nullptr) throw std::runtime_error(lib + " has no OrtGetApiBase");
+      const OrtApi* api = getBase()->GetApi(ORT_API_VERSION);
+      if (api == nullptr) throw std::runtime_error(lib + " does not provide ONNX Runtime C API version " + std::to_string(ORT_API_VERSION));
+      ort = api;
+    }
+    Options o;
+    napi_value opts = argv[2];
+    o.cuda = boolProperty(env, opts, "cuda");
+    o.deviceId = intProperty(env, opts, "deviceId");
+    o.cudaGraph = boolProperty(env, opts, "cudaGraph");
+    o.numLayers = intProperty(env, opts, "numLayers");
+    o.numHeads = intProperty(env, opts, "numHeads");
+    o.headSize = intProperty(env, opts, "headSize");
+    o.kvFloat16 = boolProperty(env, opts, "kvFloat16");
+    o.intraOpThreads = intProperty(env, opts, "intraOpThreads");
+    napi_valuetype profileType;
+    napi_value profile = property(env, opts, "profilePrefix");
+    NAPI_CALL(env, napi_typeof(env, profile, &profileType));
+    if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
+    if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
+    auto* loop = new DeviceLoop(stringArg(env, argv[1]), o);
+    openLoops.insert(loop);
+    napi_value external;
+    NAPI_CALL(env, napi_create_external(env, loop, nullptr, nullptr, &external));
+    return external;
+  });
+}
+
+// generate(handle, tokens Int32Array[B*C], promptLengths Int32Array[B], minLengths Int32Array[B], B, C, steps) → Int32Array[B*C]
+napi_value Generate(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    auto argv = args(env, info, 7);
+    DeviceLoop* loop = unwrap(env, argv[0]);
+    int64_t batch = int64Arg(env, argv[4], "batch");
+    int64_t capacity = int64Arg(env, argv[5], "capacity");
+    int64_t steps = int64Arg(env, argv[6], "steps");
+    if (batch < 1 || capacity < 2) throw std::invalid_argument("batch must be ≥ 1 and capacity ≥ 2");
+    const int32_t* tokens = int32ArrayArg(env, argv[1], batch * capacity, "tokens");
+    const int32_t* prompt = int32ArrayArg(env, argv[2], batch, "promptLengths");
+    const int32_t* minLen = int32ArrayArg(env, argv[3], batch, "minLengths");
+    std::vector<int32_t> out = loop->generate(tokens, prompt, minLen, batch, capacity, steps);
+    napi_value buffer, result;
+    void* data = nullptr;
+    NAPI_CALL(env, napi_create_arraybuffer(env, out.size() * sizeof(int32_t), &data, &buffer));
+    std::memcpy(data, out.data(), out.size() * sizeof(int32_t));
+    NAPI_CALL(env, napi_create_typedarray(env, napi_int32_array, out.size(), buffer, 0, &result));
+    return result;
+  });
+}
+
+// close(handle): releases sessions and device buffers; the handle must not be used afterwards.
+napi_value Close(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    auto argv = args(env, info, 1);
+    DeviceLoop* loop = unwrap(env, argv[0]);
+    openLoops.erase(loop);
+    delete loop;
+    return nullptr;
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"open", nullptr, Open, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"generate", nullptr, Generate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,119 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ModelManifest } from '../model/manifest.js';
+import type { DeviceSpec } from './execution-provider.js';
+import type { GenerationRequest, GenerationResult } from './generation-types.js';
+
+const require = createRequire(import.meta.url);
+
+/** Where native/build.sh puts the addon, from dist/src/engine/. */
+export const DEVICE_LOOP_ADDON = fileURLToPath(new URL('../../../native/build/genqueue_device_loop.node', import.meta.url));
+
+interface AddonOptions {
+  cuda: boolean;
+  deviceId: number;
+  cudaGraph: boolean;
+  numLayers: number;
+  numHeads: number;
+  headSize: number;
+  kvFloat16: boolean;
+  intraOpThreads: number;
+  profilePrefix?: string;
+}
+
+/** native/device-loop.cc's exports. */
+interface DeviceLoopAddon {
+  open(ortLibrary: string, step: string, options: AddonOptions): unknown;
+  generate(handle: unknown, tokens: Int32Array, promptLengths: Int32Array, minLengths: Int32Array, batch: number, capacity: number, steps: number): Int32Array;
+  close(handle: unknown): void;
+}
+
+/** The libonnxruntime.so.1 that onnxruntime-node loads, so the addon shares its ONNX Runtime. */
+export function onnxRuntimeLibrary(): string {
+  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
+  const lib = join(pkg, 'bin', 'napi-v6', process.platform, process.arch, process.platform === 'darwin' ? 'libonnxruntime.1.dylib' : 'libonnxruntime.so.1');
+  if (!existsSync(lib)) throw new Error(`ONNX Runtime library not found at ${lib}`);
+  return lib;
+}
+
+/** Loads the addon, or says why it cannot (not built: run `npm run build:native`). */
+export function loadDeviceLoopAddon(): DeviceLoopAddon {
+  if (!existsSync(DEVICE_LOOP_ADDON)) throw new Error(`device-loop addon not built (${DEVICE_LOOP_ADDON} missing; run npm run build:native)`);
+  return require(DEVICE_LOOP_ADDON) as DeviceLoopAddon;
+}
+
+export interface DeviceLoopRunnerOptions {
+  readonly device: DeviceSpec;
+  /** Capture the step as a CUDA graph and replay it (CUDA only; default on for CUDA). */
+  readonly cudaGraph?: boolean;
+  /** Write ONNX Runtime's per-node profile of the step session to <prefix>_<date>.json (diagnostics). */
+  readonly profilePrefix?: string;
+}
+
+const CAPACITY_STEP = 64;
+
+const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * Greedy generation through the native device loop: one step graph run per position with every tensor bound
+ * to device buffers (and, on CUDA, replayed as a CUDA graph), prompts fed one token per step. Batches are
+ * rounded up to a power of two and buffers to a multiple of 64 positions, so a worker keeps a handful of
+ * captured shapes instead of one per request mix. Repetition penalty is not implemented here.
+ */
+export class DeviceLoopRunner {
+  private constructor(
+    private readonly addon: DeviceLoopAddon,
+    private readonly handle: unknown,
+    private readonly manifest: ModelManifest,
+  ) {}
+
+  static open(modelDir: string, manifest: ModelManifest, options: DeviceLoopRunnerOptions): DeviceLoopRunner {
+    const addon = loadDeviceLoopAddon();
+    const { spec } = manifest;
+    const cuda = options.device.kind !== 'cpu';
+    if (cuda && spec.precision !== 'fp16') throw new Error('the device loop on CUDA needs an fp16 build (GroupQueryAttention has no fp32 CUDA kernel)');
+    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, manifest.files.deviceLoop), {
+      cuda,
+      deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
+      cudaGraph: cuda && (options.cudaGraph ?? true),
+      numLayers: spec.numLayers,
+      numHeads: spec.numHeads,
+      headSize: spec.headSize,
+      kvFloat16: spec.precision === 'fp16',
+      intraOpThreads: 0,
+      ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
+    });
+    return new DeviceLoopRunner(addon, handle, manifest);
+  }
+
+  /** Requests must be valid for the model (Generator.validate) and greedy without repetition penalty. */
+  run(requests: readonly GenerationRequest[]): GenerationResult[] {
+    const { contextLength, eosTokenId } = this.manifest.spec;
+    const total = Math.max(...requests.map((r) => r.promptIds.length + r.maxNewTokens));
+    const capacity = Math.min(contextLength, Math.ceil(total / CAPACITY_STEP) * CAPACITY_STEP);
+    const batch = nextPowerOfTwo(requests.length);
+    const tokens = new Int32Array(batch * capacity);
+    const promptLengths = new Int32Array(batch).fill(1);
+    const minLengths = new Int32Array(batch);
+    requests.forEach((r, row) => {
+      tokens.set(r.promptIds, row * capacity);
+      promptLengths[row] = r.promptIds.length;
+      minLengths[row] = r.promptIds.length + r.minNewTokens;
+    });
+    const out = this.addon.generate(this.handle, tokens, promptLengths, minLengths, batch, capacity, total - 1);
+    return requests.map((r, row) => {
+      const start = row * capacity + r.promptIds.length;
+      const generated = out.subarray(start, start + r.maxNewTokens);
+      const eos = generated.indexOf(eosTokenId);
+      return eos < 0
+        ? { tokenIds: Array.from(generated), finishReason: 'length' as const }
+        : { tokenIds: Array.from(generated.subarray(0, eos)), finishReason: 'stop' as const };
+    });
+  }
+
+  close(): void {
+    this.addon.close(this.handle);
+  }
+}

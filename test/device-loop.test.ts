@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { DEVICE_LOOP_ADDON, DeviceLoopRunner, loadDeviceLoopAddon, onnxRuntimeLibrary } from '../src/engine/device-loop-runner.js';
+import type { GenerationRequest } from '../src/engine/generation-types.js';
+import { Generator } from '../src/engine/generator.js';
+import { readManifest } from '../src/model/manifest.js';
+import { buildModel } from '../src/model/model-builder.js';
+import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
+import { fixturePath } from './harness/fixtures.js';
+
+// The addon is built by `npm run build:native` (CI does); without it these tests skip, unless
+// GENQUEUE_REQUIRE_NATIVE=1 says it must be there. They run on the CPU provider: the same step graph, IO
+// binding and ping-pong state as on CUDA, without the graph capture (measured on the H100 in bench/results).
+const built = existsSync(DEVICE_LOOP_ADDON);
+if (!built && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(`GENQUEUE_REQUIRE_NATIVE=1 but ${DEVICE_LOOP_ADDON} is missing`);
+const skip = built ? false : `device-loop addon not built (${DEVICE_LOOP_ADDON}); run npm run build:native`;
+
+const CPU = { kind: 'cpu' } as const;
+const greedy = (promptIds: number[], maxNewTokens: number, minNewTokens = 0): GenerationRequest => ({
+  promptIds,
+  maxNewTokens,
+  minNewTokens,
+  repetitionPenalty: 1,
+  search: { kind: 'greedy' },
+});
+
+const Reference = z.object({
+  cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
+});
+
+describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }, () => {
+  let dir: string;
+  let loop: DeviceLoopRunner;
+  let searchOp: Generator;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-loop-'));
+    buildModel(fixturePath('gpt2-tiny'), dir, { precision: 'fp32' });
+    loop = DeviceLoopRunner.open(dir, readManifest(dir), { device: CPU });
+    searchOp = await Generator.open(dir, { device: CPU });
+  });
+  after(async () => {
+    loop?.close();
+    await searchOp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('gives GreedySearch\'s tokens for a ragged batch in one run (prompts fed one token per step, no padding)', async () => {
+    const requests = [greedy([15496, 995], 20), greedy([7454, 2402, 257, 640, 11, 612], 7), greedy([464], 33), greedy([50256, 464, 886], 12)];
+    const expected = (await searchOp.generate(requests)).results;
+    assert.deepEqual(loop.run(requests), expected);
+  });
+
+  it('matches Hugging Face greedy tokens up to the first near-tie', () => {
+    const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+    const out = loop.run(ref.cases.map((c) => greedy(c.ids, c.greedy.length)));
+    let compared = 0;
+    ref.cases.forEach((c, i) => {
+      const tie = c.greedy_margins.findIndex((m) => m < 1e-3);
+      const n = tie === -1 ? c.greedy.length : tie;
+      assert.deepEqual(out[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
+      compared += n;
+    });
+    assert.ok(compared >= ref.cases.length * 12, `only ${compared} tokens compared`);
+  });
+
+  it('reuses its buffers across calls: a second, differently shaped call and a repeat give the same answers', () => {
+    const a = loop.run([greedy([15496, 995], 10)]);
+    loop.run([greedy([464, 2068], 70), greedy([7454], 3), greedy([818], 5)]);
+    assert.deepEqual(loop.run([greedy([15496, 995], 10)]), a);
+  });
+
+  it('a Generator with deviceLoopMaxBatch sends small greedy batches through the loop and the rest to the search ops', async () => {
+    const gen = await Generator.open(dir, { device: CPU, deviceLoopMaxBatch: 2 });
+    try {
+      assert.match(gen.device, /device loop/);
+      const small = [greedy([15496, 995], 9), greedy([464], 4)];
+      assert.deepEqual((await gen.generate(small)).results, (await searchOp.generate(small)).results);
+      const beam: GenerationRequest = { ...greedy([15496, 995], 6), search: { kind: 'beam', numBeams: 2, lengthPenalty: 1 } };
+      assert.deepEqual((await gen.generate([beam])).results, (await searchOp.generate([beam])).results);
+    } finally {
+      await gen.close();
+    }
+  });
+
+  it('refuses a closed handle with an error instead of crashing', () => {
+    const addon = loadDeviceLoopAddon();
+    const handle = addon.open(onnxRuntimeLibrary(), join(dir, readManifest(dir).files.deviceLoop), {
+      cuda: false,
+      deviceId: 0,
+      cudaGraph: false,
+      numLayers: readManifest(dir).spec.numLayers,
+      numHeads: readManifest(dir).spec.numHeads,
+      headSize: readManifest(dir).spec.headSize,
+      kvFloat16: false,
+      intraOpThreads: 0,
+    });
+    addon.close(handle);
+    assert.throws(() => addon.generate(handle, new Int32Array(64), Int32Array.of(1), Int32Array.of(1), 1, 64, 3), /not an open device loop/);
+    assert.throws(() => addon.close(handle), /not an open device loop/);
+  });
+});
+
+describe('native device loop stop handling (a model that always predicts EOS)', { skip }, () => {
+  let dir: string;
+  let loop: DeviceLoopRunner;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-loop-eos-'));
+    writeEosCheckpoint(join(dir, 'ckpt'));
+    mkdirSync(join(dir, 'built'));
+    buildModel(join(dir, 'ckpt'), join(dir, 'built'), { precision: 'fp32' });
+    loop = DeviceLoopRunner.open(join(dir, 'built'), readManifest(join(dir, 'built')), { device: CPU });
+  });
+  after(() => {
+    loop?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('stops at EOS ("stop", EOS not included) and min_new_tokens holds it back per row', () => {
+    const out = loop.run([greedy([15496, 995], 10), greedy([15496, 995], 10, 4), greedy([7454, 2402, 257, 640, 11, 612], 10, 7)]);
+    assert.deepEqual(out[0], { tokenIds: [], finishReason: 'stop' });
+    assert.equal(out[1]!.tokenIds.length, 4);
+    assert.equal(out[1]!.finishReason, 'stop');
+    assert.equal(out[2]!.tokenIds.length, 7);
+    assert.ok(!out[2]!.tokenIds.includes(50256));
+  });
+});
