@@ -10,6 +10,7 @@
 #include <onnxruntime_c_api.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -83,6 +84,7 @@ struct Options {
 // Buffers and bindings for one (batch, capacity) shape. Their addresses never change, which is what lets a
 // captured CUDA graph be replayed; each parity (A→B, B→A) has its own graph id.
 struct Slot {
+  uint64_t lastUsed = 0;
   std::vector<OrtValue*> owned;
   OrtValue* tokens[2] = {nullptr, nullptr};
   OrtValue* step[2] = {nullptr, nullptr};
@@ -98,6 +100,10 @@ class DeviceLoop {
  public:
   DeviceLoop(const std::string& stepPath, const Options& o) : options_(o) {
     if (o.cuda) cudart.load();
+    // GroupQueryAttention's XQA decode kernel is on by default in this ONNX Runtime build; measured on the H100
+    // (GPT-2 small, fp16, CUDA graph) the plain path is faster: 0.501 vs 0.554 ms per step at batch 1 and 0.897
+    // vs 1.069 at batch 64. Read when the kernel is created; a value the user set is kept.
+    setenv("ORT_ENABLE_XQA", "0", 0);
     check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
     check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
     step_ = createSession(stepPath);
@@ -202,11 +208,27 @@ class DeviceLoop {
     return v;
   }
 
+  // Each shape keeps its KV buffers (and, on CUDA, two captured graphs); beyond kMaxSlots shapes the least
+  // recently used one is released, so a worker fed many prompt-length/batch mixes does not grow without bound.
+  static constexpr size_t kMaxSlots = 8;
+
   Slot& slotFor(int64_t batch, int64_t capacity) {
     auto key = std::make_pair(batch, capacity);
     auto found = slots_.find(key);
-    if (found != slots_.end()) return found->second;
+    if (found != slots_.end()) {
+      found->second.lastUsed = ++useClock_;
+      return found->second;
+    }
+    if (slots_.size() >= kMaxSlots) {
+      auto oldest = slots_.begin();
+      for (auto it = slots_.begin(); it != slots_.end(); ++it) {
+        if (it->second.lastUsed < oldest->second.lastUsed) oldest = it;
+      }
+      releaseSlot(oldest->second);
+      slots_.erase(oldest);
+    }
     Slot& slot = slots_[key];
+    slot.lastUsed = ++useClock_;
     try {
       buildSlot(slot, batch, capacity);
     } catch (...) {
@@ -260,6 +282,7 @@ class DeviceLoop {
       check(ort->CreateRunOptions(&ro));
       slot.runOptions[p] = ro;
       if (options_.cudaGraph) check(ort->AddRunConfigEntry(ro, "gpu_graph_id", std::to_string(graphBase + p).c_str()));
+
     }
   }
 
@@ -280,6 +303,7 @@ class DeviceLoop {
   bool defaultAllocator_ = false;
   OrtSession* step_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
+  uint64_t useClock_ = 0;
   int nextGraphId_ = 1;
 };
 
@@ -388,6 +412,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
     napi_value profile = property(env, opts, "profilePrefix");
     NAPI_CALL(env, napi_typeof(env, profile, &profileType));
     if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
+
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
     auto* loop = new DeviceLoop(stringArg(env, argv[1]), o);
     openLoops.insert(loop);

@@ -23,6 +23,30 @@ describe('BatchCollector', () => {
     await assert.rejects(b, /shutting down/);
   });
 
+  it('starts the next batch as soon as the runner releases the device, before the first batch is answered', async () => {
+    const events: string[] = [];
+    let finishFirst: () => void = () => undefined;
+    const c = new BatchCollector<number, number>({
+      maxBatch: 2,
+      maxWaitMs: 10_000,
+      run: async (items, release) => {
+        events.push(`start ${items.join(',')}`);
+        if (items[0] === 1) {
+          release(); // device free; host-side work (decoding text) continues below
+          await new Promise<void>((resolve) => (finishFirst = resolve));
+        }
+        events.push(`end ${items.join(',')}`);
+        return items;
+      },
+    });
+    const first = [c.submit('k', 1), c.submit('k', 2)];
+    const second = [c.submit('k', 3), c.submit('k', 4)];
+    assert.deepEqual(await Promise.all(second), [3, 4]);
+    assert.deepEqual(events, ['start 1,2', 'start 3,4', 'end 3,4']);
+    finishFirst();
+    assert.deepEqual(await Promise.all(first), [1, 2]);
+  });
+
   it('runs a partial group after maxWaitMs', async () => {
     const c = new BatchCollector<number, number>({ maxBatch: 64, maxWaitMs: 20, run: async (items) => items.map((i) => i * 2) });
     assert.deepEqual(await Promise.all([c.submit('k', 1), c.submit('k', 2)]), [2, 4]);

@@ -67,9 +67,12 @@ describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }
     assert.ok(compared >= ref.cases.length * 12, `only ${compared} tokens compared`);
   });
 
-  it('reuses its buffers across calls: a second, differently shaped call and a repeat give the same answers', () => {
+  it('reuses its buffers across calls, and past 8 shapes releases the oldest without changing answers', () => {
     const a = loop.run([greedy([15496, 995], 10)]);
     loop.run([greedy([464, 2068], 70), greedy([7454], 3), greedy([818], 5)]);
+    assert.deepEqual(loop.run([greedy([15496, 995], 10)]), a);
+    // 5 batch buckets × 2 capacity buckets = 10 shapes: the first ones are evicted, then rebuilt on demand.
+    for (const rows of [1, 2, 3, 5, 9]) for (const n of [20, 100]) loop.run(Array.from({ length: rows }, () => greedy([464], n)));
     assert.deepEqual(loop.run([greedy([15496, 995], 10)]), a);
   });
 

@@ -20,6 +20,8 @@ export interface QueueBenchOptions {
   readonly concurrencyFactor: number;
   /** BullMQ Workers per queue. */
   readonly fetchers?: number;
+  /** Greedy batches up to this size use the native device loop (0: GreedySearch). */
+  readonly deviceLoopMaxBatch?: number;
 }
 
 const PROMPT = 'Here is some text to encode Hello World';
@@ -41,11 +43,17 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       maxWaitMs: 50,
       concurrency: o.batch * o.concurrencyFactor,
       fetchers: o.fetchers,
+      deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? 0,
       workerId: 'bench',
     },
     pino({ level: 'silent' }),
   );
   const { connection, worker, engine } = started;
+  if ((o.deviceLoopMaxBatch ?? 0) > 0 && !engine.device.includes('device loop')) {
+    await started.close();
+    await redis.stop();
+    throw new Error('queue-e2e: the device loop was requested but did not open');
+  }
   const newTokens = o.shape.totalTokens - o.shape.promptTokens;
   try {
     const jobs = Array.from({ length: o.jobs }, (_, i) =>
@@ -72,7 +80,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       precision: engine.manifest.spec.precision,
       promptTokens: o.shape.promptTokens,
       totalTokens: o.shape.totalTokens,
-      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: worker.fetchers },
+      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: worker.fetchers, ...(o.deviceLoopMaxBatch ? { deviceLoop: true } : {}) },
       gpuMemoryMiB: gpuMemoryOf(),
       note:
         `${o.jobs} jobs in ${seconds.toFixed(2)} s; ${stats.batches} batches, mean batch ${stats.meanBatchSize.toFixed(1)}, ` +

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
@@ -18,7 +18,9 @@ import {
   warmupMeasurements,
 } from './search-bench.js';
 import { tensorrtRow } from './tensorrt-probe.js';
-import { loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
+import { DEVICE_LOOP_ADDON, loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
+
+const deviceLoopBuilt = (): boolean => existsSync(DEVICE_LOOP_ADDON);
 
 export const BENCH_SECTIONS = ['ingraph', 'native', 'optimizations', 'baselines', 'kv', 'tensorrt', 'queue', 'large', 'hf'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -181,11 +183,17 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
     case 'queue': {
       const model = await benchModel(o.workDir, ckpt, fp16);
       for (const batch of [64, 256].filter((b) => o.batches.includes(b))) {
-        for (const [concurrencyFactor, fetchers] of [[1, 1], [2, 1], [2, 2]] as const) {
+        for (const [concurrencyFactor, fetchers] of [[2, 2], [2, 4]] as const) {
           rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor, fetchers }));
         }
         // Engine alone at the same batch, in the same section, for the queue/engine ratio.
         rows.push(...(await searchRows('queue-engine-reference', { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats })));
+        if (onGpu && batch <= 128 && deviceLoopBuilt()) {
+          // The same through the native device loop, against that engine alone.
+          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, fetchers: 2, deviceLoopMaxBatch: batch }));
+          const loop = { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats, generator: { deviceLoopMaxBatch: batch } };
+          rows.push(...(await searchRows('queue-engine-reference-native', loop, { variant: { deviceLoop: true } })));
+        }
       }
       return;
     }

@@ -121,9 +121,15 @@ export class JobProducer {
     return { enqueued, duplicates, refused, jobs };
   }
 
-  /** Enqueues already-validated jobs (programmatic producers, the demo); returns where each went. */
-  async enqueueJobs(jobs: readonly JobData[]): Promise<EnqueuedJob[]> {
-    return (await this.addChunk(jobs)).jobs;
+  /**
+   * Enqueues already-validated jobs (programmatic producers, the demo); returns where each went. Chunks of
+   * chunkSize (default 256) keep each Redis transaction short, so workers start on the first jobs while the
+   * rest are still being added.
+   */
+  async enqueueJobs(jobs: readonly JobData[], chunkSize = 256): Promise<EnqueuedJob[]> {
+    const placed: EnqueuedJob[] = [];
+    for (let i = 0; i < jobs.length; i += chunkSize) placed.push(...(await this.addChunk(jobs.slice(i, i + chunkSize))).jobs);
+    return placed;
   }
 
   async close(): Promise<void> {

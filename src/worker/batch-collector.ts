@@ -3,8 +3,12 @@ export interface BatchCollectorOptions<T, R> {
   readonly maxBatch: number;
   /** How long the oldest waiting item may wait for company while the runner is idle. */
   readonly maxWaitMs: number;
-  /** Runs one batch; returns one outcome per item, in order (an Error fails only that item). */
-  readonly run: (items: T[]) => Promise<(R | Error)[]>;
+  /**
+   * Runs one batch; returns one outcome per item, in order (an Error fails only that item). The runner may call
+   * `release` once the device is free and only host-side work is left (decoding text): the next batch then
+   * starts while this one's outcomes are prepared. Without that call the runner is released at the end.
+   */
+  readonly run: (items: T[], release: () => void) => Promise<(R | Error)[]>;
   /**
    * Asked before a partial batch runs: true when more items are on their way (jobs waiting in Redis that the
    * consumer has not taken yet). A run costs about the same for 1 row as for 256 on a GPU, so the batch then
@@ -112,8 +116,18 @@ export class BatchCollector<T, R> {
     const batch = group.splice(0, this.options.maxBatch);
     if (group.length === 0) this.groups.delete(key);
     this.running = true;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.running = false;
+      this.schedule();
+    };
     try {
-      const outcomes = await this.options.run(batch.map((w) => w.item));
+      const outcomes = await this.options.run(
+        batch.map((w) => w.item),
+        release,
+      );
       batch.forEach((w, i) => {
         const o = outcomes[i];
         if (o === undefined) w.reject(new Error('batch runner returned no outcome for this item'));
@@ -124,8 +138,7 @@ export class BatchCollector<T, R> {
       const err = e instanceof Error ? e : new Error(String(e));
       for (const w of batch) w.reject(err);
     } finally {
-      this.running = false;
-      this.schedule();
+      release();
     }
   }
 }

@@ -85,11 +85,14 @@ export class GenerationWorker {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
-    this.fetchers = options.fetchers ?? 2;
+    // More BullMQ Workers per queue fill big batches faster. H100, 2,048 jobs, two runs each (bench/results):
+    // batch 256 with 4 fetchers 119.9k and 120.5k tokens/s vs 110.2k and 114.0k with 2; batch 64 with 2
+    // fetchers 40.0k and 46.5k vs 36.3k and 42.6k with 4. Hence one fetcher per 64 of batch, at least 2.
+    this.fetchers = options.fetchers ?? Math.max(2, Math.ceil(options.maxBatch / 64));
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,
       maxWaitMs: options.maxWaitMs,
-      run: (items) => this.runBatch(items),
+      run: (items, release) => this.runBatch(items, release),
       moreComing: () => this.jobsWaiting(),
     });
     this.heartbeat = new FleetHeartbeat(
@@ -200,8 +203,10 @@ export class GenerationWorker {
     return counts.some((n) => n > 0);
   }
 
-  private async runBatch(items: BatchItem[]): Promise<(BatchOutcome | Error)[]> {
+  private async runBatch(items: BatchItem[], release: () => void): Promise<(BatchOutcome | Error)[]> {
     const { results, timings } = await this.options.engine.generate(items.map((i) => i.request));
+    // The GPU is free: let the next batch start while this one's text is decoded and its jobs completed.
+    release();
     const ok = results.flatMap((r) => ('error' in r ? [] : [r]));
     const texts = await this.options.tokenizer.decodeBatch(ok.map((r) => r.tokenIds));
     const tokens = ok.reduce((a, r) => a + r.tokenIds.length, 0);
