@@ -11,6 +11,7 @@ import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
 import { fixturePath } from './harness/fixtures.js';
+import { testDevice } from './harness/test-device.js';
 
 // The addon is built by `npm run build:native` (CI does); without it these tests skip, unless
 // GENQUEUE_REQUIRE_NATIVE=1 says it must be there. They run on the CPU provider: the same step graph, IO
@@ -129,5 +130,48 @@ describe('native device loop stop handling (a model that always predicts EOS)', 
     assert.equal(out[1]!.finishReason, 'stop');
     assert.equal(out[2]!.tokenIds.length, 7);
     assert.ok(!out[2]!.tokenIds.includes(50256));
+  });
+});
+
+// On the GPU machine (GENQUEUE_TEST_DEVICE=cuda:N): the CUDA path, fp16, with and without CUDA graph capture.
+const gpu = testDevice();
+const gpuSkip = skip || (gpu.kind === 'cpu' ? 'CUDA only (GENQUEUE_TEST_DEVICE=cuda:N)' : false);
+
+describe('native device loop on CUDA (fp16)', { skip: gpuSkip }, () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-loop-cuda-'));
+    for (const sub of ['tiny', 'eos']) mkdirSync(join(dir, sub));
+    buildModel(fixturePath('gpt2-tiny'), join(dir, 'tiny'), { precision: 'fp16' });
+    writeEosCheckpoint(join(dir, 'eos-ckpt'));
+    buildModel(join(dir, 'eos-ckpt'), join(dir, 'eos'), { precision: 'fp16' });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('replaying the captured CUDA graph gives the tokens of running the step normally, call after call', () => {
+    const requests = [greedy([15496, 995], 40), greedy([7454, 2402, 257, 640, 11, 612], 25), greedy([464], 60)];
+    const plain = DeviceLoopRunner.open(join(dir, 'tiny'), readManifest(join(dir, 'tiny')), { device: gpu, cudaGraph: false });
+    const graph = DeviceLoopRunner.open(join(dir, 'tiny'), readManifest(join(dir, 'tiny')), { device: gpu, cudaGraph: true });
+    try {
+      const expected = plain.run(requests);
+      // The first calls run before capture (ONNX Runtime warms each graph id up); later ones replay.
+      for (let call = 0; call < 4; call++) assert.deepEqual(graph.run(requests), expected, `call ${call}`);
+    } finally {
+      plain.close();
+      graph.close();
+    }
+  });
+
+  it('stops at EOS and holds it back for min_new_tokens', () => {
+    const loop = DeviceLoopRunner.open(join(dir, 'eos'), readManifest(join(dir, 'eos')), { device: gpu });
+    try {
+      for (let call = 0; call < 3; call++) {
+        const out = loop.run([greedy([15496, 995], 10), greedy([7454, 2402, 257], 10, 5)]);
+        assert.deepEqual(out[0], { tokenIds: [], finishReason: 'stop' });
+        assert.equal(out[1]!.tokenIds.length, 5);
+      }
+    } finally {
+      loop.close();
+    }
   });
 });
