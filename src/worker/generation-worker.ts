@@ -85,9 +85,9 @@ export class GenerationWorker {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
-    // More BullMQ Workers per queue fill big batches faster. H100, 2,048 jobs, two runs each (bench/results):
-    // batch 256 with 4 fetchers 119.9k and 120.5k tokens/s vs 110.2k and 114.0k with 2; batch 64 with 2
-    // fetchers 40.0k and 46.5k vs 36.3k and 42.6k with 4. Hence one fetcher per 64 of batch, at least 2.
+    // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel. H100, 2,048 jobs, three runs
+    // each (bench/results): batch 256 averaged 118.1k tokens/s with 4 fetchers vs 115.3k with 2, batch 64 40.9k
+    // with 2 vs 40.1k with 4: differences inside the run-to-run spread, so a mild rule: one per 64 of batch, ≥ 2.
     this.fetchers = options.fetchers ?? Math.max(2, Math.ceil(options.maxBatch / 64));
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,
