@@ -99,7 +99,6 @@ struct Slot {
 class DeviceLoop {
  public:
   DeviceLoop(const std::string& stepPath, const Options& o) : options_(o) {
-    if (o.cuda) cudart.load();
     // GroupQueryAttention's XQA decode kernel is on by default in this ONNX Runtime build; measured on the H100
     // (GPT-2 small, fp16, CUDA graph) the plain path is faster: 0.501 vs 0.554 ms per step at batch 1 and 0.897
     // vs 1.069 at batch 64. Read when the kernel is created; a value the user set is kept.
@@ -108,6 +107,7 @@ class DeviceLoop {
     check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
     step_ = createSession(stepPath);
     if (o.cuda) {
+      cudart.load();  // after the session: the CUDA provider has loaded the runtime by now
       check(ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o.deviceId, OrtMemTypeDefault, &deviceInfo_));
       check(ort->CreateAllocator(step_, deviceInfo_, &deviceAllocator_));
     } else {
