@@ -7,5 +7,9 @@ WORKDIR /app
 COPY package.json package-lock.json .npmrc tsconfig.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
+# The native device loop (optional, used with GENQUEUE_DEVICE_LOOP_MAX_BATCH): g++ and the ONNX Runtime C API
+# headers that native/build.sh fetches from Debian trixie.
+RUN apt-get update -qq && apt-get install -y -qq g++ >/dev/null && npm run build:native \
+ && apt-get purge -y -qq g++ >/dev/null && rm -rf /var/lib/apt/lists/*
 RUN npm run build && npm prune --omit=dev
 CMD ["node", "dist/workers/worker.js"]
