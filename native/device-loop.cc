@@ -9,6 +9,7 @@
 #include <node_api.h>
 #include <onnxruntime_c_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -130,26 +131,67 @@ class DeviceLoop {
     if (env_ != nullptr) ort->ReleaseEnv(env_);
   }
 
-  // tokens: batch × capacity (prompts left-aligned); runs `steps` decode steps and returns the token buffer.
-  std::vector<int32_t> generate(const int32_t* tokens, const int32_t* promptLengths, const int32_t* minLengths, int64_t batch,
-                                int64_t capacity, int64_t steps) {
-    if (steps < 1 || steps >= capacity) throw std::invalid_argument("steps must be in [1, capacity)");
+  struct Generated {
+    std::vector<int32_t> tokens;
+    int64_t steps = 0;
+  };
+
+  // tokens: batch × capacity (prompts left-aligned). Row b needs positions up to endLengths[b] - 1; the loop runs
+  // until every row has them, or, every checkEvery steps, stops early once each row has ended with EOS (a token
+  // copy to the host per check, so rows that stop early do not hold the batch to its longest length).
+  Generated generate(const int32_t* tokens, const int32_t* promptLengths, const int32_t* minLengths, const int32_t* endLengths,
+                     int64_t batch, int64_t capacity, int32_t eosTokenId, int64_t checkEvery) {
+    int64_t steps = 0;
+    bool eosCanEnd = false;  // false when min_new_tokens keeps EOS out of every row's range (benchmarks)
+    for (int64_t b = 0; b < batch; b++) {
+      if (promptLengths[b] < 1 || endLengths[b] <= promptLengths[b]) throw std::invalid_argument("each row needs 1 ≤ promptLength < endLength");
+      steps = std::max<int64_t>(steps, endLengths[b] - 1);
+      if (minLengths[b] < endLengths[b] - 1) eosCanEnd = true;
+    }
+    if (steps >= capacity) throw std::invalid_argument("endLengths exceed the capacity");
     Slot& slot = slotFor(batch, capacity);
     const int32_t zero = 0;
     upload(slot.tokens[0], tokens, batch * capacity);
     upload(slot.step[0], &zero, 1);
     upload(slot.promptLengths, promptLengths, batch);
     upload(slot.minLengths, minLengths, batch);
+    Generated out{std::vector<int32_t>(batch * capacity), steps};
+    std::vector<int64_t> scanned(promptLengths, promptLengths + batch);
+    std::vector<bool> ended(batch, false);
+    const bool watchEos = eosCanEnd && eosTokenId >= 0 && checkEvery > 0;
     for (int64_t i = 0; i < steps; i++) {
       int parity = static_cast<int>(i & 1);
       check(ort->RunWithBinding(step_, slot.runOptions[parity], slot.stepBinding[parity]));
+      const int64_t done = i + 1;  // positions 0..done now hold tokens
+      if (watchEos && done < steps && done % checkEvery == 0) {
+        download(out.tokens.data(), slot.tokens[done & 1], out.tokens.size());
+        if (allEnded(out.tokens.data(), endLengths, batch, capacity, eosTokenId, done, scanned, ended)) {
+          out.steps = done;
+          return out;
+        }
+      }
     }
-    std::vector<int32_t> out(batch * capacity);
-    download(out.data(), slot.tokens[steps & 1], out.size());
+    download(out.tokens.data(), slot.tokens[steps & 1], out.tokens.size());
     return out;
   }
 
  private:
+  static bool allEnded(const int32_t* tokens, const int32_t* endLengths, int64_t batch, int64_t capacity, int32_t eos, int64_t done,
+                       std::vector<int64_t>& scanned, std::vector<bool>& ended) {
+    bool all = true;
+    for (int64_t b = 0; b < batch; b++) {
+      if (ended[b]) continue;
+      if (done >= endLengths[b] - 1) {
+        ended[b] = true;
+        continue;
+      }
+      for (int64_t p = scanned[b]; p <= done && !ended[b]; p++) ended[b] = tokens[b * capacity + p] == eos;
+      scanned[b] = done + 1;
+      all = all && ended[b];
+    }
+    return all;
+  }
+
   void* dataOf(OrtValue* v) {
     void* p = nullptr;
     check(ort->GetTensorMutableData(v, &p));
@@ -422,24 +464,31 @@ napi_value Open(napi_env env, napi_callback_info info) {
   });
 }
 
-// generate(handle, tokens Int32Array[B*C], promptLengths Int32Array[B], minLengths Int32Array[B], B, C, steps) → Int32Array[B*C]
+// generate(handle, tokens Int32Array[B*C], promptLengths, minLengths, endLengths (Int32Array[B] each), B, C,
+//          eosTokenId (-1: none), checkEvery) → { tokens: Int32Array[B*C], steps }
 napi_value Generate(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
-    auto argv = args(env, info, 7);
+    auto argv = args(env, info, 9);
     DeviceLoop* loop = unwrap(env, argv[0]);
-    int64_t batch = int64Arg(env, argv[4], "batch");
-    int64_t capacity = int64Arg(env, argv[5], "capacity");
-    int64_t steps = int64Arg(env, argv[6], "steps");
+    int64_t batch = int64Arg(env, argv[5], "batch");
+    int64_t capacity = int64Arg(env, argv[6], "capacity");
+    int64_t eos = int64Arg(env, argv[7], "eosTokenId");
+    int64_t checkEvery = int64Arg(env, argv[8], "checkEvery");
     if (batch < 1 || capacity < 2) throw std::invalid_argument("batch must be ≥ 1 and capacity ≥ 2");
     const int32_t* tokens = int32ArrayArg(env, argv[1], batch * capacity, "tokens");
     const int32_t* prompt = int32ArrayArg(env, argv[2], batch, "promptLengths");
     const int32_t* minLen = int32ArrayArg(env, argv[3], batch, "minLengths");
-    std::vector<int32_t> out = loop->generate(tokens, prompt, minLen, batch, capacity, steps);
-    napi_value buffer, result;
+    const int32_t* endLen = int32ArrayArg(env, argv[4], batch, "endLengths");
+    auto out = loop->generate(tokens, prompt, minLen, endLen, batch, capacity, static_cast<int32_t>(eos), checkEvery);
+    napi_value buffer, array, result, steps;
     void* data = nullptr;
-    NAPI_CALL(env, napi_create_arraybuffer(env, out.size() * sizeof(int32_t), &data, &buffer));
-    std::memcpy(data, out.data(), out.size() * sizeof(int32_t));
-    NAPI_CALL(env, napi_create_typedarray(env, napi_int32_array, out.size(), buffer, 0, &result));
+    NAPI_CALL(env, napi_create_arraybuffer(env, out.tokens.size() * sizeof(int32_t), &data, &buffer));
+    std::memcpy(data, out.tokens.data(), out.tokens.size() * sizeof(int32_t));
+    NAPI_CALL(env, napi_create_typedarray(env, napi_int32_array, out.tokens.size(), buffer, 0, &array));
+    NAPI_CALL(env, napi_create_object(env, &result));
+    NAPI_CALL(env, napi_set_named_property(env, result, "tokens", array));
+    NAPI_CALL(env, napi_create_int64(env, out.steps, &steps));
+    NAPI_CALL(env, napi_set_named_property(env, result, "steps", steps));
     return result;
   });
 }

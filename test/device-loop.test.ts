@@ -103,7 +103,8 @@ describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }
       intraOpThreads: 0,
     });
     addon.close(handle);
-    assert.throws(() => addon.generate(handle, new Int32Array(64), Int32Array.of(1), Int32Array.of(1), 1, 64, 3), /not an open device loop/);
+    const one = Int32Array.of(1);
+    assert.throws(() => addon.generate(handle, new Int32Array(64), one, one, Int32Array.of(4), 1, 64, -1, 0), /not an open device loop/);
     assert.throws(() => addon.close(handle), /not an open device loop/);
   });
 });
@@ -130,6 +131,21 @@ describe('native device loop stop handling (a model that always predicts EOS)', 
     assert.equal(out[1]!.finishReason, 'stop');
     assert.equal(out[2]!.tokenIds.length, 7);
     assert.ok(!out[2]!.tokenIds.includes(50256));
+  });
+
+  it('ends the run early once every row has ended with EOS (checked every 16 steps), not at max_new_tokens', () => {
+    assert.deepEqual(loop.run([greedy([15496, 995], 60), greedy([464], 60)]), [
+      { tokenIds: [], finishReason: 'stop' },
+      { tokenIds: [], finishReason: 'stop' },
+    ]);
+    assert.equal(loop.lastSteps, 16);
+    // One row held to 40 new tokens: EOS at position 42, seen at the check after step 48.
+    const held = loop.run([greedy([15496, 995], 60), greedy([15496, 995], 60, 40)]);
+    assert.equal(held[1]!.tokenIds.length, 40);
+    assert.equal(loop.lastSteps, 48);
+    // min_new_tokens = max_new_tokens (the benchmarks): EOS cannot end a row, so every step runs.
+    loop.run([greedy([15496, 995], 30, 30)]);
+    assert.equal(loop.lastSteps, 31);
   });
 });
 
@@ -166,9 +182,10 @@ describe('native device loop on CUDA (fp16)', { skip: gpuSkip }, () => {
     const loop = DeviceLoopRunner.open(join(dir, 'eos'), readManifest(join(dir, 'eos')), { device: gpu });
     try {
       for (let call = 0; call < 3; call++) {
-        const out = loop.run([greedy([15496, 995], 10), greedy([7454, 2402, 257], 10, 5)]);
+        const out = loop.run([greedy([15496, 995], 40), greedy([7454, 2402, 257], 40, 5)]);
         assert.deepEqual(out[0], { tokenIds: [], finishReason: 'stop' });
         assert.equal(out[1]!.tokenIds.length, 5);
+        assert.equal(loop.lastSteps, 16, 'both rows ended by the first EOS check');
       }
     } finally {
       loop.close();

@@ -26,7 +26,17 @@ interface AddonOptions {
 /** native/device-loop.cc's exports. */
 interface DeviceLoopAddon {
   open(ortLibrary: string, step: string, options: AddonOptions): unknown;
-  generate(handle: unknown, tokens: Int32Array, promptLengths: Int32Array, minLengths: Int32Array, batch: number, capacity: number, steps: number): Int32Array;
+  generate(
+    handle: unknown,
+    tokens: Int32Array,
+    promptLengths: Int32Array,
+    minLengths: Int32Array,
+    endLengths: Int32Array,
+    batch: number,
+    capacity: number,
+    eosTokenId: number,
+    checkEvery: number,
+  ): { tokens: Int32Array; steps: number };
   close(handle: unknown): void;
 }
 
@@ -53,6 +63,8 @@ export interface DeviceLoopRunnerOptions {
 }
 
 const CAPACITY_STEP = 64;
+/** Steps between looks for EOS on the host (a token-buffer copy each); 16 costs ~2 µs per step. */
+const EOS_CHECK_EVERY = 16;
 
 const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
@@ -63,6 +75,9 @@ const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(
  * captured shapes instead of one per request mix. Repetition penalty is not implemented here.
  */
 export class DeviceLoopRunner {
+  /** Decode steps the last run() took (fewer than its longest row when every row ended with EOS early). */
+  lastSteps = 0;
+
   private constructor(
     private readonly addon: DeviceLoopAddon,
     private readonly handle: unknown,
@@ -95,14 +110,18 @@ export class DeviceLoopRunner {
     const capacity = Math.min(contextLength, Math.ceil(total / CAPACITY_STEP) * CAPACITY_STEP);
     const batch = nextPowerOfTwo(requests.length);
     const tokens = new Int32Array(batch * capacity);
+    // Padding rows (batch rounded up): one token in, one out, never holding the loop.
     const promptLengths = new Int32Array(batch).fill(1);
     const minLengths = new Int32Array(batch);
+    const endLengths = new Int32Array(batch).fill(2);
     requests.forEach((r, row) => {
       tokens.set(r.promptIds, row * capacity);
       promptLengths[row] = r.promptIds.length;
       minLengths[row] = r.promptIds.length + r.minNewTokens;
+      endLengths[row] = r.promptIds.length + r.maxNewTokens;
     });
-    const out = this.addon.generate(this.handle, tokens, promptLengths, minLengths, batch, capacity, total - 1);
+    const { tokens: out, steps } = this.addon.generate(this.handle, tokens, promptLengths, minLengths, endLengths, batch, capacity, eosTokenId, EOS_CHECK_EVERY);
+    this.lastSteps = steps;
     return requests.map((r, row) => {
       const start = row * capacity + r.promptIds.length;
       const generated = out.subarray(start, start + r.maxNewTokens);
