@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -37,6 +38,8 @@ struct CudaRuntime {
   static constexpr int kDeviceToHost = 2;
 
   void load() {
+    static std::mutex loading;
+    std::lock_guard<std::mutex> lock(loading);
     if (memcpy != nullptr) return;
     void* lib = nullptr;
     for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
@@ -417,12 +420,19 @@ std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t count
   return argv;
 }
 
-// Handles are plain externals; this set is what makes a closed (or foreign) handle an error, not a crash.
+// Handles are plain externals; this set is what makes a closed (or foreign) handle an error, not a crash. The addon
+// may be loaded by several worker threads of one process, so process-wide state is guarded.
 std::set<void*> openLoops;
+std::mutex processState;
 
 DeviceLoop* unwrap(napi_env env, napi_value v) {
   void* p = nullptr;
-  if (napi_get_value_external(env, v, &p) != napi_ok || openLoops.count(p) == 0) throw std::invalid_argument("not an open device loop");
+  bool open = napi_get_value_external(env, v, &p) == napi_ok;
+  if (open) {
+    std::lock_guard<std::mutex> lock(processState);
+    open = openLoops.count(p) > 0;
+  }
+  if (!open) throw std::invalid_argument("not an open device loop");
   return static_cast<DeviceLoop*>(p);
 }
 
@@ -430,6 +440,7 @@ DeviceLoop* unwrap(napi_env env, napi_value v) {
 napi_value Open(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
     auto argv = args(env, info, 3);
+    std::unique_lock<std::mutex> lock(processState);
     if (ort == nullptr) {
       std::string lib = stringArg(env, argv[0]);
       void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
@@ -456,8 +467,12 @@ napi_value Open(napi_env env, napi_callback_info info) {
     if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
 
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
+    lock.unlock();
     auto* loop = new DeviceLoop(stringArg(env, argv[1]), o);
-    openLoops.insert(loop);
+    {
+      std::lock_guard<std::mutex> guard(processState);
+      openLoops.insert(loop);
+    }
     napi_value external;
     NAPI_CALL(env, napi_create_external(env, loop, nullptr, nullptr, &external));
     return external;
@@ -498,7 +513,10 @@ napi_value Close(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
     auto argv = args(env, info, 1);
     DeviceLoop* loop = unwrap(env, argv[0]);
-    openLoops.erase(loop);
+    {
+      std::lock_guard<std::mutex> guard(processState);
+      if (openLoops.erase(loop) == 0) throw std::invalid_argument("not an open device loop");
+    }
     delete loop;
     return nullptr;
   });
