@@ -81,7 +81,6 @@ struct Options {
   int numHeads = 0;
   int headSize = 0;
   bool kvFloat16 = false;
-  int intraOpThreads = 0;
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
 };
 
@@ -94,8 +93,8 @@ struct Slot {
   OrtValue* step[2] = {nullptr, nullptr};
   OrtValue* promptLengths = nullptr;
   OrtValue* minLengths = nullptr;
-  OrtValue* totalLength = nullptr;  // CPU scalar: GroupQueryAttention reads it on the host
-  std::vector<int32_t> totalLengthHost;
+  OrtValue* totalLength = nullptr;  // CPU scalar over totalLengthHost: GroupQueryAttention reads it on the host
+  int32_t totalLengthHost = 0;
   OrtIoBinding* stepBinding[2] = {nullptr, nullptr};
   OrtRunOptions* runOptions[2] = {nullptr, nullptr};
 };
@@ -228,7 +227,6 @@ class DeviceLoop {
     check(ort->CreateSessionOptions(&so));
     std::unique_ptr<OrtSessionOptions, void (*)(OrtSessionOptions*)> guard(so, [](OrtSessionOptions* p) { ort->ReleaseSessionOptions(p); });
     check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
-    if (options_.intraOpThreads > 0) check(ort->SetIntraOpNumThreads(so, options_.intraOpThreads));
     if (!options_.profilePrefix.empty()) check(ort->EnableProfiling(so, options_.profilePrefix.c_str()));
     if (options_.cuda) {
       OrtCUDAProviderOptionsV2* cuda = nullptr;
@@ -293,9 +291,9 @@ class DeviceLoop {
     }
     slot.promptLengths = deviceTensor(slot, {batch}, i32);
     slot.minLengths = deviceTensor(slot, {batch}, i32);
-    slot.totalLengthHost = {static_cast<int32_t>(capacity)};
+    slot.totalLengthHost = static_cast<int32_t>(capacity);
     const int64_t scalarShape[] = {1};
-    check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, slot.totalLengthHost.data(), sizeof(int32_t), scalarShape, 1, i32, &slot.totalLength));
+    check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, &slot.totalLengthHost, sizeof(int32_t), scalarShape, 1, i32, &slot.totalLength));
     slot.owned.push_back(slot.totalLength);
     std::vector<OrtValue*> keys, values;
     for (int l = 0; l < options_.numLayers; l++) {
@@ -460,7 +458,6 @@ napi_value Open(napi_env env, napi_callback_info info) {
     o.numHeads = intProperty(env, opts, "numHeads");
     o.headSize = intProperty(env, opts, "headSize");
     o.kvFloat16 = boolProperty(env, opts, "kvFloat16");
-    o.intraOpThreads = intProperty(env, opts, "intraOpThreads");
     napi_valuetype profileType;
     napi_value profile = property(env, opts, "profilePrefix");
     NAPI_CALL(env, napi_typeof(env, profile, &profileType));

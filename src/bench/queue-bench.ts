@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { loadConfig } from '../config/load-config.js';
 import { type DeviceSpec, formatDevice } from '../engine/execution-provider.js';
+import { runsDeviceLoop } from '../engine/generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { JobProducer } from '../queue/job-producer.js';
 import { jobFromFields } from '../queue/job-schema.js';
@@ -49,7 +50,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
     pino({ level: 'silent' }),
   );
   const { connection, worker, engine } = started;
-  if ((o.deviceLoopMaxBatch ?? 0) > 0 && !engine.device.includes('device loop')) {
+  if ((o.deviceLoopMaxBatch ?? 0) > 0 && !runsDeviceLoop(engine)) {
     await started.close();
     await redis.stop();
     throw new Error('queue-e2e: the device loop was requested but did not open');

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
@@ -18,9 +18,17 @@ import {
   warmupMeasurements,
 } from './search-bench.js';
 import { tensorrtRow } from './tensorrt-probe.js';
-import { DEVICE_LOOP_ADDON, loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
+import { loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
 
-const deviceLoopBuilt = (): boolean => existsSync(DEVICE_LOOP_ADDON);
+/** Why the device-loop addon cannot load here, or undefined when it can. */
+function deviceLoopUnavailable(): string | undefined {
+  try {
+    loadDeviceLoopAddon();
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
 
 export const BENCH_SECTIONS = ['ingraph', 'native', 'optimizations', 'baselines', 'kv', 'tensorrt', 'queue', 'large', 'hf'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -102,10 +110,9 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
       // The native addon's device loop (IO binding; CUDA graph replay on/off) against the same model's GreedySearch rows.
       const model = await benchModel(o.workDir, ckpt, fp16);
       const name = onGpu ? `ort-native-cudagraph-${fp16}` : `ort-native-${fp16}`;
-      try {
-        loadDeviceLoopAddon();
-      } catch (e) {
-        rows.push({ name, batch: 0, status: 'unavailable', error: (e as Error).message });
+      const unavailable = deviceLoopUnavailable();
+      if (unavailable) {
+        rows.push({ name, batch: 0, status: 'unavailable', error: unavailable });
         return;
       }
       const base = { modelDir: model.dir, device: o.device, batches: o.batches, shape: SEED, repeats: o.repeats };
@@ -188,7 +195,7 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         }
         // Engine alone at the same batch, in the same section, for the queue/engine ratio.
         rows.push(...(await searchRows('queue-engine-reference', { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats })));
-        if (onGpu && batch <= 128 && deviceLoopBuilt()) {
+        if (onGpu && batch <= 128 && !deviceLoopUnavailable()) {
           // The same through the native device loop, against that engine alone.
           rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, fetchers: 2, deviceLoopMaxBatch: batch }));
           const loop = { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats, generator: { deviceLoopMaxBatch: batch } };

@@ -1,4 +1,4 @@
-import { Generator, type GeneratorOptions } from '../engine/generator.js';
+import { Generator, type GeneratorOptions, runsDeviceLoop } from '../engine/generator.js';
 import type { GenerationRequest } from '../engine/generation-types.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { DeviceSpec } from '../engine/execution-provider.js';
@@ -37,7 +37,7 @@ export async function searchRows(name: string, o: SearchBenchOptions, extra: Par
   const warnings: string[] = [];
   const gen = await Generator.open(o.modelDir, { device: o.device, ...o.generator, onWarning: (m) => warnings.push(m) });
   // A row must measure what its name says: a requested device loop that fell back is an error, not a number.
-  if ((o.generator?.deviceLoopMaxBatch ?? 0) > 0 && !gen.device.includes('device loop')) {
+  if ((o.generator?.deviceLoopMaxBatch ?? 0) > 0 && !runsDeviceLoop(gen)) {
     await gen.close();
     throw new Error(`${name}: ${warnings.join('; ') || 'device loop did not open'}`);
   }

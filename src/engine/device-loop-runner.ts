@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelManifest } from '../model/manifest.js';
 import type { DeviceSpec } from './execution-provider.js';
-import type { GenerationRequest, GenerationResult } from './generation-types.js';
+import { type GenerationRequest, type GenerationResult, resultFromGenerated } from './generation-types.js';
 
 const require = createRequire(import.meta.url);
 
@@ -19,7 +19,6 @@ interface AddonOptions {
   numHeads: number;
   headSize: number;
   kvFloat16: boolean;
-  intraOpThreads: number;
   profilePrefix?: string;
 }
 
@@ -97,7 +96,6 @@ export class DeviceLoopRunner {
       numHeads: spec.numHeads,
       headSize: spec.headSize,
       kvFloat16: spec.precision === 'fp16',
-      intraOpThreads: 0,
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
     });
     return new DeviceLoopRunner(addon, handle, manifest);
@@ -124,11 +122,7 @@ export class DeviceLoopRunner {
     this.lastSteps = steps;
     return requests.map((r, row) => {
       const start = row * capacity + r.promptIds.length;
-      const generated = out.subarray(start, start + r.maxNewTokens);
-      const eos = generated.indexOf(eosTokenId);
-      return eos < 0
-        ? { tokenIds: Array.from(generated), finishReason: 'length' as const }
-        : { tokenIds: Array.from(generated.subarray(0, eos)), finishReason: 'stop' as const };
+      return resultFromGenerated(out.subarray(start, start + r.maxNewTokens), eosTokenId);
     });
   }
 

@@ -36,6 +36,17 @@ export interface GenerationBatchResult {
 }
 
 /**
+ * A row's result from the ids generated after its prompt, already cut to its max_new_tokens: up to (not
+ * including) the first EOS, finishing with "stop", or all of them, finishing with "length".
+ */
+export function resultFromGenerated(generated: Int32Array, eosTokenId: number): GenerationResult {
+  const eos = generated.indexOf(eosTokenId);
+  return eos < 0
+    ? { tokenIds: Array.from(generated), finishReason: 'length' }
+    : { tokenIds: Array.from(generated.subarray(0, eos)), finishReason: 'stop' };
+}
+
+/**
  * Requests with equal keys may share one run(). Greedy and sampled rows can be cut to their own max_new_tokens
  * after a longer run (a row's tokens do not depend on how long the run goes), beam rows cannot (the length
  * changes which beams finish), so beam keys include it.

@@ -11,6 +11,7 @@ import {
   type GenerationBatchResult,
   type GenerationRequest,
   type GenerationResult,
+  resultFromGenerated,
   searchKey,
 } from './generation-types.js';
 
@@ -34,6 +35,14 @@ export interface GeneratorOptions {
   readonly deviceLoopCudaGraph?: boolean;
   /** Called once when a requested provider could not load and a fallback was used. */
   readonly onWarning?: (message: string) => void;
+}
+
+/** Appended to a Generator's device description when greedy batches go through the native device loop. */
+const DEVICE_LOOP_NOTE = ' (device loop)';
+
+/** Whether an engine opened with deviceLoopMaxBatch really runs the device loop (it falls back with a warning). */
+export function runsDeviceLoop(engine: Pick<TextGenerationEngine, 'device'>): boolean {
+  return engine.device.endsWith(DEVICE_LOOP_NOTE);
 }
 
 const scalarI32 = (v: number): ort.Tensor => new ort.Tensor('int32', Int32Array.of(v), [1]);
@@ -78,7 +87,7 @@ export class Generator implements TextGenerationEngine {
   }
 
   get device(): string {
-    return formatDevice(this.options.device) + this.providerNote + (this.deviceLoop ? ' (device loop)' : '');
+    return formatDevice(this.options.device) + this.providerNote + (this.deviceLoop ? DEVICE_LOOP_NOTE : '');
   }
 
   private openDeviceLoop(): void {
@@ -183,14 +192,8 @@ export class Generator implements TextGenerationEngine {
     const data = sequences.data as Int32Array;
     const L = Number(sequences.dims[sequences.dims.length - 1]);
     return rows.map((r, row) => {
-      const generated = data.subarray(row * L + S, (row + 1) * L);
-      const limit = Math.min(r.maxNewTokens, generated.length);
-      const tokenIds: number[] = [];
-      for (let k = 0; k < limit; k++) {
-        if (generated[k] === eosTokenId) return { tokenIds, finishReason: 'stop' as const };
-        tokenIds.push(generated[k]!);
-      }
-      return { tokenIds, finishReason: 'length' as const };
+      const start = row * L + S;
+      return resultFromGenerated(data.subarray(start, Math.min(start + r.maxNewTokens, (row + 1) * L)), eosTokenId);
     });
   }
 

@@ -10,8 +10,8 @@ const PRODUCER = 'genqueue';
 export const DEVICE_LOOP_FILE = 'device-loop-step.onnx';
 
 /**
- * Names of the device loop's state. The native addon (native/device-loop.cc) binds them; both sides read
- * them from here through the manifest, never from string literals of their own.
+ * Names of the device loop's state. The native addon (native/device-loop.cc) binds the same names as string
+ * literals (it reads no manifest), so a rename here must be made there too; the addon's tests catch a mismatch.
  */
 export const DEVICE_LOOP_STATE = {
   tokens: 'tokens',
