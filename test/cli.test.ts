@@ -6,9 +6,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { fixturePath } from './harness/fixtures.js';
-import { startRedisServer } from './harness/redis-server.js';
+import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const run = promisify(execFile);
@@ -26,13 +25,13 @@ async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code:
 
 describe('genqueue CLI', () => {
   let dir: string;
-  let redis: RedisServerProcess;
+  let redis: TestRedis;
   let env: NodeJS.ProcessEnv;
   let worker: ChildProcess | undefined;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-cli-'));
-    redis = await startRedisServer();
+    redis = await startTestRedis();
     env = { ...process.env, GENQUEUE_CACHE_DIR: join(dir, 'cache'), REDIS_URL: redis.url, GENQUEUE_LOG_LEVEL: 'warn' };
   });
   after(async () => {

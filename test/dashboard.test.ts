@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { DashboardServer } from '../src/dashboard/dashboard-server.js';
 import { QueueOverview } from '../src/dashboard/queue-overview.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { FleetHeartbeat } from '../src/worker/fleet-heartbeat.js';
 import { WorkerStats } from '../src/worker/worker-stats.js';
-import { startRedisServer } from './harness/redis-server.js';
+import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 describe('dashboard against a real redis-server', () => {
-  let redis: RedisServerProcess;
+  let redis: TestRedis;
   let connection: Redis;
   let overview: QueueOverview;
   let server: DashboardServer;
@@ -19,8 +18,8 @@ describe('dashboard against a real redis-server', () => {
   let base: string;
 
   before(async () => {
-    redis = await startRedisServer();
-    connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    redis = await startTestRedis();
+    connection = redis.connection;
     const jobs = ['a', 'b', 'c'].map((p) => jobFromFields({ prompt: p, model: p === 'c' ? 'gpt2-large' : undefined }));
     const producer = new JobProducer({ connection });
     await producer.enqueueJobs(jobs);
@@ -41,7 +40,6 @@ describe('dashboard against a real redis-server', () => {
     await server.close();
     await overview.close();
     await heartbeat.stop();
-    connection.disconnect();
     await redis.stop();
   });
 

@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { DEVICE_LOOP_ADDON, DeviceLoopRunner, loadDeviceLoopAddon, onnxRuntimeLibrary } from '../src/engine/device-loop-runner.js';
+import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { Generator } from '../src/engine/generator.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
 import { fixturePath } from './harness/fixtures.js';
+import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
 // The addon is built by `npm run build:native` (CI does); without it these tests skip, unless
@@ -21,13 +22,6 @@ if (!built && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(`GENQ
 const skip = built ? false : `device-loop addon not built (${DEVICE_LOOP_ADDON}); run npm run build:native`;
 
 const CPU = { kind: 'cpu' } as const;
-const greedy = (promptIds: number[], maxNewTokens: number, minNewTokens = 0): GenerationRequest => ({
-  promptIds,
-  maxNewTokens,
-  minNewTokens,
-  repetitionPenalty: 1,
-  search: { kind: 'greedy' },
-});
 
 const Reference = z.object({
   cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
@@ -91,21 +85,10 @@ describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }
   });
 
   it('refuses a closed handle with an error instead of crashing', () => {
-    const addon = loadDeviceLoopAddon();
-    const handle = addon.open(onnxRuntimeLibrary(), join(dir, readManifest(dir).files.deviceLoop), {
-      cuda: false,
-      deviceId: 0,
-      cudaGraph: false,
-      numLayers: readManifest(dir).spec.numLayers,
-      numHeads: readManifest(dir).spec.numHeads,
-      headSize: readManifest(dir).spec.headSize,
-      kvFloat16: false,
-      intraOpThreads: 0,
-    });
-    addon.close(handle);
-    const one = Int32Array.of(1);
-    assert.throws(() => addon.generate(handle, new Int32Array(64), one, one, Int32Array.of(4), 1, 64, -1, 0), /not an open device loop/);
-    assert.throws(() => addon.close(handle), /not an open device loop/);
+    const closed = DeviceLoopRunner.open(dir, readManifest(dir), { device: CPU });
+    closed.close();
+    assert.throws(() => closed.run([greedy([15496, 995], 4)]), /not an open device loop/);
+    assert.throws(() => closed.close(), /not an open device loop/);
   });
 });
 

@@ -4,21 +4,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Generator } from '../src/engine/generator.js';
 import { ThreadedGenerator } from '../src/engine/threaded-generator.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { type CollectedResult, ResultCollector } from '../src/queue/result-collector.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { GenerationWorker } from '../src/worker/generation-worker.js';
 import { readFleet } from '../src/worker/fleet-heartbeat.js';
 import { generationRequestFor } from '../src/worker/job-request.js';
 import { fixturePath } from './harness/fixtures.js';
-import { startRedisServer } from './harness/redis-server.js';
+import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 import { testDevice } from './harness/test-device.js';
 
 const job = jobFromFields;
@@ -30,7 +29,7 @@ async function collect(collector: ResultCollector, refs: { id: string; queue: st
 }
 
 describe('GenerationWorker: Redis → batch → graph run → results', () => {
-  let redis: RedisServerProcess;
+  let redis: TestRedis;
   let connection: Redis;
   let dir: string;
   let engine: ThreadedGenerator;
@@ -38,8 +37,8 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
   let tokenizer: TextTokenizer;
 
   before(async () => {
-    redis = await startRedisServer();
-    connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    redis = await startTestRedis();
+    connection = redis.connection;
     dir = mkdtempSync(join(tmpdir(), 'genqueue-worker-'));
     buildModel(fixturePath('gpt2-tiny'), dir, { precision: 'fp32' });
     engine = await ThreadedGenerator.open(dir, { device: testDevice() });
@@ -59,7 +58,6 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
   after(async () => {
     await worker.close();
     await engine.close();
-    connection.disconnect();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   });

@@ -4,19 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Generator } from '../src/engine/generator.js';
-import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
 import { fixturePath } from './harness/fixtures.js';
+import { greedyRequest as request } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
-const request = (promptIds: number[], maxNewTokens: number, minNewTokens = 0): GenerationRequest => ({
-  promptIds,
-  maxNewTokens,
-  minNewTokens,
-  repetitionPenalty: 1,
-  search: { kind: 'greedy' },
-});
 
 describe('Generator on the tiny GPT-2 fixture', () => {
   let dir: string;

@@ -4,13 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { InvalidJobsError, JobProducer } from '../src/queue/job-producer.js';
-import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
-import { startRedisServer } from './harness/redis-server.js';
+import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 describe('JobProducer against a real redis-server', () => {
-  let redis: RedisServerProcess;
+  let redis: TestRedis;
   let connection: Redis;
   let dir: string;
   const file = (name: string, lines: string[]): string => {
@@ -26,12 +25,11 @@ describe('JobProducer against a real redis-server', () => {
   };
 
   before(async () => {
-    redis = await startRedisServer();
-    connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    redis = await startTestRedis();
+    connection = redis.connection;
     dir = mkdtempSync(join(tmpdir(), 'genqueue-producer-'));
   });
   after(async () => {
-    connection.disconnect();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   });

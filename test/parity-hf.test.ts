@@ -11,9 +11,9 @@ import { buildModel } from '../src/model/model-builder.js';
 import { encodeModel } from '../src/model/onnx/graph-builder.js';
 import { WeightFile } from '../src/model/onnx/weight-file.js';
 import { Generator } from '../src/engine/generator.js';
-import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { fixturePath } from './harness/fixtures.js';
+import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
 /** reference.json as ../shared/reference/make_reference.py writes it (HF transformers' outputs). */
@@ -43,13 +43,6 @@ function comparableLength(margins: readonly number[]): number {
   return i === -1 ? margins.length : i;
 }
 
-const greedy = (promptIds: number[], maxNewTokens: number): GenerationRequest => ({
-  promptIds,
-  maxNewTokens,
-  minNewTokens: 0,
-  repetitionPenalty: 1,
-  search: { kind: 'greedy' },
-});
 
 describe('parity with Hugging Face transformers (random GPT-2 fixture)', () => {
   let dir: string;

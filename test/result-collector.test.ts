@@ -4,12 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Job, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { JobProducer } from '../src/queue/job-producer.js';
-import type { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { type CollectedResult, ResultCollector, readJobRefs } from '../src/queue/result-collector.js';
 import type { JobResult } from '../src/queue/result-schema.js';
-import { startRedisServer } from './harness/redis-server.js';
+import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 /** What a worker would return; the collector only cares that it matches the result schema. */
 function fakeResult(job: Job): JobResult {
@@ -32,16 +31,15 @@ async function all(it: AsyncIterable<CollectedResult>): Promise<Map<string, Coll
 }
 
 describe('ResultCollector against a real redis-server', () => {
-  let redis: RedisServerProcess;
+  let redis: TestRedis;
   let connection: Redis;
   let dir: string;
   before(async () => {
-    redis = await startRedisServer();
-    connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    redis = await startTestRedis();
+    connection = redis.connection;
     dir = mkdtempSync(join(tmpdir(), 'genqueue-results-'));
   });
   after(async () => {
-    connection.disconnect();
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   });
