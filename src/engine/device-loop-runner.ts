@@ -55,7 +55,7 @@ export function loadDeviceLoopAddon(): DeviceLoopAddon {
 
 export interface DeviceLoopRunnerOptions {
   readonly device: DeviceSpec;
-  /** Capture the step as a CUDA graph and replay it (CUDA only; default on for CUDA). */
+  /** Replay steps from captured CUDA graphs (CUDA only; default on for CUDA). */
   readonly cudaGraph?: boolean;
   /** Write ONNX Runtime's per-node profile of the step session to <prefix>_<date>.json (diagnostics). */
   readonly profilePrefix?: string;
@@ -69,7 +69,7 @@ const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(
 
 /**
  * Greedy generation through the native device loop: one step graph run per position with every tensor bound
- * to device buffers (and, on CUDA, replayed as a CUDA graph), prompts fed one token per step. Batches are
+ * to device buffers (and, on CUDA, replayed from CUDA graphs of 16 steps each), prompts fed one token per step. Batches are
  * rounded up to a power of two and buffers to a multiple of 64 positions, so a worker keeps a handful of
  * captured shapes instead of one per request mix. Repetition penalty is not implemented here.
  */
@@ -87,8 +87,7 @@ export class DeviceLoopRunner {
     const addon = loadDeviceLoopAddon();
     const { spec } = manifest;
     const cuda = options.device.kind !== 'cpu';
-    if (cuda && spec.precision !== 'fp16') throw new Error('the device loop on CUDA needs an fp16 build (GroupQueryAttention has no fp32 CUDA kernel)');
-    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, manifest.files.deviceLoop), {
+    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, cuda ? manifest.files.deviceLoop : manifest.files.deviceLoopCpu), {
       cuda,
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
       cudaGraph: cuda && (options.cudaGraph ?? true),

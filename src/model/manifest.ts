@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const MANIFEST_FILE = 'genqueue-model.json';
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 9;
+export const BUILDER_VERSION = 10;
 
 export const DecoderSpecSchema = z.object({
   architecture: z.string(),
@@ -32,8 +32,9 @@ export const ModelManifest = z.object({
     greedyShared: z.string(),
     beam: z.string(),
     sample: z.string(),
-    /** The native addon's decode step (device-loop-graph.ts). */
+    /** The native addon's decode step (device-loop-graph.ts), for CUDA and for the CPU provider. */
     deviceLoop: z.string(),
+    deviceLoopCpu: z.string(),
     weights: z.string(),
     tokenizer: z.string(),
   }),

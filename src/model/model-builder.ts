@@ -2,7 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
-import { DEVICE_LOOP_FILE, encodeDeviceLoopStepModel } from './device-loop-graph.js';
+import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel } from './device-loop-graph.js';
 import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
@@ -31,11 +31,13 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   let sharedKvDecoder;
   let samplingDecoder;
   let staticDecoder;
+  let staticCpuDecoder;
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
     samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
     staticDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } });
+    staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
   } finally {
     weights.close();
   }
@@ -43,7 +45,8 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
   writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
-  writeFileSync(join(outDir, DEVICE_LOOP_FILE), encodeDeviceLoopStepModel(staticDecoder));
+  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder));
+  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
@@ -56,7 +59,8 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       greedyShared: SEARCH_FILES.greedyShared,
       beam: SEARCH_FILES.beam,
       sample: SEARCH_FILES.sample,
-      deviceLoop: DEVICE_LOOP_FILE,
+      deviceLoop: DEVICE_LOOP_FILES.cuda,
+      deviceLoopCpu: DEVICE_LOOP_FILES.cpu,
       weights: WEIGHTS_FILE,
       tokenizer: TOKENIZER_FILE,
     },

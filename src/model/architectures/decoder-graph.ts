@@ -28,11 +28,12 @@ export interface DecoderVariant {
    * shared: past and present are one max-length buffer written in place (past_present_share_buffer; CUDA only);
    * none: no cache inputs/outputs, the whole sequence is recomputed every step;
    * static: one token per step into fixed-size past_key_i/past_value_i [batch, heads, max_seq, head_size]
-   * buffers written in place by com.microsoft GroupQueryAttention (inputs input_ids/position_ids [B,1],
-   * seqlens_k [B], total_sequence_length [1]). Every shape is fixed, so a step can be captured as a CUDA
-   * graph (device-loop-graph.ts). GroupQueryAttention on CUDA is fp16/bf16 only.
+   * buffers written in place at past_sequence_length (a CPU scalar) by com.microsoft
+   * DecoderMaskedMultiHeadAttention with packed QKV (inputs input_ids int64 [B,1], position_ids int64 [1,1]).
+   * Every shape is fixed, so steps can be captured as CUDA graphs (device-loop-graph.ts);
+   * static-cpu: the same contract with com.microsoft GroupQueryAttention, for the CPU provider (see gpt2.ts).
    */
-  readonly kvCache: 'growing' | 'shared' | 'none' | 'static';
+  readonly kvCache: 'growing' | 'shared' | 'none' | 'static' | 'static-cpu';
   /**
    * last: logits [B,1,V]; all: logits [B,S,V]; argmax: only next_token [B,1] (int64) leaves the graph;
    * sample: last-position logits with the sampling head (sampling-head.ts), for GreedySearch to argmax.

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { appendSamplingHead } from '../sampling-head.js';
-import { encodeFloats, floatElemType } from '../onnx/tensor-types.js';
+import { ElemType, encodeFloats, floatElemType } from '../onnx/tensor-types.js';
 import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, SEARCH_DECODER } from './decoder-graph.js';
 
 /** The GPT-2 config.json fields this builder uses; unsupported variants are refused by name. */
@@ -84,20 +84,30 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
       return encodeFloats(t.data, options.precision);
     });
 
-  const isStatic = variant.kvCache === 'static';
+  const isStatic = variant.kvCache === 'static' || variant.kvCache === 'static-cpu';
   const cached = variant.kvCache !== 'none' && !isStatic;
   const shared = variant.kvCache === 'shared';
   const kvLen = shared ? 'max_seq' : 'past_seq';
-  const inputIds = g.input('input_ids', 'int32', ['batch', 'seq']);
-  // Part of the search ops' contract, but not used there (see maskPositions); the static step reads it.
-  const positionIds = cached || isStatic ? g.input('position_ids', 'int32', ['batch', 'seq']) : '';
+  // The static step reads ids straight from the device loop's int64 token buffer (no Cast).
+  const inputIds = g.input('input_ids', isStatic ? 'int64' : 'int32', ['batch', 'seq']);
+  // Part of the search ops' contract, but not used there (see maskPositions). The static step's rows share one
+  // position, so it passes [1, 1] and SkipLayerNormalization broadcasts it over the batch.
+  const positionIds = cached ? g.input('position_ids', 'int32', ['batch', 'seq']) : isStatic ? g.input('position_ids', 'int64', [1, 1]) : '';
   const mask = isStatic ? '' : g.input('attention_mask', 'int32', ['batch', 'total_seq']);
   const past: string[] = [];
   if (cached) for (let i = 0; i < cfg.n_layer; i++) past.push(g.input(`past_${i}`, ft, [2, 'batch', NH, kvLen, HS]));
-  // With a shared buffer the search op writes this (the filled length) and the attention writes in place after it.
-  const pastLength = shared ? g.input('past_sequence_length', 'int32', [1]) : '';
-  const seqlensK = isStatic ? g.input('seqlens_k', 'int32', ['batch']) : '';
-  const totalSeq = isStatic ? g.input('total_sequence_length', 'int32', [1]) : '';
+  // The filled length of a shared/static cache, read on the host: the attention writes the new position there, in place.
+  const pastLength = shared || isStatic ? g.input('past_sequence_length', 'int32', [1]) : '';
+  let seqlensK = '';
+  let totalSeq = '';
+  if (variant.kvCache === 'static-cpu') {
+    // GroupQueryAttention's lengths from the shared position: seqlens_k [B] = past length, total = past + 1.
+    totalSeq = g.op('Add', [pastLength, g.int32s('gqa_one', [1])], ['gqa_total_sequence_length'])[0]!;
+    const [zeros] = g.op('Mul', [inputIds, g.int64s('gqa_zero', [0])], ['gqa_zeros']);
+    const [zeros32] = g.op('Cast', [zeros!], ['gqa_zeros32'], { to: ElemType.int32 });
+    const [lengths] = g.op('Add', [zeros32!, pastLength], ['gqa_lengths']);
+    seqlensK = g.op('Reshape', [lengths!, g.int64s('gqa_lengths_shape', [-1])], ['gqa_seqlens_k'])[0]!;
+  }
   if (isStatic) {
     for (let i = 0; i < cfg.n_layer; i++) {
       g.input(`past_key_${i}`, ft, ['batch', NH, 'max_seq', HS]);
@@ -133,15 +143,27 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
     let attn: string | undefined;
     if (isStatic) {
-      // GroupQueryAttention takes packed QKV without a bias input, so the bias is its own Add.
-      const [qkvNoBias] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv_mm`]);
-      const [qkv] = g.op('Add', [qkvNoBias!, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv`]);
-      [attn] = g.msOp(
-        'GroupQueryAttention',
-        [qkv!, '', '', `past_key_${i}`, `past_value_${i}`, seqlensK, totalSeq],
-        [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
-        { num_heads: NH, kv_num_heads: NH, scale: { float: scale } },
-      );
+      const [qkv] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv`]);
+      if (variant.kvCache === 'static') {
+        // DecoderMaskedMultiHeadAttention adds the QKV bias, appends K/V at past_sequence_length in place and
+        // attends, all in one CUDA kernel.
+        [attn] = g.msOp(
+          'DecoderMaskedMultiHeadAttention',
+          [qkv!, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
+          [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
+          { num_heads: NH, past_present_share_buffer: 1, scale: { float: scale } },
+        );
+      } else {
+        // Its CPU kernel (ONNX Runtime 1.29) takes no packed QKV and, at past length 0, writes past the end of a
+        // shared cache; GroupQueryAttention does the same job on the CPU (no bias input: the bias is its own Add).
+        const [biased] = g.op('Add', [qkv!, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv_biased`]);
+        [attn] = g.msOp(
+          'GroupQueryAttention',
+          [biased!, '', '', `past_key_${i}`, `past_value_${i}`, seqlensK, totalSeq],
+          [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
+          { num_heads: NH, kv_num_heads: NH, scale: { float: scale } },
+        );
+      }
     } else {
       const attnInputs = [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D]), weight(`${h}attn.c_attn.bias`, [3 * D]), mask];
       if (cached) attnInputs.push(past[i]!);
