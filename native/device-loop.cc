@@ -39,6 +39,7 @@ struct CudaRuntime {
   int (*malloc)(void**, size_t) = nullptr;
   int (*free)(void*) = nullptr;
   int (*memcpy)(void*, const void*, size_t, int) = nullptr;
+  int (*memset)(void*, int, size_t) = nullptr;
   int (*deviceSynchronize)() = nullptr;
   int (*setDevice)(int) = nullptr;
   const char* (*errorString)(int) = nullptr;
@@ -75,6 +76,7 @@ struct CudaRuntime {
     sym(malloc, "cudaMalloc");
     sym(free, "cudaFree");
     sym(memcpy, "cudaMemcpy");
+    sym(memset, "cudaMemset");
     sym(deviceSynchronize, "cudaDeviceSynchronize");
     sym(setDevice, "cudaSetDevice");
     sym(errorString, "cudaGetErrorString");
@@ -136,8 +138,8 @@ struct Slot {
   OrtValue* pastLength = nullptr;  // CPU int32 scalar over pastLengthHost: the attention reads it on the host
   int32_t pastLengthHost = 0;
   OrtIoBinding* binding[2] = {nullptr, nullptr};  // step[p] → step[1-p]
-  bool warm = false;                              // a whole generate ran uncaptured: the arena holds what steps need
-  bool captureFailed = false;
+  bool warm = false;           // a generate has completed on this slot
+  bool captureFailed = false;  // a capture failed on a warm slot: this shape runs without graphs
   std::map<std::pair<int64_t, int64_t>, CudaRuntime::GraphExec> graphs;  // (first step, steps) → captured graph
 };
 
@@ -218,10 +220,11 @@ class DeviceLoop {
     std::vector<bool> ended(batch, false);
     const bool watchEos = eosCanEnd && eosTokenId >= 0 && checkEvery > 0;
     const int64_t chunk = checkEvery > 0 ? checkEvery : kChunkSteps;
-    const bool replay = options_.cudaGraph && slot.warm && !slot.captureFailed;
+    bool replay = options_.cudaGraph && !slot.captureFailed;
     for (int64_t first = 0; first < steps; first += chunk) {
       const int64_t count = std::min(chunk, steps - first);
       CudaRuntime::GraphExec graph = replay ? graphFor(slot, first, count) : nullptr;
+      replay = replay && graph != nullptr;  // after a failed capture, the rest of this call runs plainly
       if (graph != nullptr) {
         cudart.check(cudart.graphLaunch(graph, stream_), "cudaGraphLaunch");
       } else {
@@ -253,8 +256,10 @@ class DeviceLoop {
   }
 
   // Captures steps first..first+count-1 into one CUDA graph: each step's kernels, with its past length baked in as
-  // the host value the attention read while it was launched. A capture that fails (an ONNX Runtime version whose
-  // kernels do something a capture forbids) switches the slot to plain runs instead of failing the request.
+  // the host value the attention read while it was launched. A slot's first call captures too (relaxed capture
+  // mode lets ONNX Runtime's arena grow meanwhile); a capture that fails runs the steps plainly instead of failing
+  // the request, and on a slot that has completed a call before (an ONNX Runtime whose kernels do something a
+  // capture forbids) switches the shape to plain runs for good.
   CudaRuntime::GraphExec graphFor(Slot& slot, int64_t first, int64_t count) {
     auto key = std::make_pair(first, count);
     auto found = slot.graphs.find(key);
@@ -275,8 +280,10 @@ class DeviceLoop {
       std::string why = failed != nullptr ? ort->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
       if (failed != nullptr) ort->ReleaseStatus(failed);
       cudart.getLastError();  // clear the sticky-free error the failed capture left
-      fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", why.c_str());
-      slot.captureFailed = true;
+      if (slot.warm) {
+        fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", why.c_str());
+        slot.captureFailed = true;
+      }
       return nullptr;
     }
     slot.graphs[key] = exec;
@@ -362,8 +369,7 @@ class DeviceLoop {
     if (options_.cuda) {
       cudart.check(cudart.malloc(&p, bytes), "cudaMalloc");
       slot.memory.push_back(p);
-      std::vector<char> zeros(bytes, 0);
-      cudart.check(cudart.memcpy(p, zeros.data(), bytes, CudaRuntime::kHostToDevice), "cudaMemcpy to device");
+      cudart.check(cudart.memset(p, 0, bytes), "cudaMemset");
     } else {
       p = std::calloc(1, bytes);
       if (p == nullptr) throw std::bad_alloc();

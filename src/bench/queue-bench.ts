@@ -1,15 +1,14 @@
+import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
 import { loadConfig } from '../config/load-config.js';
 import { type DeviceSpec, formatDevice } from '../engine/execution-provider.js';
 import { runsDeviceLoop } from '../engine/generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
-import { JobProducer } from '../queue/job-producer.js';
-import { jobFromFields } from '../queue/job-schema.js';
 import { RedisServerProcess } from '../queue/redis-server-process.js';
-import { ResultCollector } from '../queue/result-collector.js';
 import { startWorker } from '../worker/worker-process.js';
 import type { BenchRow, BenchShape } from './bench-types.js';
 import { gpuMemoryOf } from './gpu-memory.js';
+import type { QueueClientInput, QueueClientOutput } from './queue-client-thread.js';
 
 export interface QueueBenchOptions {
   readonly model: ResolvedModel & { name: string };
@@ -29,8 +28,8 @@ const PROMPT = 'Here is some text to encode Hello World';
 
 /**
  * Through the queue: a private redis-server, one worker started as `genqueue worker` starts it (engine in its
- * worker thread, warmed up at open), `jobs` jobs enqueued at once; generated tokens/s from the first enqueue to
- * the last result read back.
+ * worker thread, warmed up at open), `jobs` jobs enqueued at once by a producer on another thread
+ * (queue-client-thread.ts); generated tokens/s from the first enqueue to the last result read back.
  */
 export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
   const redis = await RedisServerProcess.start();
@@ -49,7 +48,7 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
     },
     pino({ level: 'silent' }),
   );
-  const { connection, worker, engine } = started;
+  const { worker, engine } = started;
   if ((o.deviceLoopMaxBatch ?? 0) > 0 && !runsDeviceLoop(engine)) {
     await started.close();
     await redis.stop();
@@ -57,20 +56,13 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
   }
   const newTokens = o.shape.totalTokens - o.shape.promptTokens;
   try {
-    const jobs = Array.from({ length: o.jobs }, (_, i) =>
-      jobFromFields({ id: `bench-${i}`, prompt: PROMPT, max_new_tokens: newTokens, min_new_tokens: newTokens }),
-    );
-    const t0 = performance.now();
-    const producer = new JobProducer({ connection });
-    const placed = await producer.enqueueJobs(jobs);
-    await producer.close();
-    let tokens = 0;
-    let failed = 0;
-    for await (const r of new ResultCollector({ connection }).collect(placed, { wait: true, timeoutMs: 540_000 })) {
-      if (r.status === 'completed') tokens += r.result.tokenIds.length;
-      else failed++;
-    }
-    const seconds = (performance.now() - t0) / 1000;
+    const input: QueueClientInput = { redisUrl: redis.url, jobs: o.jobs, prompt: PROMPT, newTokens };
+    const { seconds, tokens, failed } = await new Promise<QueueClientOutput>((resolve, reject) => {
+      const client = new Worker(new URL('./queue-client-thread.js', import.meta.url), { workerData: input });
+      client.once('message', resolve);
+      client.once('error', reject);
+      client.once('exit', (code) => reject(new Error(`queue-e2e producer thread exited (${code}) without a result`)));
+    });
     const stats = worker.stats.snapshot();
     return {
       name: 'queue-e2e',

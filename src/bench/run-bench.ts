@@ -195,9 +195,10 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         }
         // Engine alone at the same batch, in the same section, for the queue/engine ratio.
         rows.push(...(await searchRows('queue-engine-reference', { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats })));
-        if (onGpu && batch <= 128 && !deviceLoopUnavailable()) {
+        if (onGpu && !deviceLoopUnavailable()) {
           // The same through the native device loop, against that engine alone.
-          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, fetchers: 2, deviceLoopMaxBatch: batch }));
+          const fetchers = Math.max(2, batch / 64);
+          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, fetchers, deviceLoopMaxBatch: batch }));
           const loop = { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats, generator: { deviceLoopMaxBatch: batch } };
           rows.push(...(await searchRows('queue-engine-reference-native', loop, { variant: { deviceLoop: true } })));
         }

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hasFusedDecodeAttention } from '../model/device-loop-graph.js';
 import type { ModelManifest } from '../model/manifest.js';
 import type { DeviceSpec } from './execution-provider.js';
 import { type GenerationRequest, type GenerationResult, resultFromGenerated } from './generation-types.js';
@@ -87,6 +88,9 @@ export class DeviceLoopRunner {
     const addon = loadDeviceLoopAddon();
     const { spec } = manifest;
     const cuda = options.device.kind !== 'cpu';
+    if (cuda && spec.precision !== 'fp16' && !hasFusedDecodeAttention(spec)) {
+      throw new Error(`the device loop on CUDA needs an fp16 build for head size ${spec.headSize} (GroupQueryAttention has no fp32 CUDA kernel)`);
+    }
     const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, cuda ? manifest.files.deviceLoop : manifest.files.deviceLoopCpu), {
       cuda,
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,

@@ -1,11 +1,19 @@
 import type onnxProto from 'onnx-proto';
-import type { DecoderGraph } from './architectures/decoder-graph.js';
+import type { DecoderGraph, DecoderSpec } from './architectures/decoder-graph.js';
 import { GraphBuilder, encodeModel } from './onnx/graph-builder.js';
 import { encodeFloats, floatElemType } from './onnx/tensor-types.js';
 
 type IGraphProto = onnxProto.onnx.IGraphProto;
 
 const PRODUCER = 'genqueue';
+
+/**
+ * DecoderMaskedMultiHeadAttention's CUDA kernel exists for these head sizes (GPT-2 small to XL: 64); other models'
+ * CUDA step uses the CPU variant's GroupQueryAttention, whose CUDA kernel is fp16-only.
+ */
+export function hasFusedDecodeAttention(spec: DecoderSpec): boolean {
+  return [32, 64, 128].includes(spec.headSize);
+}
 
 /** The step for CUDA and for the CPU provider (another attention operator: see the static-cpu decoder variant). */
 export const DEVICE_LOOP_FILES = { cuda: 'device-loop-step.onnx', cpu: 'device-loop-step-cpu.onnx' } as const;

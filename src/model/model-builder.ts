@@ -2,7 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
-import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel } from './device-loop-graph.js';
+import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel, hasFusedDecodeAttention } from './device-loop-graph.js';
 import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
@@ -36,8 +36,10 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
     samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
-    staticDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } });
     staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
+    staticDecoder = hasFusedDecodeAttention(decoder.spec)
+      ? builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } })
+      : staticCpuDecoder;
   } finally {
     weights.close();
   }

@@ -101,12 +101,14 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   let seqlensK = '';
   let totalSeq = '';
   if (variant.kvCache === 'static-cpu') {
-    // GroupQueryAttention's lengths from the shared position: seqlens_k [B] = past length, total = past + 1.
-    totalSeq = g.op('Add', [pastLength, g.int32s('gqa_one', [1])], ['gqa_total_sequence_length'])[0]!;
+    // GroupQueryAttention's lengths: seqlens_k [B] = the shared position (from the device, like position_ids) and
+    // total_sequence_length = the cache capacity (a shape, computed on the host), as the in-place cache needs.
     const [zeros] = g.op('Mul', [inputIds, g.int64s('gqa_zero', [0])], ['gqa_zeros']);
-    const [zeros32] = g.op('Cast', [zeros!], ['gqa_zeros32'], { to: ElemType.int32 });
-    const [lengths] = g.op('Add', [zeros32!, pastLength], ['gqa_lengths']);
-    seqlensK = g.op('Reshape', [lengths!, g.int64s('gqa_lengths_shape', [-1])], ['gqa_seqlens_k'])[0]!;
+    const [lengths] = g.op('Add', [zeros!, positionIds], ['gqa_lengths']);
+    const [lengths32] = g.op('Cast', [lengths!], ['gqa_lengths32'], { to: ElemType.int32 });
+    seqlensK = g.op('Reshape', [lengths32!, g.int64s('gqa_lengths_shape', [-1])], ['gqa_seqlens_k'])[0]!;
+    const [capacity] = g.op('Shape', ['past_key_0'], ['gqa_capacity'], { start: 2, end: 3 });
+    totalSeq = g.op('Cast', [capacity!], ['gqa_total_sequence_length'], { to: ElemType.int32 })[0]!;
   }
   if (isStatic) {
     for (let i = 0; i < cfg.n_layer; i++) {
