@@ -202,7 +202,11 @@ class DeviceLoop {
       if (minLengths[b] < endLengths[b] - 1) eosCanEnd = true;
     }
     if (steps >= capacity) throw std::invalid_argument("endLengths exceed the capacity");
-    if (options_.cuda) cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
+    if (options_.cuda) {
+      cudart.check(cudart.setDevice(options_.deviceId), "cudaSetDevice");
+      // A call that failed part-way may have left steps queued on the stream; they must not race the uploads.
+      cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+    }
     Slot& slot = slotFor(batch, capacity);
     std::vector<int64_t> positionMajor(capacity * batch);
     for (int64_t b = 0; b < batch; b++)
