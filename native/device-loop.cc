@@ -143,6 +143,16 @@ struct Slot {
   std::map<std::pair<int64_t, int64_t>, CudaRuntime::GraphExec> graphs;  // (first step, steps) → captured graph
 };
 
+// The element types the addon allocates: the state (int64) and the caches (fp16 or fp32).
+size_t elementBytes(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return 4;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return 2;
+    default: throw std::invalid_argument("device loop: unexpected tensor element type");
+  }
+}
+
 int64_t elementCount(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -232,7 +242,7 @@ class DeviceLoop {
       if (graph != nullptr) {
         cudart.check(cudart.graphLaunch(graph, stream_), "cudaGraphLaunch");
       } else {
-        for (int64_t s = first; s < first + count; s++) runStep(slot, s);
+        for (int64_t s = first; s < first + count; s++) check(launchStep(slot, s, runSync_));
       }
       const int64_t done = first + count;  // positions 0..done now hold tokens
       if (watchEos && done < steps && done % checkEvery == 0) {
@@ -254,9 +264,10 @@ class DeviceLoop {
  private:
   static constexpr int64_t kChunkSteps = 16;
 
-  void runStep(Slot& slot, int64_t s) {
+  // Runs (or, inside a capture, records) step s: its past length is the host scalar the attention reads at launch.
+  OrtStatus* launchStep(Slot& slot, int64_t s, OrtRunOptions* runOptions) {
     slot.pastLengthHost = static_cast<int32_t>(s);
-    check(ort->RunWithBinding(step_, runSync_, slot.binding[s & 1]));
+    return ort->RunWithBinding(step_, runOptions, slot.binding[s & 1]);
   }
 
   // Captures steps first..first+count-1 into one CUDA graph: each step's kernels, with its past length baked in as
@@ -270,10 +281,7 @@ class DeviceLoop {
     if (found != slot.graphs.end()) return found->second;
     cudart.check(cudart.streamBeginCapture(stream_, CudaRuntime::kCaptureModeRelaxed), "cudaStreamBeginCapture");
     OrtStatus* failed = nullptr;
-    for (int64_t s = first; s < first + count && failed == nullptr; s++) {
-      slot.pastLengthHost = static_cast<int32_t>(s);
-      failed = ort->RunWithBinding(step_, runAsync_, slot.binding[s & 1]);
-    }
+    for (int64_t s = first; s < first + count && failed == nullptr; s++) failed = launchStep(slot, s, runAsync_);
     CudaRuntime::Graph graph = nullptr;
     int ended = cudart.streamEndCapture(stream_, &graph);
     CudaRuntime::GraphExec exec = nullptr;
@@ -283,7 +291,7 @@ class DeviceLoop {
     if (failed != nullptr || ended != 0 || instantiated != 0) {
       std::string why = failed != nullptr ? ort->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
       if (failed != nullptr) ort->ReleaseStatus(failed);
-      cudart.getLastError();  // clear the sticky-free error the failed capture left
+      cudart.getLastError();  // clear the (non-sticky) error the failed capture left
       if (slot.warm) {
         fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", why.c_str());
         slot.captureFailed = true;
@@ -367,8 +375,8 @@ class DeviceLoop {
   }
 
   // A zero-filled tensor in the addon's own memory (device memory on CUDA, host memory on the CPU provider).
-  OrtValue* tensor(Slot& slot, const std::vector<int64_t>& shape, ONNXTensorElementDataType type, size_t elementBytes) {
-    const size_t bytes = elementBytes * elementCount(shape);
+  OrtValue* tensor(Slot& slot, const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {
+    const size_t bytes = elementBytes(type) * elementCount(shape);
     void* p = nullptr;
     if (options_.cuda) {
       cudart.check(cudart.malloc(&p, bytes), "cudaMalloc");
@@ -419,19 +427,18 @@ class DeviceLoop {
   void buildSlot(Slot& slot, int64_t batch, int64_t capacity) {
     const auto i64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
     const auto kvType = options_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-    const size_t kvBytes = options_.kvFloat16 ? 2 : 4;
-    slot.tokens = tensor(slot, {capacity, batch}, i64, 8);
-    for (int p = 0; p < 2; p++) slot.step[p] = tensor(slot, {1}, i64, 8);
-    slot.promptLengths = tensor(slot, {batch}, i64, 8);
-    slot.minLengths = tensor(slot, {batch}, i64, 8);
+    slot.tokens = tensor(slot, {capacity, batch}, i64);
+    for (int p = 0; p < 2; p++) slot.step[p] = tensor(slot, {1}, i64);
+    slot.promptLengths = tensor(slot, {batch}, i64);
+    slot.minLengths = tensor(slot, {batch}, i64);
     const int64_t scalarShape[] = {1};
     check(ort->CreateTensorWithDataAsOrtValue(cpuInfo_, &slot.pastLengthHost, sizeof(int32_t), scalarShape, 1, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32,
                                               &slot.pastLength));
     slot.values.push_back(slot.pastLength);
     std::vector<OrtValue*> keys, values;
     for (int l = 0; l < options_.numLayers; l++) {
-      keys.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType, kvBytes));
-      values.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType, kvBytes));
+      keys.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
+      values.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
     }
     for (int p = 0; p < 2; p++) {
       OrtIoBinding* b = nullptr;

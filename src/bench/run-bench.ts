@@ -197,8 +197,8 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         rows.push(...(await searchRows('queue-engine-reference', { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats })));
         if (onGpu && !deviceLoopUnavailable()) {
           // The same through the native device loop, against that engine alone.
-          const fetchers = Math.max(2, batch / 64);
-          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, fetchers, deviceLoopMaxBatch: batch }));
+          // Fetchers: the worker's own default for this batch (recorded in the row's variant).
+          rows.push(await queueE2eRow({ model: { ...model, name: 'bench' }, device: o.device, batch, jobs: o.queueJobs, shape: SEED, concurrencyFactor: 2, deviceLoopMaxBatch: batch }));
           const loop = { modelDir: model.dir, device: o.device, batches: [batch], shape: SEED, repeats: o.repeats, generator: { deviceLoopMaxBatch: batch } };
           rows.push(...(await searchRows('queue-engine-reference-native', loop, { variant: { deviceLoop: true } })));
         }

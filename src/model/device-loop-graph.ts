@@ -37,7 +37,7 @@ export const DEVICE_LOOP_STATE = {
  * with no host work between them. The model reads the token at position `step` from `tokens` [capacity, B]
  * (position-major, so one step reads and writes one contiguous row), writes its KV in place at
  * past_sequence_length (the same position, as a host scalar: DecoderMaskedMultiHeadAttention reads it on the
- * CPU, which is why each step position gets its own captured graph), and writes the next token into row
+ * CPU, so a captured graph is only valid for the positions it was captured at), and writes the next token into row
  * `step + 1` of the same buffer (tokens_next is bound to it): the prompt's own token while `step + 1` is inside
  * the prompt (prompts are fed one token per step, so ragged prompts need no padding and all rows share one
  * position), the argmax otherwise, with EOS suppressed while `step + 1 < min_lengths`. `step_next = step + 1`
@@ -130,7 +130,7 @@ function appendChunkedArgmax(g: GraphBuilder, logits: string, vocab: number, low
 }
 
 /** A divisor of the vocabulary between 512 and 4,096 (closest to 1,024), or 1,024 with padding. */
-export function chunkWidth(vocab: number): number {
+function chunkWidth(vocab: number): number {
   let best = 0;
   for (let w = 512; w <= 4096; w++) if (vocab % w === 0 && (best === 0 || Math.abs(w - 1024) < Math.abs(best - 1024))) best = w;
   return best || 1024;
