@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the device-loop addon (native/device-loop.cc) into native/build/genqueue_device_loop.node.
+# Builds the device-loop addon (native/device-loop.cc, with its CUDA operators whose kernels NVRTC compiles at
+# run time) into native/build/genqueue_device_loop.node.
 # ONNX Runtime's C API headers come from Debian trixie's libonnxruntime-dev (1.21; the C API is versioned and
 # the 1.29 library onnxruntime-node ships serves it), fetched here with apt-get download into native/.ort-headers
 # (git-ignored, never vendored). Node-API headers come from the node-api-headers npm package.
@@ -28,6 +29,6 @@ fi
 NAPI=$(node -p "require('node-api-headers').include_dir")
 mkdir -p build
 g++ -std=c++17 -O2 -fPIC -shared -Wall -Wextra -DNAPI_VERSION=8 -DNODE_GYP_MODULE_NAME=genqueue_device_loop \
-  -I "$NAPI" -I "$HEADERS" device-loop.cc -o build/genqueue_device_loop.node \
+  -I "$NAPI" -I "$HEADERS" *.cc -o build/genqueue_device_loop.node \
   -ldl -static-libstdc++ -static-libgcc -Wl,--unresolved-symbols=ignore-all
 echo "built native/build/genqueue_device_loop.node"

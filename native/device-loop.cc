@@ -24,83 +24,19 @@
 #include <utility>
 #include <vector>
 
+#include "cuda-runtime.h"
+#include "custom-op-context.h"
+#include "greedy-next-token.h"
+#include "small-batch-matmul.h"
+
 namespace {
 
+using genqueue::CudaRuntime;
+using genqueue::cudart;
+using genqueue::GreedyNextToken;
+using genqueue::SmallBatchMatMul;
+
 const OrtApi* ort = nullptr;
-
-// The CUDA runtime, for what ONNX Runtime's C API does not offer: device buffers that are not ONNX Runtime's
-// (cudaMalloc), host↔device copies (IO binding would not write a bound device buffer from a one-node copy
-// session: tried Identity and Abs on CUDA, the buffer stayed unwritten), a stream of our own for the session, and
-// stream capture into CUDA graphs. dlopen'ed (the one the CUDA provider uses), never linked.
-struct CudaRuntime {
-  using Stream = void*;
-  using Graph = void*;
-  using GraphExec = void*;
-  int (*malloc)(void**, size_t) = nullptr;
-  int (*free)(void*) = nullptr;
-  int (*memcpy)(void*, const void*, size_t, int) = nullptr;
-  int (*memset)(void*, int, size_t) = nullptr;
-  int (*deviceSynchronize)() = nullptr;
-  int (*setDevice)(int) = nullptr;
-  const char* (*errorString)(int) = nullptr;
-  int (*getLastError)() = nullptr;
-  int (*streamCreateWithFlags)(Stream*, unsigned) = nullptr;
-  int (*streamDestroy)(Stream) = nullptr;
-  int (*streamBeginCapture)(Stream, int) = nullptr;
-  int (*streamEndCapture)(Stream, Graph*) = nullptr;
-  int (*graphInstantiateWithFlags)(GraphExec*, Graph, unsigned long long) = nullptr;
-  int (*graphDestroy)(Graph) = nullptr;
-  int (*graphExecDestroy)(GraphExec) = nullptr;
-  int (*graphLaunch)(GraphExec, Stream) = nullptr;
-  static constexpr int kHostToDevice = 1;
-  static constexpr int kDeviceToHost = 2;
-  static constexpr unsigned kStreamNonBlocking = 1;
-  static constexpr int kCaptureModeRelaxed = 2;
-
-  void load() {
-    static std::mutex loading;
-    std::lock_guard<std::mutex> lock(loading);
-    if (memcpy != nullptr) return;
-    void* lib = nullptr;
-    for (const char* name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
-      lib = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
-      if (lib == nullptr) lib = dlopen(name, RTLD_NOW);
-      if (lib != nullptr) break;
-    }
-    if (lib == nullptr) throw std::runtime_error("CUDA runtime (libcudart.so.13/.12) not found");
-    bool all = true;
-    auto sym = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-      all = all && fn != nullptr;
-    };
-    sym(malloc, "cudaMalloc");
-    sym(free, "cudaFree");
-    sym(memcpy, "cudaMemcpy");
-    sym(memset, "cudaMemset");
-    sym(deviceSynchronize, "cudaDeviceSynchronize");
-    sym(setDevice, "cudaSetDevice");
-    sym(errorString, "cudaGetErrorString");
-    sym(getLastError, "cudaGetLastError");
-    sym(streamCreateWithFlags, "cudaStreamCreateWithFlags");
-    sym(streamDestroy, "cudaStreamDestroy");
-    sym(streamBeginCapture, "cudaStreamBeginCapture");
-    sym(streamEndCapture, "cudaStreamEndCapture");
-    sym(graphInstantiateWithFlags, "cudaGraphInstantiateWithFlags");
-    sym(graphDestroy, "cudaGraphDestroy");
-    sym(graphExecDestroy, "cudaGraphExecDestroy");
-    sym(graphLaunch, "cudaGraphLaunch");
-    if (!all) {
-      memcpy = nullptr;
-      throw std::runtime_error("the CUDA runtime lacks a function the device loop uses");
-    }
-  }
-
-  void check(int code, const char* what) const {
-    if (code != 0) throw std::runtime_error(std::string(what) + ": " + errorString(code));
-  }
-};
-
-CudaRuntime cudart;
 
 struct OrtError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -121,6 +57,8 @@ struct Options {
   int numHeads = 0;
   int headSize = 0;
   bool kvFloat16 = false;
+  // Rows up to which genqueue.SmallBatchMatMul (fp16 CUDA steps) runs its own kernel instead of cuBLAS; 0: never.
+  int smallBatchRows = SmallBatchMatMul::kDefaultKernelRows;
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
 };
 
@@ -190,6 +128,9 @@ class DeviceLoop {
     if (deviceInfo_ != nullptr) ort->ReleaseMemoryInfo(deviceInfo_);
     if (cpuInfo_ != nullptr) ort->ReleaseMemoryInfo(cpuInfo_);
     if (step_ != nullptr) ort->ReleaseSession(step_);
+    if (customOps_ != nullptr) ort->ReleaseCustomOpDomain(customOps_);
+    smallBatchMatMul_.reset();
+    greedyNextToken_.reset();
     if (stream_ != nullptr) cudart.streamDestroy(stream_);
     if (env_ != nullptr) ort->ReleaseEnv(env_);
   }
@@ -368,6 +309,14 @@ class DeviceLoop {
       // step's past length is baked into each capture, so the addon captures runs of steps itself, on this stream.
       check(ort->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
       check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
+      // The fp16 CUDA step's own operators (gpt2.ts matmul 'small-batch', device-loop-graph.ts nativeTail),
+      // compiled here with NVRTC; the domain must outlive the session.
+      smallBatchMatMul_ = std::make_unique<SmallBatchMatMul>(ort, options_.deviceId, options_.smallBatchRows);
+      greedyNextToken_ = std::make_unique<GreedyNextToken>(ort, options_.deviceId);
+      check(ort->CreateCustomOpDomain(genqueue::kGenqueueDomain, &customOps_));
+      check(ort->CustomOpDomain_Add(customOps_, smallBatchMatMul_.get()));
+      check(ort->CustomOpDomain_Add(customOps_, greedyNextToken_.get()));
+      check(ort->AddCustomOpDomain(so, customOps_));
     }
     OrtSession* session = nullptr;
     check(ort->CreateSession(env_, path.c_str(), so, &session));
@@ -483,6 +432,9 @@ class DeviceLoop {
   OrtMemoryInfo* cpuInfo_ = nullptr;
   OrtMemoryInfo* deviceInfo_ = nullptr;
   CudaRuntime::Stream stream_ = nullptr;
+  std::unique_ptr<SmallBatchMatMul> smallBatchMatMul_;
+  std::unique_ptr<GreedyNextToken> greedyNextToken_;
+  OrtCustomOpDomain* customOps_ = nullptr;
   OrtSession* step_ = nullptr;
   OrtRunOptions* runSync_ = nullptr;
   OrtRunOptions* runAsync_ = nullptr;
@@ -602,6 +554,9 @@ napi_value Open(napi_env env, napi_callback_info info) {
     napi_value profile = property(env, opts, "profilePrefix");
     NAPI_CALL(env, napi_typeof(env, profile, &profileType));
     if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
+    napi_valuetype rowsType;
+    NAPI_CALL(env, napi_typeof(env, property(env, opts, "smallBatchRows"), &rowsType));
+    if (rowsType != napi_undefined) o.smallBatchRows = intProperty(env, opts, "smallBatchRows");
 
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
     lock.unlock();

@@ -20,6 +20,7 @@ interface AddonOptions {
   numHeads: number;
   headSize: number;
   kvFloat16: boolean;
+  smallBatchRows?: number;
   profilePrefix?: string;
 }
 
@@ -58,6 +59,11 @@ export interface DeviceLoopRunnerOptions {
   readonly device: DeviceSpec;
   /** Replay steps from captured CUDA graphs (CUDA only; default on for CUDA). */
   readonly cudaGraph?: boolean;
+  /**
+   * Rows up to which the fp16 CUDA step's projections (genqueue.SmallBatchMatMul) run the addon's own kernel
+   * instead of cuBLAS: default 8, 0 turns the kernel off (for on/off measurements).
+   */
+  readonly smallBatchRows?: number;
   /** Write ONNX Runtime's per-node profile of the step session to <prefix>_<date>.json (diagnostics). */
   readonly profilePrefix?: string;
 }
@@ -99,6 +105,7 @@ export class DeviceLoopRunner {
       numHeads: spec.numHeads,
       headSize: spec.headSize,
       kvFloat16: spec.precision === 'fp16',
+      ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
     });
     return new DeviceLoopRunner(addon, handle, manifest);

@@ -33,6 +33,8 @@ export interface GeneratorOptions {
   readonly deviceLoopMaxBatch?: number;
   /** Capture the device loop's step as a CUDA graph (default true on CUDA). */
   readonly deviceLoopCudaGraph?: boolean;
+  /** Rows up to which the device loop's fp16 CUDA projections run the addon's kernel (default 8; 0: cuBLAS only). */
+  readonly deviceLoopSmallBatchRows?: number;
   /** Called once when a requested provider could not load and a fallback was used. */
   readonly onWarning?: (message: string) => void;
 }
@@ -95,6 +97,7 @@ export class Generator implements TextGenerationEngine {
       this.deviceLoop = DeviceLoopRunner.open(this.modelDir, this.manifest, {
         device: this.options.device,
         ...(this.options.deviceLoopCudaGraph === undefined ? {} : { cudaGraph: this.options.deviceLoopCudaGraph }),
+        ...(this.options.deviceLoopSmallBatchRows === undefined ? {} : { smallBatchRows: this.options.deviceLoopSmallBatchRows }),
       });
     } catch (e) {
       this.options.onWarning?.(`device loop unavailable (${(e as Error).message.split('\n')[0]}); greedy batches use GreedySearch`);

@@ -43,8 +43,10 @@ export const DEVICE_LOOP_STATE = {
  * position), the argmax otherwise, with EOS suppressed while `step + 1 < min_lengths`. `step_next = step + 1`
  * goes to a second buffer (two bindings alternate), as nothing would order an in-place write after its readers.
  * All ids and lengths are int64, the type Gather/TopK/ScatterND use, so no Cast runs per step.
+ * With tail 'genqueue' (fp16 CUDA steps) everything after the logits is one genqueue.GreedyNextToken node
+ * (native/greedy-next-token.h) instead of ~15 ONNX operators.
  */
-export function buildDeviceLoopStepGraph(decoder: DecoderGraph): IGraphProto {
+export function buildDeviceLoopStepGraph(decoder: DecoderGraph, options: DeviceLoopStepOptions = { tail: 'onnx' }): IGraphProto {
   const spec = decoder.spec;
   const ft = floatElemType(spec.precision);
   const S = DEVICE_LOOP_STATE;
@@ -64,6 +66,11 @@ export function buildDeviceLoopStepGraph(decoder: DecoderGraph): IGraphProto {
   const pre = g.build();
 
   const post = new GraphBuilder('device_loop_next');
+  if (options.tail === 'genqueue') {
+    if (spec.precision !== 'fp16') throw new Error('device loop: GreedyNextToken reads fp16 logits');
+    post.genqueueOp('GreedyNextToken', ['logits', tokens, step, promptLengths, minLengths], [S.tokensNext, S.stepNext], { eos_token_id: spec.eosTokenId });
+    return splice(pre, decoder, post.build());
+  }
   const one = post.int64s('loop_one', [1]);
   const [next] = post.op('Add', [step, one], [S.stepNext]);
   const [suppress] = post.op('Less', [next!, minLengths], ['loop_suppress_eos']);
@@ -86,9 +93,11 @@ export function buildDeviceLoopStepGraph(decoder: DecoderGraph): IGraphProto {
   const [chosenRow] = post.op('Reshape', [chosen!, post.int64s('loop_row_shape', [1, -1])], ['loop_chosen_row']);
   const [at] = post.op('Reshape', [next!, post.int64s('loop_index_shape', [1, 1])], ['loop_next_index']);
   post.op('ScatterND', [tokens, at!, chosenRow!], [S.tokensNext]);
-  const tail = post.build();
+  return splice(pre, decoder, post.build());
+}
 
-  // Splice: the decoder's input_ids/position_ids come from `pre`, its logits go to `post`.
+/** The step: the decoder's input_ids/position_ids come from `pre`, its logits go to `tail`. */
+function splice(pre: IGraphProto, decoder: DecoderGraph, tail: IGraphProto): IGraphProto {
   const computed = new Set(['input_ids', 'position_ids']);
   const dec = decoder.graph;
   const decOutputs = (dec.output ?? []).filter((o) => o.name !== 'logits');
@@ -136,6 +145,11 @@ function chunkWidth(vocab: number): number {
   return best || 1024;
 }
 
-export function encodeDeviceLoopStepModel(decoder: DecoderGraph): Uint8Array {
-  return encodeModel(buildDeviceLoopStepGraph(decoder), PRODUCER, { search: 'device-loop' });
+export interface DeviceLoopStepOptions {
+  /** onnx: the tail as ONNX operators (any provider); genqueue: one GreedyNextToken node (the addon's CUDA sessions, fp16). */
+  readonly tail: 'onnx' | 'genqueue';
+}
+
+export function encodeDeviceLoopStepModel(decoder: DecoderGraph, options?: DeviceLoopStepOptions): Uint8Array {
+  return encodeModel(buildDeviceLoopStepGraph(decoder, options), PRODUCER, { search: 'device-loop' });
 }

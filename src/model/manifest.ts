@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const MANIFEST_FILE = 'genqueue-model.json';
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 10;
+export const BUILDER_VERSION = 11;
 
 export const DecoderSpecSchema = z.object({
   architecture: z.string(),

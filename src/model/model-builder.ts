@@ -32,13 +32,20 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   let samplingDecoder;
   let staticDecoder;
   let staticCpuDecoder;
+  // The CUDA device-loop step in fp16 uses the addon's own operators (native/), which read fp16 only.
+  const fp16 = options.precision === 'fp16';
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
     samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
     staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
     staticDecoder = hasFusedDecodeAttention(decoder.spec)
-      ? builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } })
+      ? builder.buildDecoder(checkpoint, {
+          precision: options.precision,
+          weights,
+          // fp32 keeps ONNX MatMul: the addon's small-batch kernel is fp16 only.
+          variant: { kvCache: 'static', logits: 'last', matmul: fp16 ? 'small-batch' : 'onnx' },
+        })
       : staticCpuDecoder;
   } finally {
     weights.close();
@@ -47,7 +54,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
   writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
-  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder));
+  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
   writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {

@@ -39,6 +39,12 @@ export interface DecoderVariant {
    * sample: last-position logits with the sampling head (sampling-head.ts), for GreedySearch to argmax.
    */
   readonly logits: 'last' | 'all' | 'argmax' | 'sample';
+  /**
+   * onnx (default): MatMul / FusedMatMul; small-batch: the layer and vocabulary projections as
+   * genqueue.SmallBatchMatMul against [out, in] weight copies (fp16 only; registered by the native device-loop
+   * addon on CUDA: its own GEMV-style kernel up to 8 rows, cuBLAS above — native/small-batch-matmul.h).
+   */
+  readonly matmul?: 'onnx' | 'small-batch';
 }
 
 export const SEARCH_DECODER: DecoderVariant = { kvCache: 'growing', logits: 'last' };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { appendSamplingHead } from '../sampling-head.js';
-import { ElemType, encodeFloats, floatElemType } from '../onnx/tensor-types.js';
+import { ElemType, encodeFloats, floatElemType, transposeMatrix } from '../onnx/tensor-types.js';
 import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, SEARCH_DECODER } from './decoder-graph.js';
 
 /** The GPT-2 config.json fields this builder uses; unsupported variants are refused by name. */
@@ -62,6 +62,8 @@ function tensorPrefix(tensors: CheckpointTensors): string {
  * Attention (fused QKV, GPT-2 past/present) → MatMul → SkipLayerNormalization (residual + bias + ln_2)
  * → MatMul → FastGelu (with bias) → MatMul → SkipLayerNormalization (residual + bias + next ln) →
  * last position only → FusedMatMul against wte (tied lm_head, no transposed copy).
+ * With variant.matmul 'small-batch' every projection is genqueue.SmallBatchMatMul against [out, in] weights
+ * (copies of GPT-2's [in, out] Conv1D weights under a ".t" name; wte already is [vocab, embd]).
  */
 export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOptions): DecoderGraph {
   const cfg = parseGpt2Config(checkpoint.config, `${checkpoint.dir}/config.json`);
@@ -83,6 +85,19 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
       }
       return encodeFloats(t.data, options.precision);
     });
+
+  const smallBatch = variant.matmul === 'small-batch';
+  if (smallBatch && options.precision !== 'fp16') throw new Error('SmallBatchMatMul is fp16 only: build the fp32 step with matmul "onnx"');
+  // input [..., K] · weight [K, N] → [..., N]
+  const project = (input: string, name: string, k: number, n: number, output: string): string => {
+    if (!smallBatch) return g.op('MatMul', [input, weight(name, [k, n])], [output])[0]!;
+    const transposed = g.initializer(`${name}.t`, ft, [n, k], () => {
+      const t = tensors.read(prefix + name);
+      if (t.shape.join(',') !== [k, n].join(',')) throw new Error(`tensor ${prefix}${name} has shape [${t.shape}], expected [${k},${n}]`);
+      return encodeFloats(transposeMatrix(t.data, k, n), options.precision);
+    });
+    return g.genqueueOp('SmallBatchMatMul', [input, transposed], [output])[0]!;
+  };
 
   const isStatic = variant.kvCache === 'static' || variant.kvCache === 'static-cpu';
   const cached = variant.kvCache !== 'none' && !isStatic;
@@ -145,20 +160,20 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
     let attn: string | undefined;
     if (isStatic) {
-      const [qkv] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv`]);
+      const qkv = project(normed!, `${h}attn.c_attn.weight`, D, 3 * D, `h${i}_qkv`);
       if (variant.kvCache === 'static') {
         // DecoderMaskedMultiHeadAttention adds the QKV bias, appends K/V at past_sequence_length in place and
         // attends, all in one CUDA kernel.
         [attn] = g.msOp(
           'DecoderMaskedMultiHeadAttention',
-          [qkv!, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
+          [qkv, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
           [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
           { num_heads: NH, past_present_share_buffer: 1, scale: { float: scale } },
         );
       } else {
         // Its CPU kernel (ONNX Runtime 1.29) takes no packed QKV and, at past length 0, writes past the end of a
         // shared cache; GroupQueryAttention does the same job on the CPU (no bias input: the bias is its own Add).
-        const [biased] = g.op('Add', [qkv!, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv_biased`]);
+        const [biased] = g.op('Add', [qkv, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv_biased`]);
         [attn] = g.msOp(
           'GroupQueryAttention',
           [biased!, '', '', `past_key_${i}`, `past_value_${i}`, seqlensK, totalSeq],
@@ -177,22 +192,22 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
         ...(shared ? { past_present_share_buffer: 1 } : {}),
       });
     }
-    const [proj] = g.op('MatMul', [attn!, weight(`${h}attn.c_proj.weight`, [D, D])], [`h${i}_attn_proj`]);
+    const proj = project(attn!, `${h}attn.c_proj.weight`, D, D, `h${i}_attn_proj`);
     const [ln2, , , resid2] = g.msOp(
       'SkipLayerNormalization',
-      [proj!, residual!, weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D]), weight(`${h}attn.c_proj.bias`, [D])],
+      [proj, residual!, weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D]), weight(`${h}attn.c_proj.bias`, [D])],
       [`h${i}_ln2`, '', '', `h${i}_resid2`],
       { epsilon: eps },
     );
-    const [fc] = g.op('MatMul', [ln2!, weight(`${h}mlp.c_fc.weight`, [D, inner])], [`h${i}_fc`]);
+    const fc = project(ln2!, `${h}mlp.c_fc.weight`, D, inner, `h${i}_fc`);
     const gelu = cfg.activation_function === 'gelu' ? 'BiasGelu' : 'FastGelu';
-    const [act] = g.msOp(gelu, [fc!, weight(`${h}mlp.c_fc.bias`, [inner])], [`h${i}_gelu`]);
-    const [mlp] = g.op('MatMul', [act!, weight(`${h}mlp.c_proj.weight`, [inner, D])], [`h${i}_mlp`]);
+    const [act] = g.msOp(gelu, [fc, weight(`${h}mlp.c_fc.bias`, [inner])], [`h${i}_gelu`]);
+    const mlp = project(act!, `${h}mlp.c_proj.weight`, inner, D, `h${i}_mlp`);
     const last = i === cfg.n_layer - 1;
     const nextLn = last ? 'ln_f.' : `h.${i + 1}.ln_1.`;
     [normed, , , residual] = g.msOp(
       'SkipLayerNormalization',
-      [mlp!, resid2!, weight(`${nextLn}weight`, [D]), weight(`${nextLn}bias`, [D]), weight(`${h}mlp.c_proj.bias`, [D])],
+      [mlp, resid2!, weight(`${nextLn}weight`, [D]), weight(`${nextLn}bias`, [D]), weight(`${h}mlp.c_proj.bias`, [D])],
       [last ? 'final_ln' : `h${i + 1}_ln1`, '', '', last ? '' : `h${i + 1}_resid`],
       { epsilon: eps },
     );
@@ -209,10 +224,10 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   const lmHead = untied
     ? g.initializer('lm_head.weight', ft, [cfg.vocab_size, D], () => encodeFloats(tensors.read('lm_head.weight').data, options.precision))
     : wte;
-  const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [variant.logits === 'argmax' || variant.logits === 'sample' ? 'last_logits' : 'logits'], {
-    transB: 1,
-    alpha: { float: 1 },
-  });
+  const logitsName = variant.logits === 'argmax' || variant.logits === 'sample' ? 'last_logits' : 'logits';
+  const [logits] = smallBatch
+    ? g.genqueueOp('SmallBatchMatMul', [projected, lmHead], [logitsName])
+    : g.msOp('FusedMatMul', [projected, lmHead], [logitsName], { transB: 1, alpha: { float: 1 } });
   if (variant.logits === 'argmax') g.op('ArgMax', [logits!], ['next_token'], { axis: -1, keepdims: 0 });
   if (variant.logits === 'sample') appendSamplingHead(g, logits!, ft, cfg.vocab_size, 'logits');
 

@@ -20,6 +20,8 @@ export type AttrValue =
 export type Dim = number | string;
 
 const MICROSOFT = 'com.microsoft';
+/** genqueue's own operators: registered only by the native device-loop addon's CUDA sessions (native/). */
+export const GENQUEUE_DOMAIN = 'genqueue';
 
 function attribute(name: string, value: AttrValue): IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
@@ -114,6 +116,11 @@ export class GraphBuilder {
     return this.addNode(MICROSOFT, opType, inputs, outputs, attrs);
   }
 
+  /** Adds a node of genqueue's own domain (see GENQUEUE_DOMAIN). */
+  genqueueOp(opType: string, inputs: readonly string[], outputs: readonly string[] | number, attrs: Record<string, AttrValue> = {}): string[] {
+    return this.addNode(GENQUEUE_DOMAIN, opType, inputs, outputs, attrs);
+  }
+
   /** A fresh value name with a readable prefix. */
   fresh(prefix: string): string {
     let name: string;
@@ -168,14 +175,19 @@ export function graphAttr(graph: IGraphProto): AttrValue {
   return { graph };
 }
 
-/** Serializes a model: ai.onnx opset 17 plus com.microsoft 1, IR 10 (ONNX Runtime 1.29 reads IR ≤ 13). */
+/**
+ * Serializes a model: ai.onnx opset 17 plus com.microsoft 1, IR 10 (ONNX Runtime 1.29 reads IR ≤ 13), and
+ * genqueue 1 only when the top-level graph uses it (a session without the addon's operators would refuse it).
+ */
 export function encodeModel(graph: IGraphProto, producer: string, metadata: Record<string, string> = {}): Uint8Array {
+  const usesGenqueue = (graph.node ?? []).some((n) => n.domain === GENQUEUE_DOMAIN);
   return onnx.ModelProto.encode({
     irVersion: 10,
     producerName: producer,
     opsetImport: [
       { domain: '', version: 17 },
       { domain: MICROSOFT, version: 1 },
+      ...(usesGenqueue ? [{ domain: GENQUEUE_DOMAIN, version: 1 }] : []),
     ],
     graph,
     metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),

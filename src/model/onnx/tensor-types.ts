@@ -79,6 +79,14 @@ export function bfloat16BitsToFloat32(bits: number): number {
 }
 
 /** Encodes float32 values as raw little-endian bytes of the given precision. */
+/** A row-major [rows, cols] matrix as row-major [cols, rows]. */
+export function transposeMatrix(values: Float32Array, rows: number, cols: number): Float32Array {
+  if (values.length !== rows * cols) throw new Error(`transposeMatrix: ${values.length} values are not ${rows} × ${cols}`);
+  const out = new Float32Array(values.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = values[r * cols + c]!;
+  return out;
+}
+
 export function encodeFloats(values: Float32Array, precision: FloatPrecision): Uint8Array {
   if (precision === 'fp32') return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint16Array(values.length);

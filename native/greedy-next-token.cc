@@ -1,0 +1,157 @@
+#include "greedy-next-token.h"
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda-runtime.h"
+#include "custom-op-context.h"
+
+namespace genqueue {
+namespace {
+
+// One block per row. The row's logits are read in 16-byte pieces (after a scalar head that reaches 16-byte
+// alignment: rows of an odd vocabulary start anywhere); each thread keeps its best (value, index), then the block
+// reduces them, larger value first and lower index on ties, so the result does not depend on the thread layout.
+constexpr const char* kKernelSource = R"CUDA(
+__device__ __forceinline__ float halfToFloat(unsigned short h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ void load16(const unsigned short* p, unsigned (&v)[4]) {
+  asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+}
+struct Best {
+  float value;
+  int index;  // 0x7fffffff: none yet
+};
+__device__ __forceinline__ void consider(Best& best, float value, int index, int skip) {
+  if (index == skip) return;
+  if (best.index == 0x7fffffff || value > best.value || (value == best.value && index < best.index)) {
+    best.value = value;
+    best.index = index;
+  }
+}
+__device__ __forceinline__ void merge(Best& best, const Best& other) {
+  if (other.index == 0x7fffffff) return;
+  consider(best, other.value, other.index, -1);
+}
+
+extern "C" __global__ void __launch_bounds__(1024) greedy_next_token(
+    const unsigned short* logits, const long long* tokens, long long* tokensNext, const long long* step, long long* stepNext,
+    const long long* promptLengths, const long long* minLengths, int batch, int vocab, long long eos) {
+  const int b = blockIdx.x;
+  const long long next = step[0] + 1;
+  if (next < promptLengths[b]) {
+    if (threadIdx.x == 0) tokensNext[next * batch + b] = tokens[next * batch + b];
+  } else {
+    const int skip = next < minLengths[b] && eos >= 0 && eos < vocab ? static_cast<int>(eos) : -1;
+    const unsigned short* row = logits + static_cast<size_t>(b) * vocab;
+    int head = static_cast<int>(((16 - (reinterpret_cast<unsigned long long>(row) & 15)) & 15) >> 1);
+    if (head > vocab) head = vocab;
+    const int pieces = (vocab - head) >> 3;
+    Best best{0.f, 0x7fffffff};
+    for (int i = threadIdx.x; i < head; i += blockDim.x) consider(best, halfToFloat(row[i]), i, skip);
+#pragma unroll 4
+    for (int p = threadIdx.x; p < pieces; p += blockDim.x) {
+      unsigned v[4];
+      load16(row + head + p * 8, v);
+      const int base = head + p * 8;
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        consider(best, halfToFloat(static_cast<unsigned short>(v[j] & 0xffffu)), base + 2 * j, skip);
+        consider(best, halfToFloat(static_cast<unsigned short>(v[j] >> 16)), base + 2 * j + 1, skip);
+      }
+    }
+    for (int i = head + pieces * 8 + threadIdx.x; i < vocab; i += blockDim.x) consider(best, halfToFloat(row[i]), i, skip);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      Best other{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)};
+      merge(best, other);
+    }
+    __shared__ Best warps[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) warps[warp] = best;
+    __syncthreads();
+    if (warp == 0) {
+      best = lane < static_cast<int>(blockDim.x >> 5) ? warps[lane] : Best{0.f, 0x7fffffff};
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        Best other{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)};
+        merge(best, other);
+      }
+      if (lane == 0) tokensNext[next * batch + b] = best.index == 0x7fffffff ? 0 : best.index;
+    }
+  }
+  if (b == 0 && threadIdx.x == 0) stepNext[0] = next;
+}
+)CUDA";
+
+constexpr unsigned kThreads = 1024;
+
+}  // namespace
+
+GreedyNextToken::GreedyNextToken(const OrtApi* api, int deviceId)
+    : OrtCustomOp{}, api_(api), kernels_(kKernelSource, "greedy_next_token.cu", deviceId, {"greedy_next_token"}) {
+  setCudaCustomOpDefaults(*this);
+  GetName = [](const OrtCustomOp*) { return "GreedyNextToken"; };
+  GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return 5; };
+  GetInputType = [](const OrtCustomOp*, size_t i) { return i == 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64; };
+  GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 2; };
+  GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64; };
+  CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** kernel) -> OrtStatusPtr {
+    int64_t eos = -1;
+    if (OrtStatus* status = api->KernelInfoGetAttribute_int64(info, "eos_token_id", &eos)) return status;
+    *kernel = new Kernel{static_cast<const GreedyNextToken*>(op), eos};
+    return nullptr;
+  };
+  KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
+    const auto* k = static_cast<const Kernel*>(kernel);
+    try {
+      k->op->compute(*k, context);
+      return nullptr;
+    } catch (const std::exception& e) {
+      return k->op->api_->CreateStatus(ORT_FAIL, e.what());
+    }
+  };
+  KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+}
+
+void GreedyNextToken::compute(const Kernel& kernel, OrtKernelContext* context) const {
+  CustomOpContext c(api_, context, "GreedyNextToken");
+  const OrtValue* logits = c.input(0);
+  const OrtValue* tokens = c.input(1);
+  const std::vector<int64_t> logitsDims = c.dims(logits);
+  const std::vector<int64_t> tokensDims = c.dims(tokens);
+  if (tokensDims.size() != 2) c.fail("tokens must be [capacity, batch]");
+  const int64_t batch = tokensDims[1];
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < logitsDims.size(); i++) rows *= logitsDims[i];
+  if (logitsDims.empty() || rows != batch) c.fail("logits [batch, 1, vocab] do not match tokens [capacity, batch]");
+  if (c.dims(c.input(3)) != std::vector<int64_t>{batch} || c.dims(c.input(4)) != std::vector<int64_t>{batch}) {
+    c.fail("prompt_lengths and min_lengths must be [batch]");
+  }
+  OrtValue* tokensNext = c.output(0, tokensDims);
+  OrtValue* stepNext = c.output(1, {1});
+  void* stream = c.stream();
+  void* tokensIn = c.data(tokens);
+  void* tokensOut = c.data(tokensNext);
+  // Bound in place by the device loop; otherwise the untouched rows are copied first.
+  if (tokensOut != tokensIn) {
+    cudart.check(cudart.memcpyAsync(tokensOut, tokensIn, sizeof(int64_t) * tokensDims[0] * batch, CudaRuntime::kDeviceToDevice, stream),
+                 "GreedyNextToken: cudaMemcpyAsync");
+  }
+  void* logitsData = c.data(logits);
+  void* stepData = c.data(c.input(2));
+  void* stepNextData = c.data(stepNext);
+  void* promptData = c.data(c.input(3));
+  void* minData = c.data(c.input(4));
+  int batchArg = static_cast<int>(batch), vocabArg = static_cast<int>(logitsDims.back());
+  long long eos = kernel.eosTokenId;
+  void* args[] = {&logitsData, &tokensIn, &tokensOut, &stepData, &stepNextData, &promptData, &minData, &batchArg, &vocabArg, &eos};
+  kernels_.launch(0, static_cast<unsigned>(batch), kThreads, stream, args);
+}
+
+}  // namespace genqueue
