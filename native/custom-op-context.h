@@ -39,6 +39,13 @@ class CustomOpContext {
     return v;
   }
 
+  // Inputs present, counting trailing optional ones only when given.
+  size_t inputCount() const {
+    size_t n = 0;
+    check(api_->KernelContext_GetInputCount(context_, &n));
+    return n;
+  }
+
   std::vector<int64_t> dims(const OrtValue* v) const {
     OrtTensorTypeAndShapeInfo* info = nullptr;
     check(api_->GetTensorTypeAndShape(v, &info));

@@ -57,8 +57,10 @@ struct Options {
   int numHeads = 0;
   int headSize = 0;
   bool kvFloat16 = false;
-  // Rows up to which genqueue.SmallBatchMatMul (fp16 CUDA steps) runs its own kernel instead of cuBLAS; 0: never.
-  int smallBatchRows = SmallBatchMatMul::kDefaultKernelRows;
+  // A second step graph for batches of at most smallBatchRows (empty: none): the fp16 CUDA step built on
+  // genqueue.SmallBatchMatMul (gpt2.ts matmul 'small-batch'), for the batches where it beats cuBLAS.
+  std::string smallBatchStep;
+  int smallBatchRows = 2;
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
 };
 
@@ -67,6 +69,7 @@ struct Options {
 // writes its intermediates to arena addresses that are free between runs, and must never find a slot there.
 struct Slot {
   uint64_t lastUsed = 0;
+  OrtSession* session = nullptr;  // the step graph this shape runs
   std::vector<OrtValue*> values;
   std::vector<void*> memory;
   OrtValue* tokens = nullptr;  // int64 [capacity, batch], read and written in place
@@ -109,7 +112,19 @@ class DeviceLoop {
       cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
       check(ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o.deviceId, OrtMemTypeDefault, &deviceInfo_));
     }
+    if (o.cuda) {
+      // The fp16 CUDA steps' own operators (native/*.h), compiled here with NVRTC; the domain outlives the sessions.
+      smallBatchMatMul_ = std::make_unique<SmallBatchMatMul>(ort, o.deviceId);
+      greedyNextToken_ = std::make_unique<GreedyNextToken>(ort, o.deviceId);
+      check(ort->CreateCustomOpDomain(genqueue::kGenqueueDomain, &customOps_));
+      check(ort->CustomOpDomain_Add(customOps_, smallBatchMatMul_.get()));
+      check(ort->CustomOpDomain_Add(customOps_, greedyNextToken_.get()));
+    }
     step_ = createSession(stepPath);
+    if (!o.smallBatchStep.empty() && o.smallBatchRows > 0) {
+      if (o.smallBatchRows > SmallBatchMatMul::kMaxRows) throw std::invalid_argument("smallBatchRows is at most 8");
+      smallStep_ = createSession(o.smallBatchStep);
+    }
     check(ort->CreateRunOptions(&runSync_));
     check(ort->CreateRunOptions(&runAsync_));
     // Inside a stream capture nothing may wait for the stream; the addon synchronizes before it reads results.
@@ -117,10 +132,11 @@ class DeviceLoop {
   }
 
   ~DeviceLoop() {
-    if (!options_.profilePrefix.empty() && step_ != nullptr) {
+    for (OrtSession* session : {step_, smallStep_}) {
+      if (options_.profilePrefix.empty() || session == nullptr) continue;
       OrtAllocator* a = nullptr;
       char* file = nullptr;
-      if (ort->GetAllocatorWithDefaultOptions(&a) == nullptr && ort->SessionEndProfiling(step_, a, &file) == nullptr && file != nullptr) a->Free(a, file);
+      if (ort->GetAllocatorWithDefaultOptions(&a) == nullptr && ort->SessionEndProfiling(session, a, &file) == nullptr && file != nullptr) a->Free(a, file);
     }
     for (auto& [key, slot] : slots_) releaseSlot(slot);
     if (runSync_ != nullptr) ort->ReleaseRunOptions(runSync_);
@@ -128,6 +144,7 @@ class DeviceLoop {
     if (deviceInfo_ != nullptr) ort->ReleaseMemoryInfo(deviceInfo_);
     if (cpuInfo_ != nullptr) ort->ReleaseMemoryInfo(cpuInfo_);
     if (step_ != nullptr) ort->ReleaseSession(step_);
+    if (smallStep_ != nullptr) ort->ReleaseSession(smallStep_);
     if (customOps_ != nullptr) ort->ReleaseCustomOpDomain(customOps_);
     smallBatchMatMul_.reset();
     greedyNextToken_.reset();
@@ -208,7 +225,7 @@ class DeviceLoop {
   // Runs (or, inside a capture, records) step s: its past length is the host scalar the attention reads at launch.
   OrtStatus* launchStep(Slot& slot, int64_t s, OrtRunOptions* runOptions) {
     slot.pastLengthHost = static_cast<int32_t>(s);
-    return ort->RunWithBinding(step_, runOptions, slot.binding[s & 1]);
+    return ort->RunWithBinding(slot.session, runOptions, slot.binding[s & 1]);
   }
 
   // Captures steps first..first+count-1 into one CUDA graph: each step's kernels, with its past length baked in as
@@ -309,13 +326,6 @@ class DeviceLoop {
       // step's past length is baked into each capture, so the addon captures runs of steps itself, on this stream.
       check(ort->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
       check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
-      // The fp16 CUDA step's own operators (gpt2.ts matmul 'small-batch', device-loop-graph.ts nativeTail),
-      // compiled here with NVRTC; the domain must outlive the session.
-      smallBatchMatMul_ = std::make_unique<SmallBatchMatMul>(ort, options_.deviceId, options_.smallBatchRows);
-      greedyNextToken_ = std::make_unique<GreedyNextToken>(ort, options_.deviceId);
-      check(ort->CreateCustomOpDomain(genqueue::kGenqueueDomain, &customOps_));
-      check(ort->CustomOpDomain_Add(customOps_, smallBatchMatMul_.get()));
-      check(ort->CustomOpDomain_Add(customOps_, greedyNextToken_.get()));
       check(ort->AddCustomOpDomain(so, customOps_));
     }
     OrtSession* session = nullptr;
@@ -363,6 +373,7 @@ class DeviceLoop {
     }
     Slot& slot = slots_[key];
     slot.lastUsed = ++useClock_;
+    slot.session = smallStep_ != nullptr && batch <= options_.smallBatchRows ? smallStep_ : step_;
     try {
       buildSlot(slot, batch, capacity);
     } catch (...) {
@@ -391,7 +402,7 @@ class DeviceLoop {
     }
     for (int p = 0; p < 2; p++) {
       OrtIoBinding* b = nullptr;
-      check(ort->CreateIoBinding(step_, &b));
+      check(ort->CreateIoBinding(slot.session, &b));
       slot.binding[p] = b;
       // tokens and the caches are read and written in place: one buffer bound as input and output.
       check(ort->BindInput(b, "tokens", slot.tokens));
@@ -436,6 +447,7 @@ class DeviceLoop {
   std::unique_ptr<GreedyNextToken> greedyNextToken_;
   OrtCustomOpDomain* customOps_ = nullptr;
   OrtSession* step_ = nullptr;
+  OrtSession* smallStep_ = nullptr;  // batches of at most options_.smallBatchRows, when given
   OrtRunOptions* runSync_ = nullptr;
   OrtRunOptions* runAsync_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
@@ -554,11 +566,15 @@ napi_value Open(napi_env env, napi_callback_info info) {
     napi_value profile = property(env, opts, "profilePrefix");
     NAPI_CALL(env, napi_typeof(env, profile, &profileType));
     if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
-    napi_valuetype rowsType;
-    NAPI_CALL(env, napi_typeof(env, property(env, opts, "smallBatchRows"), &rowsType));
-    if (rowsType != napi_undefined) o.smallBatchRows = intProperty(env, opts, "smallBatchRows");
+    napi_valuetype smallType;
+    napi_value smallStep = property(env, opts, "smallBatchStep");
+    NAPI_CALL(env, napi_typeof(env, smallStep, &smallType));
+    if (smallType == napi_string) o.smallBatchStep = stringArg(env, smallStep);
+    NAPI_CALL(env, napi_typeof(env, property(env, opts, "smallBatchRows"), &smallType));
+    if (smallType != napi_undefined) o.smallBatchRows = intProperty(env, opts, "smallBatchRows");
 
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
+    if (!o.smallBatchStep.empty() && !o.cuda) throw std::invalid_argument("smallBatchStep needs the CUDA provider");
     lock.unlock();
     auto* loop = new DeviceLoop(stringArg(env, argv[1]), o);
     {

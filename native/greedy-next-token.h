@@ -17,6 +17,7 @@ namespace genqueue {
 class GreedyNextToken : public OrtCustomOp {
  public:
   GreedyNextToken(const OrtApi* api, int deviceId);
+  ~GreedyNextToken();
   GreedyNextToken(const GreedyNextToken&) = delete;
   GreedyNextToken& operator=(const GreedyNextToken&) = delete;
 
@@ -29,6 +30,7 @@ class GreedyNextToken : public OrtCustomOp {
 
   const OrtApi* api_;
   NvrtcModule kernels_;
+  void* scratch_ = nullptr;  // device memory: partial argmaxes of split rows, then a counter per row
 };
 
 }  // namespace genqueue

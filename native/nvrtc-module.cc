@@ -97,8 +97,8 @@ NvrtcModule::~NvrtcModule() {
   if (module_ != nullptr) driver.moduleUnload(module_);
 }
 
-void NvrtcModule::launch(size_t kernel, unsigned blocks, unsigned threads, void* stream, void** args) const {
-  checkDriver(driver.launchKernel(functions_.at(kernel), blocks, 1, 1, threads, 1, 1, 0, stream, args, nullptr), "cuLaunchKernel");
+void NvrtcModule::launch(size_t kernel, Grid blocks, unsigned threads, unsigned sharedBytes, void* stream, void** args) const {
+  checkDriver(driver.launchKernel(functions_.at(kernel), blocks.x, blocks.y, 1, threads, 1, 1, sharedBytes, stream, args, nullptr), "cuLaunchKernel");
 }
 
 }  // namespace genqueue

@@ -15,8 +15,15 @@ class NvrtcModule {
   NvrtcModule(const NvrtcModule&) = delete;
   NvrtcModule& operator=(const NvrtcModule&) = delete;
 
-  // Queues kernel i (the order of the constructor's names) on stream; args point at the kernel's arguments.
-  void launch(size_t kernel, unsigned blocks, unsigned threads, void* stream, void** args) const;
+  // Queues kernel i (the order of the constructor's names) on stream with sharedBytes of dynamic shared memory;
+  // args point at the kernel's arguments.
+  void launch(size_t kernel, unsigned blocks, unsigned threads, unsigned sharedBytes, void* stream, void** args) const {
+    launch(kernel, {blocks, 1}, threads, sharedBytes, stream, args);
+  }
+  struct Grid {
+    unsigned x, y;
+  };
+  void launch(size_t kernel, Grid blocks, unsigned threads, unsigned sharedBytes, void* stream, void** args) const;
 
  private:
   void* module_ = nullptr;           // CUmodule

@@ -120,9 +120,9 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
       if (onGpu) {
         const off = { ...base, batches: [1, 64].filter((b) => o.batches.includes(b)), generator: { deviceLoopMaxBatch: 4096, deviceLoopCudaGraph: false } };
         rows.push(...(await searchRows(`ort-native-nograph-${fp16}`, off, { variant: { deviceLoop: true, cudaGraph: false } })));
-        // The step's projections on cuBLAS alone (genqueue.SmallBatchMatMul's own kernel off) at the batches it serves.
-        const cublas = { ...base, batches: [1, 8].filter((b) => o.batches.includes(b)), generator: { deviceLoopMaxBatch: 4096, deviceLoopSmallBatchRows: 0 } };
-        rows.push(...(await searchRows(`ort-native-cublas-${fp16}`, cublas, { variant: { deviceLoop: true, cudaGraph: true, smallBatchKernel: false } })));
+        // Batch 1 on the regular step (ONNX Runtime's MatMul on cuBLAS) instead of the small-batch step.
+        const regular = { ...base, batches: [1].filter((b) => o.batches.includes(b)), generator: { deviceLoopMaxBatch: 4096, deviceLoopSmallBatchRows: 0 } };
+        rows.push(...(await searchRows(`ort-native-nosmallbatch-${fp16}`, regular, { variant: { deviceLoop: true, cudaGraph: true, smallBatchStep: false } })));
       }
       return;
     }

@@ -20,6 +20,7 @@ interface AddonOptions {
   numHeads: number;
   headSize: number;
   kvFloat16: boolean;
+  smallBatchStep?: string;
   smallBatchRows?: number;
   profilePrefix?: string;
 }
@@ -60,8 +61,9 @@ export interface DeviceLoopRunnerOptions {
   /** Replay steps from captured CUDA graphs (CUDA only; default on for CUDA). */
   readonly cudaGraph?: boolean;
   /**
-   * Rows up to which the fp16 CUDA step's projections (genqueue.SmallBatchMatMul) run the addon's own kernel
-   * instead of cuBLAS: default 8, 0 turns the kernel off (for on/off measurements).
+   * Batches (after rounding up to a power of two) of at most this many rows run the model's small-batch step
+   * (fp16 CUDA builds: genqueue.SmallBatchMatMul) when it has one: default 2 (the addon's), 0 never (for on/off
+   * measurements).
    */
   readonly smallBatchRows?: number;
   /** Write ONNX Runtime's per-node profile of the step session to <prefix>_<date>.json (diagnostics). */
@@ -105,6 +107,7 @@ export class DeviceLoopRunner {
       numHeads: spec.numHeads,
       headSize: spec.headSize,
       kvFloat16: spec.precision === 'fp16',
+      ...(cuda && manifest.files.deviceLoopSmallBatch ? { smallBatchStep: join(modelDir, manifest.files.deviceLoopSmallBatch) } : {}),
       ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
     });

@@ -33,7 +33,7 @@ export interface GeneratorOptions {
   readonly deviceLoopMaxBatch?: number;
   /** Capture the device loop's step as a CUDA graph (default true on CUDA). */
   readonly deviceLoopCudaGraph?: boolean;
-  /** Rows up to which the device loop's fp16 CUDA projections run the addon's kernel (default 8; 0: cuBLAS only). */
+  /** Batches up to which the device loop runs the model's small-batch step (DeviceLoopRunnerOptions.smallBatchRows). */
   readonly deviceLoopSmallBatchRows?: number;
   /** Called once when a requested provider could not load and a fallback was used. */
   readonly onWarning?: (message: string) => void;

@@ -15,8 +15,15 @@ export function hasFusedDecodeAttention(spec: DecoderSpec): boolean {
   return [32, 64, 128].includes(spec.headSize);
 }
 
-/** The step for CUDA and for the CPU provider (another attention operator: see the static-cpu decoder variant). */
-export const DEVICE_LOOP_FILES = { cuda: 'device-loop-step.onnx', cpu: 'device-loop-step-cpu.onnx' } as const;
+/**
+ * The step for CUDA, for small batches on CUDA (fp16: the projections as genqueue.SmallBatchMatMul) and for the
+ * CPU provider (another attention operator: see the static-cpu decoder variant).
+ */
+export const DEVICE_LOOP_FILES = {
+  cuda: 'device-loop-step.onnx',
+  cudaSmallBatch: 'device-loop-step-small-batch.onnx',
+  cpu: 'device-loop-step-cpu.onnx',
+} as const;
 
 /**
  * Names of the device loop's state. The native addon (native/device-loop.cc) binds the same names as string

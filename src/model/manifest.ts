@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const MANIFEST_FILE = 'genqueue-model.json';
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 11;
+export const BUILDER_VERSION = 13;
 
 export const DecoderSpecSchema = z.object({
   architecture: z.string(),
@@ -35,6 +35,8 @@ export const ModelManifest = z.object({
     /** The native addon's decode step (device-loop-graph.ts), for CUDA and for the CPU provider. */
     deviceLoop: z.string(),
     deviceLoopCpu: z.string(),
+    /** fp16 builds with DecoderMaskedMultiHeadAttention: the CUDA step for batches of 1-2 (genqueue.SmallBatchMatMul). */
+    deviceLoopSmallBatch: z.string().optional(),
     weights: z.string(),
     tokenizer: z.string(),
   }),

@@ -32,21 +32,23 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   let samplingDecoder;
   let staticDecoder;
   let staticCpuDecoder;
-  // The CUDA device-loop step in fp16 uses the addon's own operators (native/), which read fp16 only.
+  let smallBatchDecoder;
+  // The CUDA device-loop steps in fp16 use the addon's own operators (native/), which read fp16 only.
   const fp16 = options.precision === 'fp16';
   try {
     decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
     sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
     samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
     staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
-    staticDecoder = hasFusedDecodeAttention(decoder.spec)
-      ? builder.buildDecoder(checkpoint, {
-          precision: options.precision,
-          weights,
-          // fp32 keeps ONNX MatMul: the addon's small-batch kernel is fp16 only.
-          variant: { kvCache: 'static', logits: 'last', matmul: fp16 ? 'small-batch' : 'onnx' },
-        })
-      : staticCpuDecoder;
+    const fused = hasFusedDecodeAttention(decoder.spec);
+    staticDecoder = fused ? builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } }) : staticCpuDecoder;
+    if (fused && fp16) {
+      smallBatchDecoder = builder.buildDecoder(checkpoint, {
+        precision: options.precision,
+        weights,
+        variant: { kvCache: 'static', logits: 'last', matmul: 'small-batch' },
+      });
+    }
   } finally {
     weights.close();
   }
@@ -56,6 +58,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
   writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
   writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
+  if (smallBatchDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cudaSmallBatch), encodeDeviceLoopStepModel(smallBatchDecoder, { tail: 'genqueue' }));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
@@ -70,6 +73,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       sample: SEARCH_FILES.sample,
       deviceLoop: DEVICE_LOOP_FILES.cuda,
       deviceLoopCpu: DEVICE_LOOP_FILES.cpu,
+      ...(smallBatchDecoder ? { deviceLoopSmallBatch: DEVICE_LOOP_FILES.cudaSmallBatch } : {}),
       weights: WEIGHTS_FILE,
       tokenizer: TOKENIZER_FILE,
     },

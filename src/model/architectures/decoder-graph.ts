@@ -40,9 +40,10 @@ export interface DecoderVariant {
    */
   readonly logits: 'last' | 'all' | 'argmax' | 'sample';
   /**
-   * onnx (default): MatMul / FusedMatMul; small-batch: the layer and vocabulary projections as
-   * genqueue.SmallBatchMatMul against [out, in] weight copies (fp16 only; registered by the native device-loop
-   * addon on CUDA: its own GEMV-style kernel up to 8 rows, cuBLAS above — native/small-batch-matmul.h).
+   * onnx (default): MatMul / FusedMatMul with ONNX Runtime's normalizations; small-batch (fp16, kvCache static):
+   * every projection is one genqueue.SmallBatchMatMul against an [out, in] weight copy, with the layer
+   * normalization before it and bias, FastGelu or residual after it folded in — at most 8 rows; registered only
+   * by the native device-loop addon on CUDA (native/small-batch-matmul.h).
    */
   readonly matmul?: 'onnx' | 'small-batch';
 }

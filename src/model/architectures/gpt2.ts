@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
-import { GraphBuilder } from '../onnx/graph-builder.js';
+import { type AttrValue, GraphBuilder } from '../onnx/graph-builder.js';
 import { appendSamplingHead } from '../sampling-head.js';
 import { ElemType, encodeFloats, floatElemType, transposeMatrix } from '../onnx/tensor-types.js';
-import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, SEARCH_DECODER } from './decoder-graph.js';
+import { type ArchitectureBuilder, type DecoderBuildOptions, type DecoderGraph, type DecoderSpec, SEARCH_DECODER } from './decoder-graph.js';
 
 /** The GPT-2 config.json fields this builder uses; unsupported variants are refused by name. */
 export const Gpt2Config = z.object({
@@ -87,17 +87,16 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     });
 
   const smallBatch = variant.matmul === 'small-batch';
-  if (smallBatch && options.precision !== 'fp16') throw new Error('SmallBatchMatMul is fp16 only: build the fp32 step with matmul "onnx"');
-  // input [..., K] · weight [K, N] → [..., N]
-  const project = (input: string, name: string, k: number, n: number, output: string): string => {
-    if (!smallBatch) return g.op('MatMul', [input, weight(name, [k, n])], [output])[0]!;
-    const transposed = g.initializer(`${name}.t`, ft, [n, k], () => {
+  if (smallBatch && (options.precision !== 'fp16' || variant.kvCache !== 'static')) {
+    throw new Error('matmul "small-batch" needs fp16 and the static (DecoderMaskedMultiHeadAttention) cache');
+  }
+  // GPT-2's [K, N] Conv1D weight as an [N, K] copy, the layout SmallBatchMatMul reads.
+  const transposedWeight = (name: string, k: number, n: number): string =>
+    g.initializer(`${name}.t`, ft, [n, k], () => {
       const t = tensors.read(prefix + name);
       if (t.shape.join(',') !== [k, n].join(',')) throw new Error(`tensor ${prefix}${name} has shape [${t.shape}], expected [${k},${n}]`);
       return encodeFloats(transposeMatrix(t.data, k, n), options.precision);
     });
-    return g.genqueueOp('SmallBatchMatMul', [input, transposed], [output])[0]!;
-  };
 
   const isStatic = variant.kvCache === 'static' || variant.kvCache === 'static-cpu';
   const cached = variant.kvCache !== 'none' && !isStatic;
@@ -147,6 +146,50 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   const [pos] = g.op('Gather', [wpe, isStatic ? positionIds : maskPositions(g, inputIds, mask)], ['pos_emb']);
 
   const eps = { float: cfg.layer_norm_epsilon };
+  const untied = !cfg.tie_word_embeddings && tensors.has('lm_head.weight');
+  const lmHead = untied
+    ? g.initializer('lm_head.weight', ft, [cfg.vocab_size, D], () => encodeFloats(tensors.read('lm_head.weight').data, options.precision))
+    : wte;
+  const logitsName = variant.logits === 'argmax' || variant.logits === 'sample' ? 'last_logits' : 'logits';
+  const gelu = cfg.activation_function === 'gelu' ? 'BiasGelu' : 'FastGelu';
+  const attentionScale = (layer: number): number => {
+    const scale = cfg.scale_attn_weights ? 1 / Math.sqrt(HS) : 1;
+    return cfg.scale_attn_by_inverse_layer_idx ? scale / (layer + 1) : scale;
+  };
+
+  // Every projection is one SmallBatchMatMul with the layer normalization before it, and bias, FastGelu or the
+  // residual after it, folded in: per layer 4 of them and the attention, no SkipLayerNormalization.
+  const smallBatchLayers = (): string => {
+    const matmul = (inputs: string[], output: string, attrs: Record<string, AttrValue> = {}): string =>
+      g.genqueueOp('SmallBatchMatMul', inputs, [output], attrs)[0]!;
+    let x = g.op('Add', [tok!, pos!], ['embedded'])[0]!;
+    for (let i = 0; i < cfg.n_layer; i++) {
+      const h = `h.${i}.`;
+      const ln1 = [weight(`${h}ln_1.weight`, [D]), weight(`${h}ln_1.bias`, [D])];
+      const qkv = matmul([x, transposedWeight(`${h}attn.c_attn.weight`, D, 3 * D), '', '', ...ln1], `h${i}_qkv`, { epsilon: eps });
+      const [attn] = g.msOp(
+        'DecoderMaskedMultiHeadAttention',
+        [qkv, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
+        [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
+        { num_heads: NH, past_present_share_buffer: 1, scale: { float: attentionScale(i) } },
+      );
+      const x2 = matmul([attn!, transposedWeight(`${h}attn.c_proj.weight`, D, D), weight(`${h}attn.c_proj.bias`, [D]), x], `h${i}_resid2`);
+      const ln2 = [weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D])];
+      const fcWeight = transposedWeight(`${h}mlp.c_fc.weight`, D, inner);
+      const fcBias = weight(`${h}mlp.c_fc.bias`, [inner]);
+      const act =
+        gelu === 'FastGelu'
+          ? matmul([x2, fcWeight, fcBias, '', ...ln2], `h${i}_gelu`, { epsilon: eps, fast_gelu: 1 })
+          : g.msOp(gelu, [matmul([x2, fcWeight, '', '', ...ln2], `h${i}_fc`, { epsilon: eps }), fcBias], [`h${i}_gelu`])[0]!;
+      x = matmul([act, transposedWeight(`${h}mlp.c_proj.weight`, inner, D), weight(`${h}mlp.c_proj.bias`, [D]), x2], `h${i}_resid3`);
+    }
+    return matmul([x, lmHead, '', '', weight('ln_f.weight', [D]), weight('ln_f.bias', [D])], logitsName, { epsilon: eps });
+  };
+  if (smallBatch) {
+    smallBatchLayers();
+    return { graph: g.build(), nodeCount: g.nodeCount, spec: gpt2Spec(checkpoint, cfg, options) };
+  }
+
   let [normed, , , residual] = g.msOp(
     'SkipLayerNormalization',
     [tok!, pos!, weight('h.0.ln_1.weight', [D]), weight('h.0.ln_1.bias', [D])],
@@ -156,24 +199,23 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
 
   for (let i = 0; i < cfg.n_layer; i++) {
     const h = `h.${i}.`;
-    let scale = cfg.scale_attn_weights ? 1 / Math.sqrt(HS) : 1;
-    if (cfg.scale_attn_by_inverse_layer_idx) scale /= i + 1;
+    const scale = attentionScale(i);
     let attn: string | undefined;
     if (isStatic) {
-      const qkv = project(normed!, `${h}attn.c_attn.weight`, D, 3 * D, `h${i}_qkv`);
+      const [qkv] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv`]);
       if (variant.kvCache === 'static') {
         // DecoderMaskedMultiHeadAttention adds the QKV bias, appends K/V at past_sequence_length in place and
         // attends, all in one CUDA kernel.
         [attn] = g.msOp(
           'DecoderMaskedMultiHeadAttention',
-          [qkv, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
+          [qkv!, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
           [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
           { num_heads: NH, past_present_share_buffer: 1, scale: { float: scale } },
         );
       } else {
         // Its CPU kernel (ONNX Runtime 1.29) takes no packed QKV and, at past length 0, writes past the end of a
         // shared cache; GroupQueryAttention does the same job on the CPU (no bias input: the bias is its own Add).
-        const [biased] = g.op('Add', [qkv, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv_biased`]);
+        const [biased] = g.op('Add', [qkv!, weight(`${h}attn.c_attn.bias`, [3 * D])], [`h${i}_qkv_biased`]);
         [attn] = g.msOp(
           'GroupQueryAttention',
           [biased!, '', '', `past_key_${i}`, `past_value_${i}`, seqlensK, totalSeq],
@@ -192,22 +234,21 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
         ...(shared ? { past_present_share_buffer: 1 } : {}),
       });
     }
-    const proj = project(attn!, `${h}attn.c_proj.weight`, D, D, `h${i}_attn_proj`);
+    const [proj] = g.op('MatMul', [attn!, weight(`${h}attn.c_proj.weight`, [D, D])], [`h${i}_attn_proj`]);
     const [ln2, , , resid2] = g.msOp(
       'SkipLayerNormalization',
-      [proj, residual!, weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D]), weight(`${h}attn.c_proj.bias`, [D])],
+      [proj!, residual!, weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D]), weight(`${h}attn.c_proj.bias`, [D])],
       [`h${i}_ln2`, '', '', `h${i}_resid2`],
       { epsilon: eps },
     );
-    const fc = project(ln2!, `${h}mlp.c_fc.weight`, D, inner, `h${i}_fc`);
-    const gelu = cfg.activation_function === 'gelu' ? 'BiasGelu' : 'FastGelu';
-    const [act] = g.msOp(gelu, [fc, weight(`${h}mlp.c_fc.bias`, [inner])], [`h${i}_gelu`]);
-    const mlp = project(act!, `${h}mlp.c_proj.weight`, inner, D, `h${i}_mlp`);
+    const [fc] = g.op('MatMul', [ln2!, weight(`${h}mlp.c_fc.weight`, [D, inner])], [`h${i}_fc`]);
+    const [act] = g.msOp(gelu, [fc!, weight(`${h}mlp.c_fc.bias`, [inner])], [`h${i}_gelu`]);
+    const [mlp] = g.op('MatMul', [act!, weight(`${h}mlp.c_proj.weight`, [inner, D])], [`h${i}_mlp`]);
     const last = i === cfg.n_layer - 1;
     const nextLn = last ? 'ln_f.' : `h.${i + 1}.ln_1.`;
     [normed, , , residual] = g.msOp(
       'SkipLayerNormalization',
-      [mlp, resid2!, weight(`${nextLn}weight`, [D]), weight(`${nextLn}bias`, [D]), weight(`${h}mlp.c_proj.bias`, [D])],
+      [mlp!, resid2!, weight(`${nextLn}weight`, [D]), weight(`${nextLn}bias`, [D]), weight(`${h}mlp.c_proj.bias`, [D])],
       [last ? 'final_ln' : `h${i + 1}_ln1`, '', '', last ? '' : `h${i + 1}_resid`],
       { epsilon: eps },
     );
@@ -220,35 +261,28 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
       : g.op('Slice', [normed!, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], [
           'last_hidden',
         ])[0]!;
-  const untied = !cfg.tie_word_embeddings && tensors.has('lm_head.weight');
-  const lmHead = untied
-    ? g.initializer('lm_head.weight', ft, [cfg.vocab_size, D], () => encodeFloats(tensors.read('lm_head.weight').data, options.precision))
-    : wte;
-  const logitsName = variant.logits === 'argmax' || variant.logits === 'sample' ? 'last_logits' : 'logits';
-  const [logits] = smallBatch
-    ? g.genqueueOp('SmallBatchMatMul', [projected, lmHead], [logitsName])
-    : g.msOp('FusedMatMul', [projected, lmHead], [logitsName], { transB: 1, alpha: { float: 1 } });
+  const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [logitsName], { transB: 1, alpha: { float: 1 } });
   if (variant.logits === 'argmax') g.op('ArgMax', [logits!], ['next_token'], { axis: -1, keepdims: 0 });
   if (variant.logits === 'sample') appendSamplingHead(g, logits!, ft, cfg.vocab_size, 'logits');
 
+  return { graph: g.build(), nodeCount: g.nodeCount, spec: gpt2Spec(checkpoint, cfg, options) };
+}
+
+function gpt2Spec(checkpoint: HfCheckpoint, cfg: Gpt2Config, options: DecoderBuildOptions): DecoderSpec {
   const eos = checkpoint.generation.eos_token_id;
   const eosTokenId = typeof eos === 'number' ? eos : (eos?.[0] ?? cfg.eos_token_id);
   const pad = checkpoint.generation.pad_token_id;
   return {
-    graph: g.build(),
-    nodeCount: g.nodeCount,
-    spec: {
-      architecture: 'gpt2',
-      numLayers: cfg.n_layer,
-      numHeads: NH,
-      headSize: HS,
-      hiddenSize: D,
-      vocabSize: cfg.vocab_size,
-      contextLength: cfg.n_positions,
-      eosTokenId,
-      padTokenId: pad ?? eosTokenId,
-      precision: options.precision,
-    },
+    architecture: 'gpt2',
+    numLayers: cfg.n_layer,
+    numHeads: cfg.n_head,
+    headSize: cfg.n_embd / cfg.n_head,
+    hiddenSize: cfg.n_embd,
+    vocabSize: cfg.vocab_size,
+    contextLength: cfg.n_positions,
+    eosTokenId,
+    padTokenId: pad ?? eosTokenId,
+    precision: options.precision,
   };
 }
 
