@@ -88,7 +88,8 @@ describe('genqueue CLI', () => {
   });
 
   it('worker + enqueue --wait + results: every job answered through Redis', async () => {
-    worker = spawn(process.execPath, [CLI, 'worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50'], {
+    const args = ['worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50', '--warmup-lengths', '12,20'];
+    worker = spawn(process.execPath, [CLI, ...args], {
       env,
       stdio: ['ignore', 'ignore', 'inherit'],
     });

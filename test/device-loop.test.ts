@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import onnxProto from 'onnx-proto';
 import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
@@ -196,6 +197,22 @@ describe('native device loop on CUDA', { skip: gpuSkip }, () => {
     }
   });
 
+  it('runs batches of 1-2 on the small-batch step (genqueue operators only) with the regular step\'s tokens', () => {
+    const { dir: d, manifest } = model('demo16');
+    assert.ok(manifest.files.deviceLoopSmallBatch, 'fp16 builds with a fused-attention head size have a small-batch step');
+    const small = DeviceLoopRunner.open(d, manifest, { device: gpu });
+    const regular = DeviceLoopRunner.open(d, manifest, { device: gpu, smallBatchRows: 0 });
+    try {
+      for (const requests of [[greedy([15496, 995], 60)], [greedy([7454, 2402, 257, 640, 11, 612], 45), greedy([464], 70)]]) {
+        const expected = regular.run(requests);
+        for (let call = 0; call < 3; call++) assert.deepEqual(small.run(requests), expected, `batch ${requests.length} call ${call}`);
+      }
+    } finally {
+      small.close();
+      regular.close();
+    }
+  });
+
   it('releases the oldest of more than 8 shapes (buffers and graphs) without changing answers', () => {
     const { dir: d, manifest } = model('demo16');
     const loop = DeviceLoopRunner.open(d, manifest, { device: gpu });
@@ -223,5 +240,50 @@ describe('native device loop on CUDA', { skip: gpuSkip }, () => {
     } finally {
       loop.close();
     }
+  });
+});
+
+describe('device-loop step files the builder writes', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-loop-files-'));
+    writeRandomGpt2Checkpoint(join(dir, 'ckpt'), { ...DEMO_SHAPE, layers: 2 });
+    for (const precision of ['fp16', 'fp32'] as const) {
+      mkdirSync(join(dir, precision));
+      buildModel(join(dir, 'ckpt'), join(dir, precision), { precision });
+    }
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Operator counts by domain.type, and the model's opset domains. */
+  const census = (file: string) => {
+    const m = onnxProto.onnx.ModelProto.decode(readFileSync(file));
+    const ops: Record<string, number> = {};
+    for (const n of m.graph?.node ?? []) ops[`${n.domain ?? ''}.${n.opType}`] = (ops[`${n.domain ?? ''}.${n.opType}`] ?? 0) + 1;
+    return { ops, domains: (m.opsetImport ?? []).map((o) => o.domain ?? '') };
+  };
+
+  it('fp16: the small-batch step is one SmallBatchMatMul per projection (normalizations folded in) and one GreedyNextToken', () => {
+    const manifest = readManifest(join(dir, 'fp16'));
+    assert.ok(manifest.files.deviceLoopSmallBatch);
+    const small = census(join(dir, 'fp16', manifest.files.deviceLoopSmallBatch));
+    assert.equal(small.ops['genqueue.SmallBatchMatMul'], 2 * 4 + 1, '4 per layer + the vocabulary projection');
+    assert.equal(small.ops['com.microsoft.DecoderMaskedMultiHeadAttention'], 2);
+    assert.equal(small.ops['genqueue.GreedyNextToken'], 1);
+    assert.equal(small.ops['com.microsoft.SkipLayerNormalization'], undefined);
+    assert.ok(small.domains.includes('genqueue'));
+    // The regular CUDA step keeps ONNX Runtime's MatMul (cuBLAS) for large batches, with the same one-node tail.
+    const regular = census(join(dir, 'fp16', manifest.files.deviceLoop));
+    assert.equal(regular.ops['genqueue.SmallBatchMatMul'], undefined);
+    assert.equal(regular.ops['.MatMul'], 2 * 4);
+    assert.equal(regular.ops['genqueue.GreedyNextToken'], 1);
+    // The CPU step uses standard and com.microsoft operators only.
+    assert.ok(!census(join(dir, 'fp16', manifest.files.deviceLoopCpu)).domains.includes('genqueue'));
+  });
+
+  it('fp32: no small-batch step and no genqueue operators (its kernels read fp16)', () => {
+    const manifest = readManifest(join(dir, 'fp32'));
+    assert.equal(manifest.files.deviceLoopSmallBatch, undefined);
+    assert.ok(!census(join(dir, 'fp32', manifest.files.deviceLoop)).domains.includes('genqueue'));
   });
 });

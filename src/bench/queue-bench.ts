@@ -44,6 +44,8 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       concurrency: o.batch * o.concurrencyFactor,
       fetchers: o.fetchers,
       deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? 0,
+      // The jobs' length, as a deployment would list its traffic's: first-shape costs are start-up, not throughput.
+      warmupLengths: [o.shape.totalTokens],
       workerId: 'bench',
     },
     pino({ level: 'silent' }),
@@ -73,7 +75,13 @@ export async function queueE2eRow(o: QueueBenchOptions): Promise<BenchRow> {
       precision: engine.manifest.spec.precision,
       promptTokens: o.shape.promptTokens,
       totalTokens: o.shape.totalTokens,
-      variant: { jobs: o.jobs, concurrency: o.batch * o.concurrencyFactor, fetchers: worker.fetchers, ...(o.deviceLoopMaxBatch ? { deviceLoop: true } : {}) },
+      variant: {
+        jobs: o.jobs,
+        concurrency: o.batch * o.concurrencyFactor,
+        fetchers: worker.fetchers,
+        warmupLength: o.shape.totalTokens,
+        ...(o.deviceLoopMaxBatch ? { deviceLoop: true } : {}),
+      },
       gpuMemoryMiB: gpuMemoryOf(),
       note:
         `${o.jobs} jobs in ${seconds.toFixed(2)} s; ${stats.batches} batches, mean batch ${stats.meanBatchSize.toFixed(1)}, ` +

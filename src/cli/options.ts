@@ -8,6 +8,11 @@ export function positiveInt(name: string): (value: string) => number {
   };
 }
 
+export function positiveIntList(name: string): (value: string) => number[] {
+  const one = positiveInt(name);
+  return (value: string) => value.split(',').filter((s) => s.trim() !== '').map((s) => one(s.trim()));
+}
+
 export function nonNegativeInt(name: string): (value: string) => number {
   return (value: string) => {
     const n = Number(value);

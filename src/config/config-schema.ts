@@ -22,6 +22,12 @@ export const WorkerSettings = z
      * `npm run build:native` and an fp16 model on CUDA). 0 keeps every batch on the onnxruntime-node path.
      */
     deviceLoopMaxBatch: z.number().int().min(0).max(4096),
+    /**
+     * Sequence lengths (prompt + new tokens) the worker runs once at maxBatch before it takes jobs, so what a new
+     * batch shape costs once (the device loop captures its CUDA graphs: 0.4-0.8 s per shape on the H100) is paid
+     * at start-up rather than by the first jobs. Batches round up to a power of two and lengths to 64 positions.
+     */
+    warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
     /** Shown in results and the dashboard; defaults to host:pid:device. */
     id: z.string().min(1).optional(),
   })

@@ -44,6 +44,11 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_PRECISION) worker.precision = env.GENQUEUE_PRECISION;
   if (env.GENQUEUE_WORKER_ID) worker.id = env.GENQUEUE_WORKER_ID;
   if (env.GENQUEUE_DEVICE_LOOP_MAX_BATCH) worker.deviceLoopMaxBatch = intFromEnv('GENQUEUE_DEVICE_LOOP_MAX_BATCH', env.GENQUEUE_DEVICE_LOOP_MAX_BATCH);
+  if (env.GENQUEUE_WARMUP_LENGTHS !== undefined) {
+    worker.warmupLengths = env.GENQUEUE_WARMUP_LENGTHS.split(',')
+      .filter((s) => s.trim() !== '')
+      .map((s) => intFromEnv('GENQUEUE_WARMUP_LENGTHS', s.trim()));
+  }
   const out: Json = { worker };
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
   if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;

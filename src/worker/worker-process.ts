@@ -19,6 +19,7 @@ export interface WorkerProcessOptions {
   readonly precision?: FloatPrecision;
   readonly workerId?: string;
   readonly deviceLoopMaxBatch?: number;
+  readonly warmupLengths?: readonly number[];
 }
 
 export interface StartOptions extends WorkerProcessOptions {
@@ -52,13 +53,15 @@ export async function startWorker(
     deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
     onWarning: (m) => logger.warn(m),
   });
+  const maxBatch = o.maxBatch ?? config.worker.maxBatch;
+  await warmUp(engine, maxBatch, o.warmupLengths ?? config.worker.warmupLengths, logger);
   const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
   const worker = new GenerationWorker({
     connection,
     engine,
     tokenizer: TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer)),
     modelName: model.name,
-    maxBatch: o.maxBatch ?? config.worker.maxBatch,
+    maxBatch,
     maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,
     workerId: o.workerId ?? config.worker.id,
     concurrency: o.concurrency,
@@ -77,6 +80,18 @@ export async function startWorker(
       await connection.quit();
     },
   };
+}
+
+/** One full batch per length (no early stop, so every position runs), before the worker takes jobs. */
+async function warmUp(engine: ThreadedGenerator, maxBatch: number, lengths: readonly number[], logger: Logger): Promise<void> {
+  const { eosTokenId, contextLength } = engine.manifest.spec;
+  for (const length of lengths) {
+    const total = Math.min(length, contextLength);
+    const started = performance.now();
+    const request = { promptIds: [eosTokenId], maxNewTokens: total - 1, minNewTokens: total - 1, repetitionPenalty: 1, search: { kind: 'greedy' as const } };
+    await engine.generate(Array.from({ length: maxBatch }, () => request));
+    logger.info({ length: total, batch: maxBatch, seconds: (performance.now() - started) / 1000 }, 'warmed up');
+  }
 }
 
 /**

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { runWorkerProcess, type WorkerProcessOptions } from '../../worker/worker-process.js';
 import { createLogger } from '../logger.js';
-import { configOption, deviceOption, nonNegativeInt, positiveInt, precisionOption } from '../options.js';
+import { configOption, deviceOption, nonNegativeInt, positiveInt, positiveIntList, precisionOption } from '../options.js';
 
 export function registerWorkerCommand(program: Command): void {
   program
@@ -15,6 +15,7 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(precisionOption())
     .option('--worker-id <id>', 'name shown in results and the dashboard')
     .option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)', nonNegativeInt('--device-loop-max-batch'))
+    .option('--warmup-lengths <list>', 'comma list of prompt + new token lengths to run once at --max-batch before taking jobs', positiveIntList('--warmup-lengths'))
     .addOption(configOption())
     .action(async (o: WorkerProcessOptions & { config?: string }) => {
       const config = loadConfig({ file: o.config });
