@@ -197,18 +197,28 @@ describe('native device loop on CUDA', { skip: gpuSkip }, () => {
     }
   });
 
-  it('runs batches of 1-2 on the small-batch step (genqueue operators only) with the regular step\'s tokens', () => {
+  it('runs batches of 1-2 on the small-batch step (genqueue operators only): the regular step\'s tokens up to fp16 near-ties', () => {
     const { dir: d, manifest } = model('demo16');
     assert.ok(manifest.files.deviceLoopSmallBatch, 'fp16 builds with a fused-attention head size have a small-batch step');
     const small = DeviceLoopRunner.open(d, manifest, { device: gpu });
+    const plain = DeviceLoopRunner.open(d, manifest, { device: gpu, cudaGraph: false });
     const regular = DeviceLoopRunner.open(d, manifest, { device: gpu, smallBatchRows: 0 });
     try {
       for (const requests of [[greedy([15496, 995], 60)], [greedy([7454, 2402, 257, 640, 11, 612], 45), greedy([464], 70)]]) {
-        const expected = regular.run(requests);
+        // Same kernels, captured or not: the same tokens, call after call.
+        const expected = plain.run(requests);
         for (let call = 0; call < 3; call++) assert.deepEqual(small.run(requests), expected, `batch ${requests.length} call ${call}`);
+        // Other kernels (fp32 normalization feeding the projection, other summation order) on random weights: the
+        // same tokens until a near-tie flips one (measured: 38 of 60 at batch 1).
+        regular.run(requests).forEach((r, i) => {
+          const mine = expected[i]!.tokenIds;
+          const agreed = r.tokenIds.findIndex((t, j) => t !== mine[j]);
+          assert.ok(agreed === -1 || agreed >= 24, `row ${i}: the steps differ from token ${agreed}`);
+        });
       }
     } finally {
       small.close();
+      plain.close();
       regular.close();
     }
   });
