@@ -157,6 +157,16 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     return cfg.scale_attn_by_inverse_layer_idx ? scale / (layer + 1) : scale;
   };
 
+  // DecoderMaskedMultiHeadAttention adds the QKV bias, appends K/V at past_sequence_length in place and attends,
+  // all in one CUDA kernel.
+  const maskedAttention = (i: number, qkv: string): string =>
+    g.msOp(
+      'DecoderMaskedMultiHeadAttention',
+      [qkv, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`h.${i}.attn.c_attn.bias`, [3 * D])],
+      [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
+      { num_heads: NH, past_present_share_buffer: 1, scale: { float: attentionScale(i) } },
+    )[0]!;
+
   // Every projection is one SmallBatchMatMul with the layer normalization before it, and bias, FastGelu or the
   // residual after it, folded in: per layer 4 of them and the attention, no SkipLayerNormalization.
   const smallBatchLayers = (): string => {
@@ -167,13 +177,8 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
       const h = `h.${i}.`;
       const ln1 = [weight(`${h}ln_1.weight`, [D]), weight(`${h}ln_1.bias`, [D])];
       const qkv = matmul([x, transposedWeight(`${h}attn.c_attn.weight`, D, 3 * D), '', '', ...ln1], `h${i}_qkv`, { epsilon: eps });
-      const [attn] = g.msOp(
-        'DecoderMaskedMultiHeadAttention',
-        [qkv, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
-        [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
-        { num_heads: NH, past_present_share_buffer: 1, scale: { float: attentionScale(i) } },
-      );
-      const x2 = matmul([attn!, transposedWeight(`${h}attn.c_proj.weight`, D, D), weight(`${h}attn.c_proj.bias`, [D]), x], `h${i}_resid2`);
+      const attn = maskedAttention(i, qkv);
+      const x2 = matmul([attn, transposedWeight(`${h}attn.c_proj.weight`, D, D), weight(`${h}attn.c_proj.bias`, [D]), x], `h${i}_resid2`);
       const ln2 = [weight(`${h}ln_2.weight`, [D]), weight(`${h}ln_2.bias`, [D])];
       const fcWeight = transposedWeight(`${h}mlp.c_fc.weight`, D, inner);
       const fcBias = weight(`${h}mlp.c_fc.bias`, [inner]);
@@ -204,14 +209,7 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
     if (isStatic) {
       const [qkv] = g.op('MatMul', [normed!, weight(`${h}attn.c_attn.weight`, [D, 3 * D])], [`h${i}_qkv`]);
       if (variant.kvCache === 'static') {
-        // DecoderMaskedMultiHeadAttention adds the QKV bias, appends K/V at past_sequence_length in place and
-        // attends, all in one CUDA kernel.
-        [attn] = g.msOp(
-          'DecoderMaskedMultiHeadAttention',
-          [qkv!, '', '', '', '', `past_key_${i}`, `past_value_${i}`, pastLength, '', '', weight(`${h}attn.c_attn.bias`, [3 * D])],
-          [`h${i}_attn`, `present_key_${i}`, `present_value_${i}`],
-          { num_heads: NH, past_present_share_buffer: 1, scale: { float: scale } },
-        );
+        attn = maskedAttention(i, qkv!);
       } else {
         // Its CPU kernel (ONNX Runtime 1.29) takes no packed QKV and, at past length 0, writes past the end of a
         // shared cache; GroupQueryAttention does the same job on the CPU (no bias input: the bias is its own Add).
