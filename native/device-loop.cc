@@ -122,7 +122,7 @@ class DeviceLoop {
     }
     step_ = createSession(stepPath);
     if (!o.smallBatchStep.empty() && o.smallBatchRows > 0) {
-      if (o.smallBatchRows > SmallBatchMatMul::kMaxRows) throw std::invalid_argument("smallBatchRows is at most 8");
+      if (o.smallBatchRows > SmallBatchMatMul::kMaxRows) throw std::invalid_argument("smallBatchRows is at most 2");
       smallStep_ = createSession(o.smallBatchStep);
     }
     check(ort->CreateRunOptions(&runSync_));

@@ -198,23 +198,15 @@ __device__ __forceinline__ void smallBatchMatMulNorm(const unsigned short* __res
   }
 GENQUEUE_SMALL_BATCH_KERNEL(1, 1)
 GENQUEUE_SMALL_BATCH_KERNEL(2, 1)
-GENQUEUE_SMALL_BATCH_KERNEL(4, 1)
-GENQUEUE_SMALL_BATCH_KERNEL(8, 1)
 GENQUEUE_SMALL_BATCH_KERNEL(1, 4)
 GENQUEUE_SMALL_BATCH_KERNEL(2, 4)
-GENQUEUE_SMALL_BATCH_KERNEL(4, 4)
-GENQUEUE_SMALL_BATCH_KERNEL(8, 4)
 GENQUEUE_SMALL_BATCH_NORM_KERNEL(1, 4)
 GENQUEUE_SMALL_BATCH_NORM_KERNEL(2, 4)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(4, 4)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(8, 4)
 GENQUEUE_SMALL_BATCH_NORM_KERNEL(1, 8)
 GENQUEUE_SMALL_BATCH_NORM_KERNEL(2, 8)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(4, 8)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(8, 8)
 )CUDA";
 
-constexpr int kKernelRows[4] = {1, 2, 4, 8};
+constexpr int kKernelRows[2] = {1, 2};
 constexpr int kSplits[2] = {1, 4};      // warps per column
 constexpr int kNormPieces[2] = {4, 8};  // 16-byte pieces of A's row per lane: K ≤ 1,024 or ≤ 2,048
 constexpr unsigned kWarpsPerBlock = 4;
@@ -222,8 +214,7 @@ constexpr unsigned kWarpsPerBlock = 4;
 // with one warp (12 dependent 16-byte loads per lane), its up-projection (K 768) 5.9 us (H100, ncu, no flush).
 constexpr int64_t kSplitFromK = 2048;
 
-// Kernel order: small_batch_matmul_R_S (S = 1, then 4; R = 1, 2, 4, 8), then small_batch_matmul_norm_R_C (C = 4,
-// then 8).
+// Kernel order: small_batch_matmul_R_S (S = 1, then 4; R = 1, 2), then small_batch_matmul_norm_R_C (C = 4, then 8).
 std::vector<std::string> kernelNames() {
   std::vector<std::string> names;
   for (int split : kSplits) {
@@ -317,7 +308,7 @@ void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) 
     const bool split = k >= kSplitFromK && k % (8 * kSplits[1]) == 0;
     const unsigned columnsPerBlock = kWarpsPerBlock / (split ? kSplits[1] : 1);
     void* args[] = {&aData, &bData, &yData, &rowsArg, &nArg, &kArg, &biasData, &residualData, &fastGelu};
-    kernels_.launch((split ? 4 : 0) + which, static_cast<unsigned>((n + columnsPerBlock - 1) / columnsPerBlock), 32 * kWarpsPerBlock, 0, c.stream(),
+    kernels_.launch((split ? 2 : 0) + which, static_cast<unsigned>((n + columnsPerBlock - 1) / columnsPerBlock), 32 * kWarpsPerBlock, 0, c.stream(),
                     args);
     return;
   }
@@ -328,7 +319,7 @@ void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) 
   void* betaData = c.data(beta);
   float epsilon = kernel.epsilon;
   void* args[] = {&aData, &bData, &yData, &rowsArg, &nArg, &kArg, &biasData, &residualData, &fastGelu, &gammaData, &betaData, &epsilon};
-  kernels_.launch(8 + 4 * pieces + which, blocks, 32 * kWarpsPerBlock, 0, c.stream(), args);
+  kernels_.launch(4 + 2 * pieces + which, blocks, 32 * kWarpsPerBlock, 0, c.stream(), args);
 }
 
 }  // namespace genqueue

@@ -17,7 +17,9 @@ namespace genqueue {
 
 class SmallBatchMatMul : public OrtCustomOp {
  public:
-  static constexpr int64_t kMaxRows = 8;
+  // Where the kernel beats cuBLAS (H100, GPT-2 small, scratch runs in bench/results/device-loop-tuning-h100.json:
+  // 1-2 rows; at 4 and 8 rows an earlier version of it was slower): each row re-reads and converts A.
+  static constexpr int64_t kMaxRows = 2;
 
   SmallBatchMatMul(const OrtApi* api, int deviceId);
   SmallBatchMatMul(const SmallBatchMatMul&) = delete;

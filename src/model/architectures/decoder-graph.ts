@@ -42,7 +42,7 @@ export interface DecoderVariant {
   /**
    * onnx (default): MatMul / FusedMatMul with ONNX Runtime's normalizations; small-batch (fp16, kvCache static):
    * every projection is one genqueue.SmallBatchMatMul against an [out, in] weight copy, with the layer
-   * normalization before it and bias, FastGelu or residual after it folded in — at most 8 rows; registered only
+   * normalization before it and bias, FastGelu or residual after it folded in — at most 2 rows; registered only
    * by the native device-loop addon on CUDA (native/small-batch-matmul.h).
    */
   readonly matmul?: 'onnx' | 'small-batch';
