@@ -16,6 +16,14 @@ export function hasFusedDecodeAttention(spec: DecoderSpec): boolean {
 }
 
 /**
+ * Whether an fp16 build gets the small-batch step: genqueue.SmallBatchMatMul normalizes rows of at most 2,048
+ * values in registers and reads 16-byte pieces (native/small-batch-matmul.cc).
+ */
+export function fitsSmallBatchStep(spec: DecoderSpec): boolean {
+  return spec.precision === 'fp16' && hasFusedDecodeAttention(spec) && spec.hiddenSize <= 2048 && spec.hiddenSize % 8 === 0;
+}
+
+/**
  * The step for CUDA, for small batches on CUDA (fp16: the projections as genqueue.SmallBatchMatMul) and for the
  * CPU provider (another attention operator: see the static-cpu decoder variant).
  */

@@ -2,7 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
-import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel, hasFusedDecodeAttention } from './device-loop-graph.js';
+import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel, fitsSmallBatchStep, hasFusedDecodeAttention } from './device-loop-graph.js';
 import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
@@ -42,7 +42,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
     staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
     const fused = hasFusedDecodeAttention(decoder.spec);
     staticDecoder = fused ? builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } }) : staticCpuDecoder;
-    if (fused && fp16) {
+    if (fitsSmallBatchStep(decoder.spec)) {
       smallBatchDecoder = builder.buildDecoder(checkpoint, {
         precision: options.precision,
         weights,

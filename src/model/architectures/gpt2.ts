@@ -90,6 +90,7 @@ export function buildGpt2Graph(checkpoint: HfCheckpoint, options: DecoderBuildOp
   if (smallBatch && (options.precision !== 'fp16' || variant.kvCache !== 'static')) {
     throw new Error('matmul "small-batch" needs fp16 and the static (DecoderMaskedMultiHeadAttention) cache');
   }
+  if (smallBatch && (inner % 8 !== 0 || D % 8 !== 0)) throw new Error(`matmul "small-batch" needs sizes that are multiples of 8 (n_embd ${D}, n_inner ${inner})`);
   // GPT-2's [K, N] Conv1D weight as an [N, K] copy, the layout SmallBatchMatMul reads.
   const transposedWeight = (name: string, k: number, n: number): string =>
     g.initializer(`${name}.t`, ft, [n, k], () => {
