@@ -29,6 +29,23 @@ inline void setCudaCustomOpDefaults(OrtCustomOp& op) {
   op.GetEndVersion = [](const OrtCustomOp*) { return std::numeric_limits<int>::max(); };
 }
 
+// KernelComputeV2 and KernelDestroy for an operator whose CreateKernelV2 makes `new Kernel{op, ...}`: compute
+// runs Op::compute(kernel, context) and turns an exception into ONNX Runtime's error status. Op declares this a
+// friend (compute and api_ stay private).
+template <typename Kernel>
+void setKernelCallbacks(OrtCustomOp& op) {
+  op.KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
+    const auto* k = static_cast<const Kernel*>(kernel);
+    try {
+      k->op->compute(*k, context);
+      return nullptr;
+    } catch (const std::exception& e) {
+      return k->op->api_->CreateStatus(ORT_FAIL, e.what());
+    }
+  };
+  op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+}
+
 class CustomOpContext {
  public:
   CustomOpContext(const OrtApi* api, OrtKernelContext* context, const char* op) : api_(api), context_(context), op_(op) {}

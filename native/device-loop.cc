@@ -20,7 +20,6 @@
 #include <set>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -111,8 +110,6 @@ class DeviceLoop {
       // Non-blocking: the legacy default stream (synchronous cudaMemcpy) must not serialize with it.
       cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
       check(ort->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o.deviceId, OrtMemTypeDefault, &deviceInfo_));
-    }
-    if (o.cuda) {
       // The fp16 CUDA steps' own operators (native/*.h), compiled here with NVRTC; the domain outlives the sessions.
       smallBatchMatMul_ = std::make_unique<SmallBatchMatMul>(ort, o.deviceId);
       greedyNextToken_ = std::make_unique<GreedyNextToken>(ort, o.deviceId);

@@ -8,22 +8,16 @@
 
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
+#include "fp16-device-code.h"
 
 namespace genqueue {
 namespace {
 
-// One block per row. The row's logits are read in 16-byte pieces (after a scalar head that reaches 16-byte
-// alignment: rows of an odd vocabulary start anywhere); each thread keeps its best (value, index), then the block
-// reduces them, larger value first and lower index on ties, so the result does not depend on the thread layout.
+// A block scans a row's logits (or a part of them) in 16-byte pieces, after a scalar head that reaches 16-byte
+// alignment (rows of an odd vocabulary start anywhere); each thread keeps its best (value, index), then they are
+// reduced, larger value first and lower index on ties, so the result does not depend on the thread layout.
+// (After kFp16DeviceCode.)
 constexpr const char* kKernelSource = R"CUDA(
-__device__ __forceinline__ float halfToFloat(unsigned short h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ void load16(const unsigned short* p, unsigned (&v)[4]) {
-  asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
-}
 struct Best {
   float value;
   int index;  // 0x7fffffff: none yet
@@ -40,25 +34,24 @@ __device__ __forceinline__ void merge(Best& best, const Best& other) {
   consider(best, other.value, other.index, -1);
 }
 
-// The best (value, index) of this block's threads, in thread 0.
-__device__ Best blockBest(Best best) {
+// The best (value, index) of a warp's lanes, in every lane.
+__device__ __forceinline__ Best warpBest(Best best) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) {
     Best other{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)};
     merge(best, other);
   }
+  return best;
+}
+
+// The best (value, index) of this block's threads, in thread 0.
+__device__ Best blockBest(Best best) {
+  best = warpBest(best);
   __shared__ Best warps[32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (lane == 0) warps[warp] = best;
   __syncthreads();
-  if (warp == 0) {
-    best = lane < static_cast<int>(blockDim.x >> 5) ? warps[lane] : Best{0.f, 0x7fffffff};
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      Best other{__shfl_xor_sync(0xffffffffu, best.value, offset), __shfl_xor_sync(0xffffffffu, best.index, offset)};
-      merge(best, other);
-    }
-  }
+  if (warp == 0) best = warpBest(lane < static_cast<int>(blockDim.x >> 5) ? warps[lane] : Best{0.f, 0x7fffffff});
   return best;
 }
 
@@ -89,13 +82,12 @@ extern "C" __global__ void __launch_bounds__(1024) greedy_next_token(
 #pragma unroll 4
   for (int p = threadIdx.x; p < pieces; p += blockDim.x) {
     unsigned v[4];
-    load16(row + head + p * 8, v);
+    loadCached(row + head + p * 8, v);
+    float values[8];
+    unpack(v, values);
     const int base = lo + head + p * 8;
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      consider(best, halfToFloat(static_cast<unsigned short>(v[j] & 0xffffu)), base + 2 * j, skip);
-      consider(best, halfToFloat(static_cast<unsigned short>(v[j] >> 16)), base + 2 * j + 1, skip);
-    }
+    for (int j = 0; j < 8; j++) consider(best, values[j], base + j, skip);
   }
   for (int i = head + pieces * 8 + threadIdx.x; i < count; i += blockDim.x) consider(best, halfToFloat(row[i]), lo + i, skip);
   best = blockBest(best);
@@ -113,12 +105,7 @@ extern "C" __global__ void __launch_bounds__(1024) greedy_next_token(
   if (!last || threadIdx.x >= 32) return;
   __threadfence();
   const volatile Best* mine = partials + b * parts;
-  Best merged = threadIdx.x < parts ? Best{mine[threadIdx.x].value, mine[threadIdx.x].index} : Best{0.f, 0x7fffffff};
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    Best other{__shfl_xor_sync(0xffffffffu, merged.value, offset), __shfl_xor_sync(0xffffffffu, merged.index, offset)};
-    merge(merged, other);
-  }
+  const Best merged = warpBest(threadIdx.x < parts ? Best{mine[threadIdx.x].value, mine[threadIdx.x].index} : Best{0.f, 0x7fffffff});
   if (threadIdx.x == 0) {
     tokensNext[next * batch + b] = merged.index == 0x7fffffff ? 0 : merged.index;
     counters[b] = 0;  // ready for the next step (and the next replay of a captured graph)
@@ -141,7 +128,7 @@ struct Best {  // as in the kernel
 }  // namespace
 
 GreedyNextToken::GreedyNextToken(const OrtApi* api, int deviceId)
-    : OrtCustomOp{}, api_(api), kernels_(kKernelSource, "greedy_next_token.cu", deviceId, {"greedy_next_token"}) {
+    : OrtCustomOp{}, api_(api), kernels_(std::string(kFp16DeviceCode) + kKernelSource, "greedy_next_token.cu", deviceId, {"greedy_next_token"}) {
   // The split rows' partial results and per-row counters (zero between steps: the last block resets its row's).
   const size_t bytes = sizeof(Best) * kMaxSplitRows * kMaxParts + sizeof(uint32_t) * kMaxSplitRows;
   cudart.check(cudart.malloc(&scratch_, bytes), "GreedyNextToken: cudaMalloc");
@@ -158,16 +145,7 @@ GreedyNextToken::GreedyNextToken(const OrtApi* api, int deviceId)
     *kernel = new Kernel{static_cast<const GreedyNextToken*>(op), eos};
     return nullptr;
   };
-  KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
-    const auto* k = static_cast<const Kernel*>(kernel);
-    try {
-      k->op->compute(*k, context);
-      return nullptr;
-    } catch (const std::exception& e) {
-      return k->op->api_->CreateStatus(ORT_FAIL, e.what());
-    }
-  };
-  KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+  setKernelCallbacks<Kernel>(*this);
 }
 
 GreedyNextToken::~GreedyNextToken() {

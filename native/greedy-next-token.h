@@ -27,6 +27,8 @@ class GreedyNextToken : public OrtCustomOp {
     int64_t eosTokenId;
   };
   void compute(const Kernel& kernel, OrtKernelContext* context) const;
+  template <typename K>
+  friend void setKernelCallbacks(OrtCustomOp& op);
 
   const OrtApi* api_;
   NvrtcModule kernels_;

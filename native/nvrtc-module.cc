@@ -60,7 +60,7 @@ void checkDriver(int code, const std::string& what) {
 
 }  // namespace
 
-NvrtcModule::NvrtcModule(const char* source, const char* fileName, int deviceId, const std::vector<std::string>& kernels) {
+NvrtcModule::NvrtcModule(const std::string& source, const char* fileName, int deviceId, const std::vector<std::string>& kernels) {
   load();
   cudart.load();
   int major = 0, minor = 0;
@@ -69,7 +69,7 @@ NvrtcModule::NvrtcModule(const char* source, const char* fileName, int deviceId,
   const std::string arch = "--gpu-architecture=compute_" + std::to_string(major * 10 + minor);
   const char* options[] = {arch.c_str(), "--std=c++17"};
   void* program = nullptr;
-  checkDriver(nvrtc.createProgram(&program, source, fileName, 0, nullptr, nullptr), "nvrtcCreateProgram");
+  checkDriver(nvrtc.createProgram(&program, source.c_str(), fileName, 0, nullptr, nullptr), "nvrtcCreateProgram");
   std::string ptx;
   if (nvrtc.compileProgram(program, 2, options) == 0) {
     size_t size = 0;

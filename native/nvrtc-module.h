@@ -10,7 +10,7 @@ class NvrtcModule {
  public:
   // Compiles source for deviceId's architecture and looks up the extern "C" kernels named in kernels.
   // Throws with NVRTC's log when it does not compile, or when NVRTC / the driver library is missing.
-  NvrtcModule(const char* source, const char* fileName, int deviceId, const std::vector<std::string>& kernels);
+  NvrtcModule(const std::string& source, const char* fileName, int deviceId, const std::vector<std::string>& kernels);
   ~NvrtcModule();
   NvrtcModule(const NvrtcModule&) = delete;
   NvrtcModule& operator=(const NvrtcModule&) = delete;

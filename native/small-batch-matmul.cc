@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "custom-op-context.h"
+#include "fp16-device-code.h"
 
 namespace genqueue {
 namespace {
@@ -14,30 +15,11 @@ namespace {
 // B's row n (K contiguous halves) in 16-byte pieces and reuses each piece for all R rows of A; the warp's partial
 // sums are reduced with shuffles, in a fixed order (deterministic). The _norm kernels layer-normalize A's rows on
 // the way (see smallBatchMatMulNorm).
+// (After kFp16DeviceCode.)
 constexpr const char* kKernelSource = R"CUDA(
-__device__ __forceinline__ float halfToFloat(unsigned short h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ unsigned short floatToHalf(float f) {
-  unsigned short h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-// Weights are read once per step: no L1 allocation. A's rows are read by every warp: cached.
+// Weights are read once per step: no L1 allocation (loadCached for A's rows, which every warp reads).
 __device__ __forceinline__ void loadStreaming(const unsigned short* p, unsigned (&v)[4]) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
-}
-__device__ __forceinline__ void loadCached(const unsigned short* p, unsigned (&v)[4]) {
-  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
-}
-__device__ __forceinline__ void unpack(const unsigned (&v)[4], float (&f)[8]) {
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    f[2 * i] = halfToFloat(static_cast<unsigned short>(v[i] & 0xffffu));
-    f[2 * i + 1] = halfToFloat(static_cast<unsigned short>(v[i] >> 16));
-  }
 }
 __device__ __forceinline__ float warpSum(float v) {
 #pragma unroll
@@ -231,7 +213,7 @@ enum Input : size_t { kA, kB, kBias, kResidual, kGamma, kBeta, kInputs };
 }  // namespace
 
 SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId)
-    : OrtCustomOp{}, api_(api), kernels_(kKernelSource, "small_batch_matmul.cu", deviceId, kernelNames()) {
+    : OrtCustomOp{}, api_(api), kernels_(std::string(kFp16DeviceCode) + kKernelSource, "small_batch_matmul.cu", deviceId, kernelNames()) {
   setCudaCustomOpDefaults(*this);
   GetName = [](const OrtCustomOp*) { return "SmallBatchMatMul"; };
   GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return kInputs; };
@@ -254,16 +236,7 @@ SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId)
     *kernel = new Kernel{static_cast<const SmallBatchMatMul*>(op), fastGelu != 0, epsilon};
     return nullptr;
   };
-  KernelComputeV2 = [](void* kernel, OrtKernelContext* context) -> OrtStatusPtr {
-    const auto* k = static_cast<const Kernel*>(kernel);
-    try {
-      k->op->compute(*k, context);
-      return nullptr;
-    } catch (const std::exception& e) {
-      return k->op->api_->CreateStatus(ORT_FAIL, e.what());
-    }
-  };
-  KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+  setKernelCallbacks<Kernel>(*this);
 }
 
 void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) const {

@@ -32,6 +32,8 @@ class SmallBatchMatMul : public OrtCustomOp {
     float epsilon;
   };
   void compute(const Kernel& kernel, OrtKernelContext* context) const;
+  template <typename K>
+  friend void setKernelCallbacks(OrtCustomOp& op);
 
   const OrtApi* api_;
   NvrtcModule kernels_;
