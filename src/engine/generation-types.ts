@@ -13,6 +13,11 @@ export interface GenerationRequest {
   readonly search: SearchParams;
 }
 
+/** A start-up run, not a job: EOS as the prompt, then `newTokens` greedy tokens without early stop. */
+export function warmupRequest(eosTokenId: number, newTokens: number): GenerationRequest {
+  return { promptIds: [eosTokenId], maxNewTokens: newTokens, minNewTokens: newTokens, repetitionPenalty: 1, search: { kind: 'greedy' } };
+}
+
 export type FinishReason = 'stop' | 'length';
 
 export interface GenerationResult {

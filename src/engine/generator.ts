@@ -13,6 +13,7 @@ import {
   type GenerationResult,
   resultFromGenerated,
   searchKey,
+  warmupRequest,
 } from './generation-types.js';
 
 export interface GeneratorOptions {
@@ -79,7 +80,7 @@ export class Generator implements TextGenerationEngine {
     await g.session(g.greedyKind);
     if ((options.deviceLoopMaxBatch ?? 0) > 0) g.openDeviceLoop();
     const { eosTokenId } = g.manifest.spec;
-    await g.generate([{ promptIds: [eosTokenId], maxNewTokens: 2, minNewTokens: 2, repetitionPenalty: 1, search: { kind: 'greedy' } }]);
+    await g.generate([warmupRequest(eosTokenId, 2)]);
     return g;
   }
 

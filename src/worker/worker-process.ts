@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
 import { parseDevice } from '../engine/execution-provider.js';
+import { warmupRequest } from '../engine/generation-types.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
@@ -88,8 +89,7 @@ async function warmUp(engine: ThreadedGenerator, maxBatch: number, lengths: read
   for (const length of lengths) {
     const total = Math.min(length, contextLength);
     const started = performance.now();
-    const request = { promptIds: [eosTokenId], maxNewTokens: total - 1, minNewTokens: total - 1, repetitionPenalty: 1, search: { kind: 'greedy' as const } };
-    await engine.generate(Array.from({ length: maxBatch }, () => request));
+    await engine.generate(Array.from({ length: maxBatch }, () => warmupRequest(eosTokenId, total - 1)));
     logger.info({ length: total, batch: maxBatch, seconds: (performance.now() - started) / 1000 }, 'warmed up');
   }
 }
