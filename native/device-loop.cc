@@ -26,6 +26,7 @@
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
 #include "greedy-next-token.h"
+#include "slot-loop-napi.h"
 #include "small-batch-matmul.h"
 
 namespace {
@@ -634,6 +635,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  genqueue::defineSlotLoopExports(env, exports);
   return exports;
 }
 

@@ -5,7 +5,7 @@ import { z } from 'zod';
 export const MANIFEST_FILE = 'genqueue-model.json';
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 13;
+export const BUILDER_VERSION = 14;
 
 export const DecoderSpecSchema = z.object({
   architecture: z.string(),
@@ -37,6 +37,9 @@ export const ModelManifest = z.object({
     deviceLoopCpu: z.string(),
     /** fp16 builds with DecoderMaskedMultiHeadAttention: the CUDA step for batches of 1-2 (genqueue.SmallBatchMatMul). */
     deviceLoopSmallBatch: z.string().optional(),
+    /** The slot engine's decode and prefill steps (slot-step-graph.ts); absent in builds older than version 14. */
+    slotDecode: z.string().optional(),
+    slotPrefill: z.string().optional(),
     weights: z.string(),
     tokenizer: z.string(),
   }),

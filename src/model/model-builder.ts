@@ -4,6 +4,7 @@ import { architectureFor } from './architectures/registry.js';
 import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
 import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel, fitsSmallBatchStep, hasFusedDecodeAttention } from './device-loop-graph.js';
 import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
+import { SLOT_FILES, encodeSlotDecodeModel, encodeSlotPrefillModel } from './slot-step-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
 import { WeightFile } from './onnx/weight-file.js';
@@ -59,6 +60,8 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
   writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   if (smallBatchDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cudaSmallBatch), encodeDeviceLoopStepModel(smallBatchDecoder, { tail: 'genqueue' }));
+  writeFileSync(join(outDir, SLOT_FILES.decode), encodeSlotDecodeModel(staticCpuDecoder));
+  writeFileSync(join(outDir, SLOT_FILES.prefill), encodeSlotPrefillModel(staticCpuDecoder));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
@@ -74,6 +77,8 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       deviceLoop: DEVICE_LOOP_FILES.cuda,
       deviceLoopCpu: DEVICE_LOOP_FILES.cpu,
       ...(smallBatchDecoder ? { deviceLoopSmallBatch: DEVICE_LOOP_FILES.cudaSmallBatch } : {}),
+      slotDecode: SLOT_FILES.decode,
+      slotPrefill: SLOT_FILES.prefill,
       weights: WEIGHTS_FILE,
       tokenizer: TOKENIZER_FILE,
     },

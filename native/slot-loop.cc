@@ -1,0 +1,407 @@
+#include "slot-loop.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "custom-op-context.h"
+#include "next-token-rules.h"
+#include "ort-api.h"
+
+namespace genqueue {
+
+std::atomic<int> SlotLoop::live{0};
+
+namespace {
+
+size_t elementBytes(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return 4;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return 2;
+    default: throw std::invalid_argument("slot loop: unexpected tensor element type");
+  }
+}
+
+int64_t elementCount(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+constexpr auto kInt64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+constexpr auto kInt32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+constexpr auto kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+
+}  // namespace
+
+SlotLoop::SlotLoop(const OrtApi* api, const SlotLoopOptions& options) : ort_(api), o_(options) {
+  live++;
+  try {
+    init();
+  } catch (...) {
+    releaseAll();  // a constructor that throws runs no destructor
+    throw;
+  }
+}
+
+SlotLoop::~SlotLoop() { releaseAll(); }
+
+void SlotLoop::init() {
+  if (o_.slots < 1 || o_.capacity < 2 || o_.chunkSteps < 1 || o_.prefillChunk < 1 || o_.vocabSize < 1 || o_.numLayers < 1) {
+    throw std::invalid_argument("slot loop: slots, chunkSteps, prefillChunk, vocabSize and numLayers must be ≥ 1 and capacity ≥ 2");
+  }
+  if (o_.cudaGraph && !o_.cuda) throw std::invalid_argument("slot loop: cudaGraph needs the CUDA provider");
+  words_ = (o_.vocabSize + 31) / 32;
+  checkOrt(ort_, ort_->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-slot-loop", &env_));
+  checkOrt(ort_, ort_->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
+  if (o_.cuda) {
+    cudart.load();
+    cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+    // Non-blocking: the legacy default stream (synchronous cudaMemcpy) must not serialize with it.
+    cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
+    checkOrt(ort_, ort_->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o_.deviceId, OrtMemTypeDefault, &deviceInfo_));
+  }
+  nextToken_ = std::make_unique<NextToken>(ort_, o_.cuda, o_.deviceId);
+  checkOrt(ort_, ort_->CreateCustomOpDomain(kGenqueueDomain, &customOps_));
+  checkOrt(ort_, ort_->CustomOpDomain_Add(customOps_, nextToken_.get()));
+  decode_ = createSession(o_.decodeStep);
+  prefill_ = createSession(o_.prefillStep);
+  checkOrt(ort_, ort_->CreateRunOptions(&runAsync_));
+  // Inside a stream capture nothing may wait for the stream; the loop synchronizes before it reads results.
+  if (o_.cuda) checkOrt(ort_, ort_->AddRunConfigEntry(runAsync_, "disable_synchronize_execution_providers", "1"));
+
+  const int64_t S = o_.slots, C = o_.capacity, L = o_.numLayers, H = o_.kvHeads, D = o_.headSize;
+  const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
+  const size_t slotBytes = elementBytes(kvType) * H * C * D;
+  for (int64_t l = 0; l < L; l++) {
+    keyCaches_.push_back(tensor({S, H, C, D}, kvType));
+    valueCaches_.push_back(tensor({S, H, C, D}, kvType));
+  }
+  // A slot's slice of each cache is contiguous: the prefill step's [1, H, C, D] past/present.
+  for (int64_t s = 0; s < S; s++) {
+    for (int64_t l = 0; l < L; l++) {
+      keyViews_.push_back(view(static_cast<char*>(dataOf(keyCaches_[l])) + s * slotBytes, slotBytes, {1, H, C, D}, kvType));
+      valueViews_.push_back(view(static_cast<char*>(dataOf(valueCaches_[l])) + s * slotBytes, slotBytes, {1, H, C, D}, kvType));
+    }
+  }
+  inputIds_ = tensor({S, 1}, kInt64);
+  positionIds_ = tensor({S, 1}, kInt64);
+  seqlensK_ = tensor({S}, kInt32);
+  // GroupQueryAttention reads total_sequence_length on the host: the capacity, the same for every decode step.
+  totalHost_ = o_.capacity;
+  total_ = nullptr;
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, &totalHost_, sizeof(int32_t), std::vector<int64_t>{1}.data(), 1, kInt32, &total_));
+  values_.push_back(total_);
+  state_ = tensor({S, kStateFields}, kInt64);
+  params_ = tensor({S, kParams}, kFloat);
+  history_ = tensor({S, words_}, kInt32);
+  ring_ = tensor({o_.chunkSteps, S}, kInt32);
+  counter_ = tensor({1}, kInt64);
+  prefillIds_ = dataOf(tensor({o_.prefillChunk}, kInt64));
+  prefillPositions_ = dataOf(tensor({o_.prefillChunk}, kInt64));
+  prefillSeqlens_ = tensor({1}, kInt32);
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, &prefillTotalHost_, sizeof(int32_t), std::vector<int64_t>{1}.data(), 1, kInt32, &prefillTotal_));
+  values_.push_back(prefillTotal_);
+
+  const SlotBindings& n = o_.names;
+  checkOrt(ort_, ort_->CreateIoBinding(decode_, &decodeBinding_));
+  auto in = [&](const std::string& name, OrtValue* v) { checkOrt(ort_, ort_->BindInput(decodeBinding_, name.c_str(), v)); };
+  auto out = [&](const std::string& name, OrtValue* v) { checkOrt(ort_, ort_->BindOutput(decodeBinding_, name.c_str(), v)); };
+  // The state is read and written in place: each buffer is bound as an input and as the output that replaces it.
+  in(n.inputIds, inputIds_), out(n.inputIdsNext, inputIds_);
+  in(n.positionIds, positionIds_), out(n.positionIdsNext, positionIds_);
+  in(n.seqlensK, seqlensK_), out(n.seqlensKNext, seqlensK_);
+  in(n.totalSequenceLength, total_);
+  in(n.state, state_), out(n.stateNext, state_);
+  in(n.params, params_);
+  in(n.history, history_), out(n.historyNext, history_);
+  in(n.ring, ring_), out(n.ringNext, ring_);
+  in(n.counter, counter_), out(n.counterNext, counter_);
+  for (int64_t l = 0; l < L; l++) {
+    const std::string i = std::to_string(l);
+    in(n.pastKeyPrefix + i, keyCaches_[l]), out(n.presentKeyPrefix + i, keyCaches_[l]);
+    in(n.pastValuePrefix + i, valueCaches_[l]), out(n.presentValuePrefix + i, valueCaches_[l]);
+  }
+  stateHost_.assign(S * kStateFields, 0);
+  paramsHost_.assign(S * kParams, 1.f);
+}
+
+void SlotLoop::releaseAll() {
+  if (released_) return;
+  released_ = true;
+  if (graph_ != nullptr) cudart.graphExecDestroy(graph_);
+  if (decodeBinding_ != nullptr) ort_->ReleaseIoBinding(decodeBinding_);
+  for (OrtValue* v : values_) ort_->ReleaseValue(v);
+  for (void* p : memory_) {
+    if (o_.cuda) cudart.free(p);
+    else std::free(p);
+  }
+  if (runAsync_ != nullptr) ort_->ReleaseRunOptions(runAsync_);
+  if (decode_ != nullptr) ort_->ReleaseSession(decode_);
+  if (prefill_ != nullptr) ort_->ReleaseSession(prefill_);
+  // The domain and its operator outlive the sessions that use them.
+  if (customOps_ != nullptr) ort_->ReleaseCustomOpDomain(customOps_);
+  nextToken_.reset();
+  if (deviceInfo_ != nullptr) ort_->ReleaseMemoryInfo(deviceInfo_);
+  if (cpuInfo_ != nullptr) ort_->ReleaseMemoryInfo(cpuInfo_);
+  if (stream_ != nullptr) cudart.streamDestroy(stream_);
+  if (env_ != nullptr) ort_->ReleaseEnv(env_);
+  live--;
+}
+
+OrtSession* SlotLoop::createSession(const std::string& path) {
+  OrtSessionOptions* so = nullptr;
+  checkOrt(ort_, ort_->CreateSessionOptions(&so));
+  struct Release {
+    const OrtApi* api;
+    OrtSessionOptions* so;
+    ~Release() { api->ReleaseSessionOptions(so); }
+  } release{ort_, so};
+  checkOrt(ort_, ort_->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
+  if (o_.cuda) {
+    OrtCUDAProviderOptionsV2* cuda = nullptr;
+    checkOrt(ort_, ort_->CreateCUDAProviderOptions(&cuda));
+    struct ReleaseCuda {
+      const OrtApi* api;
+      OrtCUDAProviderOptionsV2* cuda;
+      ~ReleaseCuda() { api->ReleaseCUDAProviderOptions(cuda); }
+    } releaseCuda{ort_, cuda};
+    const std::string device = std::to_string(o_.deviceId);
+    const char* keys[] = {"device_id"};
+    const char* values[] = {device.c_str()};
+    checkOrt(ort_, ort_->UpdateCUDAProviderOptions(cuda, keys, values, 1));
+    // The loop captures its own CUDA graphs on this stream (ONNX Runtime's enable_cuda_graph keeps one per id).
+    checkOrt(ort_, ort_->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
+    checkOrt(ort_, ort_->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
+  }
+  checkOrt(ort_, ort_->AddCustomOpDomain(so, customOps_));
+  OrtSession* session = nullptr;
+  checkOrt(ort_, ort_->CreateSession(env_, path.c_str(), so, &session));
+  return session;
+}
+
+// A zero-filled tensor in the loop's own memory (device memory on CUDA, host memory on the CPU provider), never
+// ONNX Runtime's arena: a captured graph's buffers must keep their addresses.
+OrtValue* SlotLoop::tensor(const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {
+  const size_t bytes = elementBytes(type) * elementCount(shape);
+  void* p = nullptr;
+  if (o_.cuda) {
+    cudart.check(cudart.malloc(&p, bytes), "cudaMalloc");
+    memory_.push_back(p);
+    cudart.check(cudart.memset(p, 0, bytes), "cudaMemset");
+  } else {
+    p = std::calloc(1, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    memory_.push_back(p);
+  }
+  return view(p, bytes, shape, type);
+}
+
+OrtValue* SlotLoop::view(void* data, size_t bytes, const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {
+  OrtValue* v = nullptr;
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(o_.cuda ? deviceInfo_ : cpuInfo_, data, bytes, shape.data(), shape.size(), type, &v));
+  values_.push_back(v);
+  return v;
+}
+
+void* SlotLoop::dataOf(OrtValue* v) const {
+  void* p = nullptr;
+  checkOrt(ort_, ort_->GetTensorMutableData(v, &p));
+  return p;
+}
+
+// Host → loop memory, ordered before the steps that follow on the loop's stream (pageable memory is staged before
+// cudaMemcpyAsync returns, so the host copy may go away at once).
+void SlotLoop::upload(void* device, const void* host, size_t bytes) {
+  if (!o_.cuda) {
+    std::memcpy(device, host, bytes);
+    return;
+  }
+  cudart.check(cudart.memcpyAsync(device, host, bytes, CudaRuntime::kHostToDevice, stream_), "cudaMemcpyAsync to device");
+}
+
+// Loop memory → host, after everything queued so far (call synchronize() first on CUDA).
+void SlotLoop::download(void* host, const void* device, size_t bytes) {
+  if (!o_.cuda) {
+    std::memcpy(host, device, bytes);
+    return;
+  }
+  cudart.check(cudart.memcpy(host, device, bytes, CudaRuntime::kDeviceToHost), "cudaMemcpy to host");
+}
+
+void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
+  if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+  for (const SlotAdmission& r : rows) {
+    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+    if (r.slot < 0 || r.slot >= o_.slots) throw std::invalid_argument("slot " + std::to_string(r.slot) + " outside 0 .. " + std::to_string(o_.slots - 1));
+    if (prompt < 1 || r.maxNewTokens < 1) throw std::invalid_argument("a row needs a prompt and max_new_tokens ≥ 1");
+    if (prompt + r.maxNewTokens > o_.capacity) {
+      throw std::invalid_argument("prompt (" + std::to_string(prompt) + " tokens) + max_new_tokens (" + std::to_string(r.maxNewTokens) +
+                                  ") exceeds the slot capacity " + std::to_string(o_.capacity));
+    }
+    for (int32_t t : r.prompt)
+      if (t < 0 || t >= o_.vocabSize) throw std::invalid_argument("prompt token " + std::to_string(t) + " outside the vocabulary");
+  }
+  for (const SlotAdmission& r : rows) {
+    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+    int64_t* s = stateHost_.data() + static_cast<int64_t>(r.slot) * kStateFields;
+    s[kToken] = r.prompt.back();
+    s[kPosition] = prompt - 1;
+    s[kEnd] = prompt + r.maxNewTokens;
+    s[kMin] = prompt + r.minNewTokens;
+    s[kSeed] = static_cast<int64_t>(r.seed);
+    s[kTopK] = r.topK;
+    s[kStatus] = rules::GQ_RUNNING;
+    s[kSample] = r.sample ? 1 : 0;
+    float* p = paramsHost_.data() + static_cast<int64_t>(r.slot) * kParams;
+    p[kTemperature] = r.temperature;
+    p[kTopP] = r.topP;
+    p[kRepetitionPenalty] = r.repetitionPenalty;
+    std::vector<uint32_t> seen(words_, 0u);
+    for (int32_t t : r.prompt) seen[t >> 5] |= 1u << (t & 31);
+    upload(static_cast<uint32_t*>(dataOf(history_)) + r.slot * words_, seen.data(), sizeof(uint32_t) * words_);
+    prefill(r.slot, r.prompt);
+    stats_.admitted++;
+  }
+  stateDirty_ = true;
+}
+
+void SlotLoop::release(const std::vector<int>& slots) {
+  for (int slot : slots) {
+    if (slot < 0 || slot >= o_.slots) throw std::invalid_argument("slot " + std::to_string(slot) + " outside 0 .. " + std::to_string(o_.slots - 1));
+    stateHost_[static_cast<int64_t>(slot) * kStateFields + kStatus] = rules::GQ_IDLE;
+  }
+  stateDirty_ = true;
+}
+
+// Feeds prompt[0 .. P-2] into the slot's KV slice, up to prefillChunk tokens per run; the last prompt token is the
+// first decode step's input.
+void SlotLoop::prefill(int slot, const std::vector<int32_t>& prompt) {
+  const int64_t count = static_cast<int64_t>(prompt.size()) - 1;
+  const SlotBindings& n = o_.names;
+  std::vector<int64_t> ids(o_.prefillChunk), positions(o_.prefillChunk);
+  for (int64_t start = 0; start < count; start += o_.prefillChunk) {
+    const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
+    for (int64_t i = 0; i < length; i++) {
+      ids[i] = prompt[start + i];
+      positions[i] = start + i;
+    }
+    upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
+    upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
+    // GroupQueryAttention: seqlens_k = total - 1; several new tokens with past context go at batch 1.
+    const int32_t last = static_cast<int32_t>(start + length - 1);
+    upload(dataOf(prefillSeqlens_), &last, sizeof last);
+    prefillTotalHost_ = static_cast<int32_t>(start + length);
+
+    OrtValue* idsValue = nullptr;
+    OrtValue* positionsValue = nullptr;
+    OrtIoBinding* binding = nullptr;
+    OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+    const int64_t shape[] = {1, length};
+    OrtStatus* failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillIds_, sizeof(int64_t) * length, shape, 2, kInt64, &idsValue);
+    if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillPositions_, sizeof(int64_t) * length, shape, 2, kInt64, &positionsValue);
+    if (failed == nullptr) failed = ort_->CreateIoBinding(prefill_, &binding);
+    if (failed == nullptr) failed = ort_->BindInput(binding, n.inputIds.c_str(), idsValue);
+    if (failed == nullptr) failed = ort_->BindInput(binding, n.positionIds.c_str(), positionsValue);
+    if (failed == nullptr) failed = ort_->BindInput(binding, n.seqlensK.c_str(), prefillSeqlens_);
+    if (failed == nullptr) failed = ort_->BindInput(binding, n.totalSequenceLength.c_str(), prefillTotal_);
+    for (int l = 0; l < o_.numLayers && failed == nullptr; l++) {
+      const std::string i = std::to_string(l);
+      OrtValue* key = keyViews_[static_cast<size_t>(slot) * o_.numLayers + l];
+      OrtValue* value = valueViews_[static_cast<size_t>(slot) * o_.numLayers + l];
+      failed = ort_->BindInput(binding, (n.pastKeyPrefix + i).c_str(), key);
+      if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentKeyPrefix + i).c_str(), key);
+      if (failed == nullptr) failed = ort_->BindInput(binding, (n.pastValuePrefix + i).c_str(), value);
+      if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentValuePrefix + i).c_str(), value);
+    }
+    if (failed == nullptr) failed = ort_->RunWithBinding(prefill_, runAsync_, binding);
+    if (binding != nullptr) ort_->ReleaseIoBinding(binding);
+    if (idsValue != nullptr) ort_->ReleaseValue(idsValue);
+    if (positionsValue != nullptr) ort_->ReleaseValue(positionsValue);
+    checkOrt(ort_, failed);
+    stats_.prefillRuns++;
+    stats_.prefillTokens += length;
+  }
+}
+
+// The host mirror of the state, and the decoder inputs it implies, to the loop's buffers.
+void SlotLoop::uploadState() {
+  const int64_t S = o_.slots;
+  std::vector<int64_t> tokens(S), positions(S);
+  std::vector<int32_t> seqlens(S);
+  for (int64_t b = 0; b < S; b++) {
+    tokens[b] = stateHost_[b * kStateFields + kToken];
+    positions[b] = stateHost_[b * kStateFields + kPosition];
+    seqlens[b] = static_cast<int32_t>(positions[b]);
+  }
+  upload(dataOf(state_), stateHost_.data(), sizeof(int64_t) * stateHost_.size());
+  upload(dataOf(params_), paramsHost_.data(), sizeof(float) * paramsHost_.size());
+  upload(dataOf(inputIds_), tokens.data(), sizeof(int64_t) * S);
+  upload(dataOf(positionIds_), positions.data(), sizeof(int64_t) * S);
+  upload(dataOf(seqlensK_), seqlens.data(), sizeof(int32_t) * S);
+  stateDirty_ = false;
+}
+
+SlotChunk SlotLoop::run() {
+  if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+  if (stateDirty_) uploadState();
+  runSteps();
+  if (o_.cuda) cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+  SlotChunk chunk;
+  chunk.ring.resize(static_cast<size_t>(o_.chunkSteps) * o_.slots);
+  download(chunk.ring.data(), dataOf(ring_), sizeof(int32_t) * chunk.ring.size());
+  download(stateHost_.data(), dataOf(state_), sizeof(int64_t) * stateHost_.size());
+  chunk.status.resize(o_.slots);
+  for (int b = 0; b < o_.slots; b++) chunk.status[b] = static_cast<int32_t>(stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus]);
+  stats_.chunks++;
+  stats_.decodeSteps += o_.chunkSteps;
+  return chunk;
+}
+
+void SlotLoop::runSteps() {
+  if (o_.cudaGraph && warm_ && !captureFailed_ && (graph_ != nullptr || captureSteps())) {
+    cudart.check(cudart.graphLaunch(graph_, stream_), "cudaGraphLaunch");
+    stats_.graphReplays++;
+    return;
+  }
+  for (int k = 0; k < o_.chunkSteps; k++) checkOrt(ort_, ort_->RunWithBinding(decode_, runAsync_, decodeBinding_));
+  warm_ = true;
+}
+
+// Records K decode steps into one CUDA graph (recording runs nothing). Every step has the same shapes and host
+// inputs, so the graph is valid for every chunk. A failed capture leaves the loop on plain runs, with a warning.
+bool SlotLoop::captureSteps() {
+  cudart.check(cudart.streamBeginCapture(stream_, CudaRuntime::kCaptureModeRelaxed), "cudaStreamBeginCapture");
+  OrtStatus* failed = nullptr;
+  for (int k = 0; k < o_.chunkSteps && failed == nullptr; k++) failed = ort_->RunWithBinding(decode_, runAsync_, decodeBinding_);
+  CudaRuntime::Graph graph = nullptr;
+  const int ended = cudart.streamEndCapture(stream_, &graph);
+  int instantiated = 1;
+  CudaRuntime::GraphExec exec = nullptr;
+  if (failed == nullptr && ended == 0 && graph != nullptr) instantiated = cudart.graphInstantiateWithFlags(&exec, graph, 0);
+  if (graph != nullptr) cudart.graphDestroy(graph);
+  if (failed != nullptr || ended != 0 || instantiated != 0) {
+    std::string why = failed != nullptr ? ort_->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
+    if (failed != nullptr) ort_->ReleaseStatus(failed);
+    cudart.getLastError();  // clear the (non-sticky) error the failed capture left
+    fprintf(stderr, "genqueue slot loop: CUDA graph capture failed (%s); the decode steps run without graphs\n", why.c_str());
+    captureFailed_ = true;
+    return false;
+  }
+  graph_ = exec;
+  return true;
+}
+
+SlotLoopStats SlotLoop::stats() const {
+  SlotLoopStats s = stats_;
+  s.running = 0;
+  for (int b = 0; b < o_.slots; b++) s.running += stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus] == rules::GQ_RUNNING;
+  return s;
+}
+
+}  // namespace genqueue
