@@ -55,7 +55,10 @@ export async function startWorker(
     onWarning: (m) => logger.warn(m),
   });
   const maxBatch = o.maxBatch ?? config.worker.maxBatch;
-  await warmUp(engine, maxBatch, o.warmupLengths ?? config.worker.warmupLengths, logger);
+  await warmUp(engine, maxBatch, o.warmupLengths ?? config.worker.warmupLengths, logger).catch(async (e: unknown) => {
+    await engine.close(); // its thread would otherwise keep the process alive
+    throw e;
+  });
   const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
   const worker = new GenerationWorker({
     connection,
