@@ -108,7 +108,7 @@ describe('process and resource lifetimes', () => {
 
   it('enqueue --wait | head -1 exits quietly when the reader closes the pipe', async () => {
     const jobs = join(dir, 'jobs.jsonl');
-    writeFileSync(jobs, Array.from({ length: 20_000 }, (_, i) => `{"id":"pipe-${i}","prompt":"p"}\n`).join(''));
+    writeFileSync(jobs, Array.from({ length: 5_000 }, (_, i) => `{"id":"pipe-${i}","prompt":"p"}\n`).join(''));
     // No worker: after the 1 ms wait every job is written as pending, far more than a pipe holds.
     const r = await firstLineOnly(['enqueue', jobs, '--wait', '--timeout-ms', '1'], env);
     assert.equal(JSON.parse(r.first).status, 'pending');
