@@ -15,10 +15,22 @@ import {
 
 const THREAD_ENTRY = new URL('./slot-thread.js', import.meta.url);
 
+export interface ThreadedSlotEngineOptions extends SlotEngineOptions {
+  /** The thread's entry module (default slot-thread.js); tests substitute one that fails on purpose. */
+  readonly threadEntry?: URL;
+}
+
 interface Started {
   readonly thread: Worker;
   readonly limits: SlotEngineLimits;
   readonly device: string;
+}
+
+interface Pending {
+  readonly callbacks: SlotCallbacks;
+  readonly promptTokens: number;
+  /** The thread it was sent to (undefined: still in the outbox). */
+  thread: Worker | undefined;
 }
 
 /** The error a request gets, rebuilt from its name and message on this side of the thread boundary. */
@@ -32,37 +44,39 @@ function rebuild(error: { name: string; message: string }): Error {
 
 /**
  * A SlotEngine in a worker thread, with the same interface: requests are checked here (a bad one throws at
- * submit() and never reaches the thread), events come back once per chunk boundary. If the thread dies (a
- * native error), its requests fail with the reason and the next submit() starts a fresh thread.
+ * submit() and never reaches the thread), events come back as one message per chunk boundary. If the thread dies
+ * (a native error), the requests it held fail with the reason and the next request starts one fresh thread.
  */
 export class ThreadedSlotEngine implements SlotGenerationEngine {
   private thread: Worker | undefined;
-  private starting: Promise<Worker> | undefined;
-  private readonly pending = new Map<number, SlotCallbacks>();
-  private readonly stats_ = new Map<number, { resolve: (s: SlotStats) => void; reject: (e: Error) => void }>();
+  /** The fresh thread being started after a crash, shared by everything that needs it. */
+  private respawn: Promise<Worker> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private readonly statsCalls = new Map<number, { thread: Worker; resolve: (s: SlotStats) => void; reject: (e: Error) => void }>();
   private outbox: { id: number; request: SlotRequest }[] = [];
   private nextId = 0;
-  private closing = false;
+  private closed: Promise<void> | undefined;
 
   private constructor(
     private readonly modelDir: string,
-    private readonly options: SlotEngineOptions,
+    private readonly options: ThreadedSlotEngineOptions,
     readonly limits: SlotEngineLimits,
     readonly device: string,
   ) {}
 
-  static async open(modelDir: string, options: SlotEngineOptions): Promise<ThreadedSlotEngine> {
-    const started = await ThreadedSlotEngine.spawn(modelDir, options);
+  static async open(modelDir: string, options: ThreadedSlotEngineOptions): Promise<ThreadedSlotEngine> {
+    const started = await spawnThread(modelDir, options);
     const engine = new ThreadedSlotEngine(modelDir, options, started.limits, started.device);
     engine.attach(started.thread);
     return engine;
   }
 
   submit(request: SlotRequest, callbacks: SlotCallbacks): SlotHandle {
-    if (this.closing) throw new SlotEngineClosedError();
+    if (this.closed) throw new SlotEngineClosedError();
     resolveSlotRequest(request, this.limits);
     const id = this.nextId++;
-    this.pending.set(id, callbacks);
+    this.pending.set(id, { callbacks, promptTokens: request.promptIds.length, thread: undefined });
+    // Requests submitted in one turn of the event loop travel as one message.
     if (this.outbox.length === 0) queueMicrotask(() => this.flushOutbox());
     this.outbox.push({ id, request });
     return {
@@ -80,41 +94,46 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
   }
 
   async stats(): Promise<SlotStats> {
-    if (this.closing) throw new SlotEngineClosedError();
+    if (this.closed) throw new SlotEngineClosedError();
+    const thread = await this.running();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.stats_.set(id, { resolve, reject });
-      this.post({ type: 'stats', id }, (e) => {
-        this.stats_.delete(id);
-        reject(e);
-      });
+      this.statsCalls.set(id, { thread, resolve, reject });
+      thread.postMessage({ type: 'stats', id } satisfies SlotThreadRequest);
     });
   }
 
-  /** Ends the thread; its requests fail with SlotEngineClosedError. */
-  async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
-    const thread = this.thread ?? (await this.starting?.catch(() => undefined));
-    if (thread) {
+  /** Fails every request still pending with SlotEngineClosedError and stops the thread; idempotent. */
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
+    // A thread still starting is stopped by running() once it is up (it sees `closed`).
+    await this.respawn?.catch(() => undefined);
+    const thread = this.thread;
+    this.thread = undefined;
+    if (thread && thread.threadId !== -1) {
       const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+      // The thread's engine fails its requests (events) before the thread ends.
       thread.postMessage({ type: 'close' } satisfies SlotThreadRequest);
       await exited;
     }
-    this.failAll(new SlotEngineClosedError());
+    this.failWhere(() => true, new SlotEngineClosedError());
   }
 
   private end(id: number, reason: 'stop' | 'cancelled'): void {
-    if (!this.pending.has(id)) return;
-    const queued = this.outbox.find((o) => o.id === id);
-    if (queued && reason === 'cancelled') {
+    const p = this.pending.get(id);
+    if (!p) return;
+    const queued = this.outbox.findIndex((o) => o.id === id);
+    if (queued >= 0 && reason === 'cancelled') {
       // Not sent yet: it never reaches the thread.
-      this.outbox.splice(this.outbox.indexOf(queued), 1);
-      const callbacks = this.pending.get(id)!;
+      this.outbox.splice(queued, 1);
       this.pending.delete(id);
       const now = Date.now();
-      const timings = { submittedAt: now, finishedAt: now, queueMs: 0, timeToFirstTokenMs: undefined, totalMs: 0, promptTokens: queued.request.promptIds.length, slot: -1 };
-      this.call(id, () => callbacks.onDone({ tokenIds: [], finishReason: 'cancelled', timings }));
+      const timings = { submittedAt: now, finishedAt: now, queueMs: 0, timeToFirstTokenMs: undefined, totalMs: 0, promptTokens: p.promptTokens, slot: -1 };
+      this.call(id, () => p.callbacks.onDone({ tokenIds: [], finishReason: 'cancelled', timings }));
       return;
     }
     this.flushOutbox();
@@ -125,56 +144,44 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
     if (this.outbox.length === 0) return;
     const requests = this.outbox;
     this.outbox = [];
-    this.post({ type: 'submit', requests }, (e) => {
-      for (const { id } of requests) this.fail(id, new SlotEngineClosedError(`slot thread could not start: ${e.message}`));
-    });
+    this.running().then(
+      (thread) => {
+        const live = requests.filter(({ id }) => this.pending.has(id));
+        for (const { id } of live) this.pending.get(id)!.thread = thread;
+        if (live.length > 0) thread.postMessage({ type: 'submit', requests: live } satisfies SlotThreadRequest);
+      },
+      (e: Error) => {
+        const error = e instanceof SlotEngineClosedError ? e : new SlotEngineClosedError(`slot thread could not start: ${e.message}`);
+        for (const { id } of requests) this.fail(id, error);
+      },
+    );
   }
 
   /** Messages reach the thread in the order they are posted (each waits for the same thread, or its start). */
-  private post(msg: SlotThreadRequest, onNoThread: (e: Error) => void = () => {}): void {
-    this.running().then((thread) => thread.postMessage(msg), onNoThread);
+  private post(msg: SlotThreadRequest): void {
+    this.running().then(
+      (thread) => thread.postMessage(msg),
+      () => {},
+    );
   }
 
-  /** The live thread, or a fresh one after a crash. */
+  /** The live thread, or one fresh thread after a crash, shared by every caller. */
   private running(): Promise<Worker> {
     if (this.thread) return Promise.resolve(this.thread);
-    if (this.closing) return Promise.reject(new SlotEngineClosedError());
-    this.starting ??= ThreadedSlotEngine.spawn(this.modelDir, this.options).then(
-      (started) => {
-        this.starting = undefined;
-        this.attach(started.thread);
-        return started.thread;
-      },
-      (e: Error) => {
-        this.starting = undefined;
-        throw e;
-      },
-    );
-    return this.starting;
-  }
-
-  private static spawn(modelDir: string, options: SlotEngineOptions): Promise<Started> {
-    return new Promise((resolve, reject) => {
-      const { onWarning: _, ...engineOptions } = options;
-      const init: SlotThreadInit = { modelDir, options: engineOptions };
-      const thread = new Worker(THREAD_ENTRY, { workerData: init });
-      const onMessage = (msg: SlotThreadResponse): void => {
-        if (msg.type === 'warning') options.onWarning?.(msg.message);
-        else if (msg.type === 'ready') {
-          thread.off('message', onMessage);
-          thread.off('error', onError);
-          thread.off('exit', onExit);
-          resolve({ thread, limits: msg.limits, device: msg.device });
-        } else if (msg.type === 'failed') {
-          reject(new Error(msg.message));
+    if (this.closed) return Promise.reject(new SlotEngineClosedError());
+    this.respawn ??= spawnThread(this.modelDir, this.options)
+      .then(({ thread }) => {
+        if (this.closed) {
+          void thread.terminate();
+          throw new SlotEngineClosedError();
         }
-      };
-      const onError = (e: Error): void => reject(e);
-      const onExit = (code: number): void => reject(new Error(`slot thread exited with code ${code} before it was ready`));
-      thread.on('message', onMessage);
-      thread.once('error', onError);
-      thread.once('exit', onExit);
-    });
+        this.attach(thread);
+        return thread;
+      })
+      .finally(() => {
+        this.respawn = undefined;
+      });
+    return this.respawn;
   }
 
   private attach(thread: Worker): void {
@@ -182,35 +189,37 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
     thread.on('message', (msg: SlotThreadResponse) => {
       if (msg.type === 'warning') this.options.onWarning?.(msg.message);
       else if (msg.type === 'stats') {
-        this.stats_.get(msg.id)?.resolve(msg.stats);
-        this.stats_.delete(msg.id);
+        this.statsCalls.get(msg.id)?.resolve(msg.stats);
+        this.statsCalls.delete(msg.id);
       } else if (msg.type === 'events') {
         for (const event of msg.events) {
-          const callbacks = this.pending.get(event.id);
-          if (!callbacks) continue;
+          const p = this.pending.get(event.id);
+          if (!p) continue;
           if ('tokens' in event) {
             // A callback that throws fails its request here; the thread frees its slot.
-            if (!this.call(event.id, () => callbacks.onTokens?.(event.tokens))) this.post({ type: 'end', id: event.id, reason: 'cancelled' });
+            if (!this.call(event.id, () => p.callbacks.onTokens?.(event.tokens))) thread.postMessage({ type: 'end', id: event.id, reason: 'cancelled' } satisfies SlotThreadRequest);
           } else if ('result' in event) {
             this.pending.delete(event.id);
-            this.call(event.id, () => callbacks.onDone(event.result));
+            this.call(event.id, () => p.callbacks.onDone(event.result));
           } else {
             this.fail(event.id, rebuild(event.error));
           }
         }
       }
     });
+    // Only what this thread held fails; a replacement's requests are not its business.
     const lost = (reason: string): void => {
       if (this.thread === thread) this.thread = undefined;
-      this.failAll(new SlotLoopError(reason));
+      this.failWhere((t) => t === thread, this.closed ? new SlotEngineClosedError() : new SlotLoopError(reason));
     };
-    thread.on('error', (e) => lost(`slot thread crashed: ${e.message}`));
-    thread.on('exit', (code) => {
-      if (!this.closing) lost(`slot thread exited with code ${code}`);
+    thread.on('error', (e) => {
+      lost(`slot thread crashed: ${e.message}`);
+      void thread.terminate();
     });
+    thread.on('exit', (code) => lost(`slot thread exited with code ${code}`));
   }
 
-  /** A caller's callback that throws fails that request only (here: onError, and the thread ends it). */
+  /** A caller's callback that throws fails that request only. */
   private call(id: number, f: () => void): boolean {
     try {
       f();
@@ -223,20 +232,54 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
   }
 
   private fail(id: number, error: Error): void {
-    const callbacks = this.pending.get(id);
-    if (!callbacks) return;
+    const p = this.pending.get(id);
+    if (!p) return;
     this.pending.delete(id);
     try {
-      callbacks.onError(error);
+      p.callbacks.onError(error);
     } catch (e) {
       this.options.onWarning?.(`slot request ${id}: onError threw (${(e as Error).message})`);
     }
   }
 
-  private failAll(error: Error): void {
-    this.outbox = [];
-    for (const id of [...this.pending.keys()]) this.fail(id, error);
-    for (const s of this.stats_.values()) s.reject(error);
-    this.stats_.clear();
+  private failWhere(held: (thread: Worker | undefined) => boolean, error: Error): void {
+    for (const [id, p] of [...this.pending]) if (held(p.thread)) this.fail(id, error);
+    for (const [id, s] of [...this.statsCalls]) {
+      if (!held(s.thread)) continue;
+      this.statsCalls.delete(id);
+      s.reject(error);
+    }
+    if (held(undefined)) this.outbox = [];
   }
+}
+
+/** Starts a thread and waits for its SlotEngine to open; rejects if the thread fails or ends before that. */
+function spawnThread(modelDir: string, options: ThreadedSlotEngineOptions): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const { onWarning, threadEntry, ...engineOptions } = options;
+    const init: SlotThreadInit = { modelDir, options: engineOptions };
+    const thread = new Worker(threadEntry ?? THREAD_ENTRY, { workerData: init });
+    const settle = (error?: Error): void => {
+      thread.off('message', onMessage);
+      thread.off('error', onError);
+      thread.off('exit', onExit);
+      if (error) {
+        thread.on('error', () => undefined); // whatever else it reports while it ends
+        void thread.terminate();
+        reject(error);
+      }
+    };
+    const onMessage = (msg: SlotThreadResponse): void => {
+      if (msg.type === 'warning') onWarning?.(msg.message);
+      else if (msg.type === 'ready') {
+        settle();
+        resolve({ thread, limits: msg.limits, device: msg.device });
+      } else if (msg.type === 'failed') settle(new Error(msg.message));
+    };
+    const onError = (e: Error): void => settle(e);
+    const onExit = (code: number): void => settle(new Error(`slot thread exited with code ${code} before it was ready`));
+    thread.on('message', onMessage);
+    thread.on('error', onError);
+    thread.on('exit', onExit);
+  });
 }
