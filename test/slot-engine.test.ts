@@ -4,16 +4,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { DEVICE_LOOP_ADDON } from '../src/engine/device-loop-runner.js';
+import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { Generator } from '../src/engine/generator.js';
 import { SlotEngine, type SlotEngineOptions } from '../src/engine/slot-engine.js';
 import { SlotCapacityError, SlotEngineClosedError, SlotRequestError } from '../src/engine/slot-errors.js';
 import type { SlotRequest, SlotResult } from '../src/engine/slot-types.js';
-import { writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
+import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
+import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { EOS, writeEosCheckpoint } from './harness/eos-checkpoint.js';
 import { fixturePath } from './harness/fixtures.js';
 import { greedyRequest } from './harness/requests.js';
+import { testDevice } from './harness/test-device.js';
 
 // The slot engine on the CPU provider: the same native loop, state machine and NextToken rules as on CUDA (fp32,
 // GroupQueryAttention), without the graph capture. Skipped without the addon unless GENQUEUE_REQUIRE_NATIVE=1.
@@ -318,5 +320,102 @@ describe('slot engine: 10,000 short requests through 8 slots', { skip }, () => {
     } finally {
       await engine.close();
     }
+  });
+});
+
+// On the GPU machine (GENQUEUE_TEST_DEVICE=cuda:N): fp16 builds, with and without the captured CUDA graph.
+const gpu = testDevice();
+const gpuSkip = skip || (gpu.kind === 'cpu' ? 'CUDA only (GENQUEUE_TEST_DEVICE=cuda:N)' : false);
+
+describe('slot engine on CUDA (fp16)', { skip: gpuSkip }, () => {
+  let dir: string;
+  const engines: SlotEngine[] = [];
+  const open = (sub: string, options: Partial<SlotEngineOptions> = {}): SlotEngine => {
+    const e = SlotEngine.open(join(dir, sub), { device: gpu, slots: 8, capacity: 256, chunkSteps: 16, prefillChunk: 32, ...options });
+    engines.push(e);
+    return e;
+  };
+  const mixed = (): SlotRequest[] => [
+    greedy(longPrompt(2), 60),
+    greedy(longPrompt(70, 1), 45),
+    sample(longPrompt(5, 2), 50, 11, { temperature: 0.9, topK: 50, topP: 0.95 }),
+    { ...greedy(longPrompt(9, 3), 40), repetitionPenalty: 1.3 },
+    sample(longPrompt(130, 4), 33, 12),
+    greedy(longPrompt(1, 5), 70),
+    sample(longPrompt(17, 6), 64, 13, { topP: 0.8 }),
+    greedy(longPrompt(33, 7), 20),
+    greedy(longPrompt(3, 8), 51),
+    sample(longPrompt(40, 9), 29, 14, { topK: 1 }),
+  ];
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-cuda-'));
+    for (const sub of ['tiny', 'demo', 'eos']) mkdirSync(join(dir, sub));
+    buildModel(fixturePath('gpt2-tiny'), join(dir, 'tiny'), { precision: 'fp16' });
+    writeRandomGpt2Checkpoint(join(dir, 'demo-ckpt'), DEMO_SHAPE);
+    buildModel(join(dir, 'demo-ckpt'), join(dir, 'demo'), { precision: 'fp16' });
+    writeEosCheckpoint(join(dir, 'eos-ckpt'));
+    buildModel(join(dir, 'eos-ckpt'), join(dir, 'eos'), { precision: 'fp16' });
+  });
+  after(async () => {
+    for (const e of engines) await e.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('replaying the captured graph gives the tokens of running the steps plainly, call after call', async () => {
+    for (const sub of ['tiny', 'demo']) {
+      const plain = open(sub, { cudaGraph: false });
+      const graph = open(sub);
+      const expected = (await Promise.all(mixed().map((r) => plain.generate(r)))).map((r) => r.tokenIds);
+      for (let call = 0; call < 3; call++) {
+        assert.deepEqual((await Promise.all(mixed().map((r) => graph.generate(r)))).map((r) => r.tokenIds), expected, `${sub} call ${call}`);
+      }
+      assert.ok(graph.statsNow().graphReplays > 0, 'the graph engine replayed');
+      assert.equal(plain.statsNow().graphReplays, 0);
+    }
+  });
+
+  it('joining mid-way, another slot and other batch mates change no token (same slot count: same kernels)', async () => {
+    const engine = open('demo', { slots: 4 });
+    const requests = mixed();
+    const alone: number[][] = [];
+    for (const r of requests) alone.push((await engine.generate(r)).tokenIds);
+    const together = await Promise.all(requests.map((r) => engine.generate(r)));
+    assert.deepEqual(together.map((r) => r.tokenIds), alone);
+    assert.ok(new Set(together.map((r) => r.timings.slot)).size > 1);
+  });
+
+  it('fp16 tokens equal Hugging Face\'s (fp32) up to near-ties, and the device loop\'s fp16 tokens for many steps', async () => {
+    const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+    const engine = open('tiny');
+    const out = await Promise.all(ref.cases.map((c) => engine.generate(greedy(c.ids, c.greedy.length))));
+    let compared = 0;
+    ref.cases.forEach((c, i) => {
+      const near = c.greedy_margins.findIndex((m) => m < 0.05);
+      const n = near === -1 ? c.greedy.length : near;
+      assert.deepEqual(out[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
+      compared += n;
+    });
+    assert.ok(compared >= 24, `only ${compared} tokens compared`);
+    // Other attention kernels (DecoderMaskedMultiHeadAttention) on random weights: the same tokens until a near-tie.
+    const demo = open('demo');
+    const loop = DeviceLoopRunner.open(join(dir, 'demo'), readManifest(join(dir, 'demo')), { device: gpu });
+    try {
+      const requests = [greedy(longPrompt(2), 60), greedy(longPrompt(9, 1), 60), greedy(longPrompt(1, 2), 60)];
+      const viaLoop = loop.run(requests.map((r) => greedyRequest([...r.promptIds], r.maxNewTokens)));
+      const viaSlots = await Promise.all(requests.map((r) => demo.generate(r)));
+      viaSlots.forEach((r, i) => {
+        const agreed = r.tokenIds.findIndex((t, j) => t !== viaLoop[i]!.tokenIds[j]);
+        assert.ok(agreed === -1 || agreed >= 16, `row ${i}: the engines differ from token ${agreed}`);
+      });
+    } finally {
+      loop.close();
+    }
+  });
+
+  it('stops at EOS and holds it back for min_new_tokens', async () => {
+    const engine = open('eos', { capacity: 64 });
+    const [none, four] = await Promise.all([engine.generate(greedy([15496, 995], 40)), engine.generate({ ...greedy([7454, 2402, 257], 40), minNewTokens: 4 })]);
+    assert.deepEqual([none!.tokenIds, none!.finishReason], [[], 'stop']);
+    assert.deepEqual([four!.tokenIds.length, four!.finishReason], [4, 'stop']);
   });
 });
