@@ -105,6 +105,7 @@ napi_value SlotOpen(napi_env env, napi_callback_info info) {
     options.capacity = intOption(env, o, "capacity");
     options.chunkSteps = intOption(env, o, "chunkSteps");
     options.prefillChunk = intOption(env, o, "prefillChunk");
+    options.prefillRows = intOption(env, o, "prefillRows");
     options.vocabSize = intOption(env, o, "vocabSize");
     options.names = bindingsOf(env, napi::property(env, o, "bindings"));
     auto handle = std::make_unique<SlotHandle>(SlotHandle{new SlotLoop(api, options)});

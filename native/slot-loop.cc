@@ -52,9 +52,10 @@ SlotLoop::SlotLoop(const OrtApi* api, const SlotLoopOptions& options) : ort_(api
 SlotLoop::~SlotLoop() { releaseAll(); }
 
 void SlotLoop::init() {
-  if (o_.slots < 1 || o_.capacity < 2 || o_.chunkSteps < 1 || o_.prefillChunk < 1 || o_.vocabSize < 1 || o_.numLayers < 1) {
-    throw std::invalid_argument("slot loop: slots, chunkSteps, prefillChunk, vocabSize and numLayers must be ≥ 1 and capacity ≥ 2");
+  if (o_.slots < 1 || o_.capacity < 2 || o_.chunkSteps < 1 || o_.prefillChunk < 1 || o_.prefillRows < 1 || o_.vocabSize < 1 || o_.numLayers < 1) {
+    throw std::invalid_argument("slot loop: slots, chunkSteps, prefillChunk, prefillRows, vocabSize and numLayers must be ≥ 1 and capacity ≥ 2");
   }
+  if (o_.prefillChunk > o_.capacity) throw std::invalid_argument("slot loop: prefillChunk exceeds the capacity");
   if (o_.cudaGraph && !o_.cuda) throw std::invalid_argument("slot loop: cudaGraph needs the CUDA provider");
   words_ = (o_.vocabSize + 31) / 32;
   checkOrt(ort_, ort_->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-slot-loop", &env_));
@@ -102,9 +103,14 @@ void SlotLoop::init() {
   history_ = tensor({S, words_}, kInt32);
   ring_ = tensor({o_.chunkSteps, S}, kInt32);
   counter_ = tensor({1}, kInt64);
-  prefillIds_ = dataOf(tensor({o_.prefillChunk}, kInt64));
-  prefillPositions_ = dataOf(tensor({o_.prefillChunk}, kInt64));
-  prefillSeqlens_ = tensor({1}, kInt32);
+  const int64_t R = o_.prefillRows, P = o_.prefillChunk;
+  prefillIds_ = dataOf(tensor({R * P}, kInt64));
+  prefillPositions_ = dataOf(tensor({R * P}, kInt64));
+  prefillSeqlens_ = dataOf(tensor({R}, kInt32));
+  for (int64_t l = 0; l < L; l++) {
+    stagingKeys_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
+    stagingValues_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
+  }
   checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, &prefillTotalHost_, sizeof(int32_t), std::vector<int64_t>{1}.data(), 1, kInt32, &prefillTotal_));
   values_.push_back(prefillTotal_);
 
@@ -265,10 +271,110 @@ void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
     std::vector<uint32_t> seen(words_, 0u);
     for (int32_t t : r.prompt) seen[t >> 5] |= 1u << (t & 31);
     upload(static_cast<uint32_t*>(dataOf(history_)) + r.slot * words_, seen.data(), sizeof(uint32_t) * words_);
-    prefill(r.slot, r.prompt);
     stats_.admitted++;
   }
+  std::vector<const SlotAdmission*> prefilled;
+  for (const SlotAdmission& r : rows)
+    if (r.prompt.size() > 1) prefilled.push_back(&r);
+  prefillFirstChunks(prefilled);
+  // Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy).
+  const std::vector<OrtValue*> none;
+  for (const SlotAdmission* r : prefilled) {
+    const int64_t count = static_cast<int64_t>(r->prompt.size()) - 1;
+    for (int64_t start = o_.prefillChunk; start < count; start += o_.prefillChunk) {
+      const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
+      std::vector<int64_t> ids(length), positions(length);
+      for (int64_t i = 0; i < length; i++) {
+        ids[i] = r->prompt[start + i];
+        positions[i] = start + i;
+      }
+      upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
+      upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
+      // GroupQueryAttention: seqlens_k = total - 1.
+      const int32_t last = static_cast<int32_t>(start + length - 1);
+      upload(prefillSeqlens_, &last, sizeof last);
+      std::vector<OrtValue*> keys, values;
+      for (int l = 0; l < o_.numLayers; l++) {
+        keys.push_back(keyViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
+        values.push_back(valueViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
+      }
+      runPrefill(1, length, static_cast<int32_t>(start + length), keys, values, length);
+    }
+  }
   stateDirty_ = true;
+}
+
+// The first chunk of each prompt (all but its last token, up to P), R rows per run: sorted by length so that a run's
+// rows are alike, right padded to the longest (seqlens_k = each row's length - 1, total_sequence_length = the
+// longest: GroupQueryAttention's first prompt), into the staging cache, then copied into the slots.
+void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
+  const int64_t P = o_.prefillChunk;
+  auto first = [&](const SlotAdmission* r) { return std::min<int64_t>(P, static_cast<int64_t>(r->prompt.size()) - 1); };
+  std::stable_sort(rows.begin(), rows.end(), [&](const SlotAdmission* a, const SlotAdmission* b) { return first(a) < first(b); });
+  for (size_t begin = 0; begin < rows.size(); begin += o_.prefillRows) {
+    const size_t end = std::min(rows.size(), begin + static_cast<size_t>(o_.prefillRows));
+    const int64_t batch = static_cast<int64_t>(end - begin), length = first(rows[end - 1]);
+    std::vector<int64_t> ids(batch * length, 0), positions(batch * length);
+    std::vector<int32_t> seqlens(batch);
+    int64_t tokens = 0;
+    for (int64_t i = 0; i < batch; i++) {
+      const SlotAdmission* r = rows[begin + i];
+      const int64_t n = first(r);
+      for (int64_t t = 0; t < length; t++) {
+        if (t < n) ids[i * length + t] = r->prompt[t];
+        positions[i * length + t] = t;
+      }
+      seqlens[i] = static_cast<int32_t>(n - 1);
+      tokens += n;
+    }
+    upload(prefillIds_, ids.data(), sizeof(int64_t) * ids.size());
+    upload(prefillPositions_, positions.data(), sizeof(int64_t) * positions.size());
+    upload(prefillSeqlens_, seqlens.data(), sizeof(int32_t) * seqlens.size());
+    const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
+    const std::vector<int64_t> shape{batch, o_.kvHeads, P, o_.headSize};
+    const size_t bytes = elementBytes(kvType) * elementCount(shape);
+    std::vector<OrtValue*> keys, values;
+    struct Release {
+      const OrtApi* api;
+      std::vector<OrtValue*>& a;
+      std::vector<OrtValue*>& b;
+      ~Release() {
+        for (OrtValue* v : a) api->ReleaseValue(v);
+        for (OrtValue* v : b) api->ReleaseValue(v);
+      }
+    } release{ort_, keys, values};
+    OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+    for (int l = 0; l < o_.numLayers; l++) {
+      OrtValue* k = nullptr;
+      OrtValue* v = nullptr;
+      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingKeys_[l], bytes, shape.data(), shape.size(), kvType, &k));
+      keys.push_back(k);
+      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingValues_[l], bytes, shape.data(), shape.size(), kvType, &v));
+      values.push_back(v);
+    }
+    runPrefill(batch, length, static_cast<int32_t>(length), keys, values, tokens);
+    for (int64_t i = 0; i < batch; i++) copyToSlot(i, rows[begin + i]->slot, first(rows[begin + i]));
+  }
+}
+
+// Positions 0 .. positions - 1 of staging row stagingRow, every layer and head, into the slot's slice.
+void SlotLoop::copyToSlot(int64_t stagingRow, int slot, int64_t positions) {
+  const size_t element = o_.kvFloat16 ? 2 : 4;
+  const size_t row = element * o_.headSize;
+  const size_t stagingPitch = row * o_.prefillChunk, slotPitch = row * o_.capacity;
+  const size_t stagingOffset = stagingPitch * o_.kvHeads * stagingRow, slotOffset = slotPitch * o_.kvHeads * slot;
+  const size_t width = row * positions;
+  for (int l = 0; l < o_.numLayers; l++) {
+    for (const auto& [from, to] : {std::make_pair(stagingKeys_[l], keyCaches_[l]), std::make_pair(stagingValues_[l], valueCaches_[l])}) {
+      const char* src = static_cast<const char*>(from) + stagingOffset;
+      char* dst = static_cast<char*>(dataOf(to)) + slotOffset;
+      if (o_.cuda) {
+        cudart.check(cudart.memcpy2DAsync(dst, slotPitch, src, stagingPitch, width, o_.kvHeads, CudaRuntime::kDeviceToDevice, stream_), "cudaMemcpy2DAsync");
+      } else {
+        for (int h = 0; h < o_.kvHeads; h++) std::memcpy(dst + h * slotPitch, src + h * stagingPitch, width);
+      }
+    }
+  }
 }
 
 void SlotLoop::release(const std::vector<int>& slots) {
@@ -279,54 +385,43 @@ void SlotLoop::release(const std::vector<int>& slots) {
   stateDirty_ = true;
 }
 
-// Feeds prompt[0 .. P-2] into the slot's KV slice, up to prefillChunk tokens per run; the last prompt token is the
-// first decode step's input.
-void SlotLoop::prefill(int slot, const std::vector<int32_t>& prompt) {
-  const int64_t count = static_cast<int64_t>(prompt.size()) - 1;
+// One prefill run over the tokens and positions uploaded to the staging inputs ([batch, length], row-major), the
+// seqlens_k uploaded to prefillSeqlens_, and the given caches ([batch, kv heads, *, D] each layer); tokens: the
+// real ones among them (padding aside).
+void SlotLoop::runPrefill(int64_t batch, int64_t length, int32_t total, const std::vector<OrtValue*>& keys, const std::vector<OrtValue*>& values,
+                          int64_t tokens) {
   const SlotBindings& n = o_.names;
-  std::vector<int64_t> ids(o_.prefillChunk), positions(o_.prefillChunk);
-  for (int64_t start = 0; start < count; start += o_.prefillChunk) {
-    const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
-    for (int64_t i = 0; i < length; i++) {
-      ids[i] = prompt[start + i];
-      positions[i] = start + i;
-    }
-    upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
-    upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
-    // GroupQueryAttention: seqlens_k = total - 1; several new tokens with past context go at batch 1.
-    const int32_t last = static_cast<int32_t>(start + length - 1);
-    upload(dataOf(prefillSeqlens_), &last, sizeof last);
-    prefillTotalHost_ = static_cast<int32_t>(start + length);
-
-    OrtValue* idsValue = nullptr;
-    OrtValue* positionsValue = nullptr;
-    OrtIoBinding* binding = nullptr;
-    OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
-    const int64_t shape[] = {1, length};
-    OrtStatus* failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillIds_, sizeof(int64_t) * length, shape, 2, kInt64, &idsValue);
-    if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillPositions_, sizeof(int64_t) * length, shape, 2, kInt64, &positionsValue);
-    if (failed == nullptr) failed = ort_->CreateIoBinding(prefill_, &binding);
-    if (failed == nullptr) failed = ort_->BindInput(binding, n.inputIds.c_str(), idsValue);
-    if (failed == nullptr) failed = ort_->BindInput(binding, n.positionIds.c_str(), positionsValue);
-    if (failed == nullptr) failed = ort_->BindInput(binding, n.seqlensK.c_str(), prefillSeqlens_);
-    if (failed == nullptr) failed = ort_->BindInput(binding, n.totalSequenceLength.c_str(), prefillTotal_);
-    for (int l = 0; l < o_.numLayers && failed == nullptr; l++) {
-      const std::string i = std::to_string(l);
-      OrtValue* key = keyViews_[static_cast<size_t>(slot) * o_.numLayers + l];
-      OrtValue* value = valueViews_[static_cast<size_t>(slot) * o_.numLayers + l];
-      failed = ort_->BindInput(binding, (n.pastKeyPrefix + i).c_str(), key);
-      if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentKeyPrefix + i).c_str(), key);
-      if (failed == nullptr) failed = ort_->BindInput(binding, (n.pastValuePrefix + i).c_str(), value);
-      if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentValuePrefix + i).c_str(), value);
-    }
-    if (failed == nullptr) failed = ort_->RunWithBinding(prefill_, runAsync_, binding);
-    if (binding != nullptr) ort_->ReleaseIoBinding(binding);
-    if (idsValue != nullptr) ort_->ReleaseValue(idsValue);
-    if (positionsValue != nullptr) ort_->ReleaseValue(positionsValue);
-    checkOrt(ort_, failed);
-    stats_.prefillRuns++;
-    stats_.prefillTokens += length;
+  prefillTotalHost_ = total;
+  OrtValue* idsValue = nullptr;
+  OrtValue* positionsValue = nullptr;
+  OrtValue* seqlensValue = nullptr;
+  OrtIoBinding* binding = nullptr;
+  OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+  const int64_t shape[] = {batch, length};
+  const size_t bytes = sizeof(int64_t) * batch * length;
+  OrtStatus* failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillIds_, bytes, shape, 2, kInt64, &idsValue);
+  if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillPositions_, bytes, shape, 2, kInt64, &positionsValue);
+  if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillSeqlens_, sizeof(int32_t) * batch, &batch, 1, kInt32, &seqlensValue);
+  if (failed == nullptr) failed = ort_->CreateIoBinding(prefill_, &binding);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.inputIds.c_str(), idsValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.positionIds.c_str(), positionsValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.seqlensK.c_str(), seqlensValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.totalSequenceLength.c_str(), prefillTotal_);
+  // The caches are read and written in place.
+  for (int l = 0; l < o_.numLayers && failed == nullptr; l++) {
+    const std::string i = std::to_string(l);
+    failed = ort_->BindInput(binding, (n.pastKeyPrefix + i).c_str(), keys[l]);
+    if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentKeyPrefix + i).c_str(), keys[l]);
+    if (failed == nullptr) failed = ort_->BindInput(binding, (n.pastValuePrefix + i).c_str(), values[l]);
+    if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentValuePrefix + i).c_str(), values[l]);
   }
+  if (failed == nullptr) failed = ort_->RunWithBinding(prefill_, runAsync_, binding);
+  if (binding != nullptr) ort_->ReleaseIoBinding(binding);
+  for (OrtValue* v : {idsValue, positionsValue, seqlensValue})
+    if (v != nullptr) ort_->ReleaseValue(v);
+  checkOrt(ort_, failed);
+  stats_.prefillRuns++;
+  stats_.prefillTokens += tokens;
 }
 
 // The host mirror of the state, and the decoder inputs it implies, to the loop's buffers.

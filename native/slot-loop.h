@@ -3,9 +3,12 @@
 // bitmap — lives in buffers the addon allocated, bound by IO binding (slot-step-graph.ts builds the steps).
 //
 // - admit(): a joining request's row is written into the host mirror of the state (uploaded by the next run) and its
-//   prompt, all but the last token, goes through the prefill step in chunks of up to P tokens: a batch-1 graph over
-//   a view of that slot's slice [1, kv heads, C, D] of the KV buffers [S, kv heads, C, D] (GroupQueryAttention takes
-//   several new tokens with past context only at batch 1), so a 512-token prompt costs a few runs, not 512 steps.
+//   prompt, all but the last token, goes through the prefill step in chunks of up to P tokens, so a 512-token prompt
+//   costs a run, not 512 steps. The joiners' first chunks run together, up to R rows per run (sorted by length, right
+//   padded): GroupQueryAttention's first-prompt form, into a staging cache [R, kv heads, P, D] whose rows are then
+//   copied into the slots' slices of the KV buffers [S, kv heads, C, D] (the free slots are anywhere). Later chunks
+//   of a longer prompt run at batch 1 over a view of the slot's slice [1, kv heads, C, D]: GroupQueryAttention takes
+//   several new tokens with past context only at batch 1.
 // - run(): K decode steps for all S rows, then one copy back of the ring of emitted tokens [K, S] and of the state
 //   (the rows' status). Each decode step has the same shapes and reads every position from the device
 //   (GroupQueryAttention's seqlens_k per row, total_sequence_length = C on the host, constant), so on CUDA one graph
@@ -41,7 +44,7 @@ struct SlotLoopOptions {
   bool cudaGraph = false;
   int numLayers = 0, kvHeads = 0, headSize = 0;
   bool kvFloat16 = false;
-  int slots = 0, capacity = 0, chunkSteps = 0, prefillChunk = 0, vocabSize = 0;
+  int slots = 0, capacity = 0, chunkSteps = 0, prefillChunk = 0, prefillRows = 0, vocabSize = 0;
   SlotBindings names;
 };
 
@@ -88,7 +91,10 @@ class SlotLoop {
   void* dataOf(OrtValue* v) const;
   void upload(void* device, const void* host, size_t bytes);
   void download(void* host, const void* device, size_t bytes);
-  void prefill(int slot, const std::vector<int32_t>& prompt);
+  void prefillFirstChunks(std::vector<const SlotAdmission*> rows);
+  void runPrefill(int64_t batch, int64_t length, int32_t total, const std::vector<OrtValue*>& keys, const std::vector<OrtValue*>& values,
+                  int64_t tokens);
+  void copyToSlot(int64_t stagingRow, int slot, int64_t positions);
   void runSteps();
   bool captureSteps();
   void uploadState();
@@ -112,8 +118,10 @@ class SlotLoop {
   std::vector<OrtValue*> keyViews_, valueViews_;  // [slot * layers + layer]: [1, kv heads, C, D]
   OrtValue *inputIds_ = nullptr, *positionIds_ = nullptr, *seqlensK_ = nullptr, *total_ = nullptr;
   OrtValue *state_ = nullptr, *params_ = nullptr, *history_ = nullptr, *ring_ = nullptr, *counter_ = nullptr;
-  void *prefillIds_ = nullptr, *prefillPositions_ = nullptr;  // [P] int64 each: a chunk's tokens and positions
-  OrtValue *prefillSeqlens_ = nullptr, *prefillTotal_ = nullptr;
+  void *prefillIds_ = nullptr, *prefillPositions_ = nullptr;  // [R * P] int64 each: a run's tokens and positions
+  void* prefillSeqlens_ = nullptr;                             // [R] int32
+  std::vector<void*> stagingKeys_, stagingValues_;             // per layer: [R, kv heads, P, D]
+  OrtValue* prefillTotal_ = nullptr;
   int32_t totalHost_ = 0, prefillTotalHost_ = 0;
   std::vector<int64_t> stateHost_;  // [S, kStateFields]: what the device holds after the last run, plus admissions
   std::vector<float> paramsHost_;   // [S, kParams]

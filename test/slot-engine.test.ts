@@ -111,15 +111,17 @@ describe('slot engine on the tiny GPT-2 fixture (CPU provider)', { skip }, () =>
     assert.ok(joined[0]!.timings.queueMs >= 0);
   });
 
-  it('chunked prefill gives the tokens of feeding the prompt one token per run', async () => {
+  it('chunked prefill, joiners\' first chunks in one run or not, gives the tokens of feeding the prompt one token per run', async () => {
     const requests = [1, 2, 9, 16, 17, 40, 61].map((n, i) => greedy(longPrompt(n, i), 12));
-    const oneByOne = tokens(await Promise.all(requests.map((r) => open({ prefillChunk: 1 }).generate(r))));
-    for (const prefillChunk of [3, 8, 64]) {
-      const engine = open({ prefillChunk, slots: 3 });
-      assert.deepEqual(tokens(await Promise.all(requests.map((r) => engine.generate(r)))), oneByOne, `prefill chunk ${prefillChunk}`);
+    const oneByOne = tokens(await Promise.all(requests.map((r) => open({ prefillChunk: 1, prefillRows: 1 }).generate(r))));
+    const continuation = (chunk: number) => requests.reduce((a, r) => a + Math.max(0, Math.ceil((r.promptIds.length - 1) / chunk) - 1), 0);
+    for (const [prefillChunk, prefillRows] of [[3, 1], [8, 16], [64, 2], [64, 16]] as const) {
+      // Eight slots: the seven requests join at the first boundary; six have something to prefill.
+      const engine = open({ prefillChunk, prefillRows, slots: 8 });
+      assert.deepEqual(tokens(await Promise.all(requests.map((r) => engine.generate(r)))), oneByOne, `prefill chunk ${prefillChunk}, rows ${prefillRows}`);
       const stats = engine.statsNow();
       assert.equal(stats.prefillTokens, requests.reduce((a, r) => a + r.promptIds.length - 1, 0));
-      assert.equal(stats.prefillRuns, requests.reduce((a, r) => a + Math.ceil((r.promptIds.length - 1) / prefillChunk), 0));
+      assert.equal(stats.prefillRuns, Math.ceil(6 / prefillRows) + continuation(prefillChunk), `runs for chunk ${prefillChunk}, rows ${prefillRows}`);
     }
   });
 
@@ -375,7 +377,8 @@ describe('slot engine on CUDA (fp16)', { skip: gpuSkip }, () => {
   });
 
   it('joining mid-way, another slot and other batch mates change no token (same slot count: same kernels)', async () => {
-    const engine = open('demo', { slots: 4 });
+    // Prefill one row per run: a row's prefill then has the same shapes alone and among joiners.
+    const engine = open('demo', { slots: 4, prefillRows: 1 });
     const requests = mixed();
     const alone: number[][] = [];
     for (const r of requests) alone.push((await engine.generate(r)).tokenIds);

@@ -16,6 +16,7 @@ export interface SlotLoopOptions {
   readonly capacity: number;
   readonly chunkSteps: number;
   readonly prefillChunk: number;
+  readonly prefillRows: number;
   readonly vocabSize: number;
   readonly bindings: typeof SLOT_BINDINGS;
 }

@@ -27,8 +27,10 @@ export interface SlotEngineOptions {
   readonly capacity?: number;
   /** Decode steps between chunk boundaries, where rows end and join (default 16). */
   readonly chunkSteps?: number;
-  /** Prompt tokens per prefill run (default 512, at most the capacity). */
+  /** Prompt tokens per row in a prefill run (default 512, at most the capacity). */
   readonly prefillChunk?: number;
+  /** Joining rows whose first prompt chunks share one prefill run (default 16). */
+  readonly prefillRows?: number;
   /** Replay the K decode steps from one captured CUDA graph (CUDA only; default on). */
   readonly cudaGraph?: boolean;
   /** Token ids that end a row on the device (default: the model's EOS id). */
@@ -39,6 +41,7 @@ export interface SlotEngineOptions {
 
 const DEFAULT_CHUNK_STEPS = 16;
 const DEFAULT_PREFILL_CHUNK = 512;
+const DEFAULT_PREFILL_ROWS = 16;
 
 interface Entry {
   readonly id: number;
@@ -105,8 +108,14 @@ export class SlotEngine implements SlotGenerationEngine {
       eosTokenIds: [...(options.eosTokenIds ?? [spec.eosTokenId])],
       chunkSteps: options.chunkSteps ?? DEFAULT_CHUNK_STEPS,
       prefillChunk: Math.min(options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, capacity),
+      prefillRows: options.prefillRows ?? DEFAULT_PREFILL_ROWS,
     };
-    for (const [name, v] of [['slots', limits.slots], ['chunkSteps', limits.chunkSteps], ['prefillChunk', limits.prefillChunk]] as const) {
+    for (const [name, v] of [
+      ['slots', limits.slots],
+      ['chunkSteps', limits.chunkSteps],
+      ['prefillChunk', limits.prefillChunk],
+      ['prefillRows', limits.prefillRows],
+    ] as const) {
       if (!Number.isInteger(v) || v < 1) throw new Error(`slot engine option ${name} must be an integer ≥ 1, not ${v}`);
     }
     if (limits.eosTokenIds.join() !== String(spec.eosTokenId)) {
@@ -127,6 +136,7 @@ export class SlotEngine implements SlotGenerationEngine {
       capacity: limits.capacity,
       chunkSteps: limits.chunkSteps,
       prefillChunk: limits.prefillChunk,
+      prefillRows: limits.prefillRows,
       vocabSize: spec.vocabSize,
       bindings: SLOT_BINDINGS,
     });

@@ -86,8 +86,10 @@ export interface SlotEngineLimits {
   readonly eosTokenIds: readonly number[];
   /** Decode steps between chunk boundaries (K). */
   readonly chunkSteps: number;
-  /** Prompt tokens per prefill run (P). */
+  /** Prompt tokens per row in a prefill run (P). */
   readonly prefillChunk: number;
+  /** Joining rows per prefill run (R). */
+  readonly prefillRows: number;
 }
 
 export interface SlotStats {

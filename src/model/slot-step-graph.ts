@@ -87,13 +87,14 @@ export function buildSlotDecodeGraph(decoder: DecoderGraph, eosTokenIds: readonl
 }
 
 /**
- * The prefill step: a chunk of one row's prompt, input_ids/position_ids [1, chunk], into that row's cache slice
- * [1, heads, capacity, head size] with seqlens_k = past + chunk - 1 and total_sequence_length = past + chunk
- * (GroupQueryAttention takes several new tokens with past context at batch 1 only). It ends with the last
- * layer's cache: nothing after it (the last MLP, the final norm, the vocabulary projection) is computed.
+ * The prefill step, input_ids/position_ids [rows, chunk] into caches [rows, heads, *, head size], in one of
+ * GroupQueryAttention's two forms: the first chunk of several prompts (right padded, seqlens_k = each length - 1,
+ * total_sequence_length = chunk), or a later chunk of one prompt in its slot's slice (seqlens_k = past + chunk - 1,
+ * total_sequence_length = past + chunk: several new tokens with past context go at batch 1 only). It ends with
+ * the last layer's cache: nothing after it (the last MLP, the final norm, the vocabulary projection) is computed.
  */
 export function buildSlotPrefillGraph(decoder: DecoderGraph): IGraphProto {
-  return rewire(decoder.graph, 'slot_prefill', presentNames(decoder), [1, 'chunk']);
+  return rewire(decoder.graph, 'slot_prefill', presentNames(decoder), ['batch', 'chunk']);
 }
 
 /**
