@@ -107,6 +107,7 @@ napi_value SlotOpen(napi_env env, napi_callback_info info) {
     options.prefillChunk = intOption(env, o, "prefillChunk");
     options.prefillRows = intOption(env, o, "prefillRows");
     options.vocabSize = intOption(env, o, "vocabSize");
+    options.intraOpThreads = intOption(env, o, "intraOpThreads");
     options.names = bindingsOf(env, napi::property(env, o, "bindings"));
     auto handle = std::make_unique<SlotHandle>(SlotHandle{new SlotLoop(api, options)});
     napi_value external;

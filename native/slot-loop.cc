@@ -169,6 +169,7 @@ OrtSession* SlotLoop::createSession(const std::string& path) {
     ~Release() { api->ReleaseSessionOptions(so); }
   } release{ort_, so};
   checkOrt(ort_, ort_->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
+  if (o_.intraOpThreads > 0) checkOrt(ort_, ort_->SetIntraOpNumThreads(so, o_.intraOpThreads));
   if (o_.cuda) {
     OrtCUDAProviderOptionsV2* cuda = nullptr;
     checkOrt(ort_, ort_->CreateCUDAProviderOptions(&cuda));

@@ -45,6 +45,7 @@ struct SlotLoopOptions {
   int numLayers = 0, kvHeads = 0, headSize = 0;
   bool kvFloat16 = false;
   int slots = 0, capacity = 0, chunkSteps = 0, prefillChunk = 0, prefillRows = 0, vocabSize = 0;
+  int intraOpThreads = 0;  // ONNX Runtime's intra-op threads per session (0: its default)
   SlotBindings names;
 };
 

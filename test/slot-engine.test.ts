@@ -24,6 +24,8 @@ if (!built && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(`GENQ
 const skip = built ? false : `device-loop addon not built (${DEVICE_LOOP_ADDON}); run npm run build:native`;
 
 const CPU = { kind: 'cpu' } as const;
+/** One ONNX Runtime thread per session: the CI machine is small and busy, and these models are tiny. */
+const THREADS = { intraOpThreads: 1 };
 
 const Reference = z.object({
   cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
@@ -32,7 +34,10 @@ const Reference = z.object({
 const PROMPTS = [[15496, 995], [7454, 2402, 257, 640, 11, 612], [464], [50256, 464, 886], [818, 262, 3726, 373, 262, 1573, 11, 290, 262, 1573, 373, 351, 1793, 13]];
 
 /** A prompt of n tokens (ids from a fixed walk over the vocabulary). */
-const longPrompt = (n: number, salt = 0): number[] => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 13) % 50000);
+const longPrompt = (n: number, salt = 0): number[] => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 13) % 500);
+
+/** A small random GPT-2 (vocabulary 512, head size 8) on which the engine's behaviour tests run fast. */
+const SMALL = { layers: 2, heads: 4, embd: 32, positions: 128, vocab: 512, seed: 3, init: 0.5 };
 
 const greedy = (promptIds: number[], maxNewTokens: number): SlotRequest => ({ promptIds, maxNewTokens });
 const sample = (promptIds: number[], maxNewTokens: number, seed: bigint | number, extra: { temperature?: number; topK?: number; topP?: number } = {}): SlotRequest => ({
@@ -45,11 +50,10 @@ describe('slot engine on the tiny GPT-2 fixture (CPU provider)', { skip }, () =>
   let dir: string;
   const engines: SlotEngine[] = [];
   const open = (options: Partial<SlotEngineOptions> = {}): SlotEngine => {
-    const e = SlotEngine.open(dir, { device: CPU, slots: 4, capacity: 96, chunkSteps: 4, prefillChunk: 8, ...options });
+    const e = SlotEngine.open(dir, { device: CPU, ...THREADS, slots: 4, capacity: 96, chunkSteps: 4, prefillChunk: 8, ...options });
     engines.push(e);
     return e;
   };
-  const tokens = (results: SlotResult[]) => results.map((r) => r.tokenIds);
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-'));
     buildModel(fixturePath('gpt2-tiny'), dir, { precision: 'fp32' });
@@ -86,6 +90,28 @@ describe('slot engine on the tiny GPT-2 fixture (CPU provider)', { skip }, () =>
       compared += n;
     });
     assert.ok(compared >= 96, `only ${compared} tokens compared`);
+  });
+
+});
+
+describe('slot engine behaviour on a small random GPT-2 (CPU provider)', { skip }, () => {
+  let dir: string;
+  const engines: SlotEngine[] = [];
+  const open = (options: Partial<SlotEngineOptions> = {}): SlotEngine => {
+    const e = SlotEngine.open(join(dir, 'built'), { device: CPU, ...THREADS, slots: 4, capacity: 96, chunkSteps: 4, prefillChunk: 8, ...options });
+    engines.push(e);
+    return e;
+  };
+  const tokens = (results: SlotResult[]) => results.map((r) => r.tokenIds);
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-small-'));
+    writeRandomGpt2Checkpoint(join(dir, 'ckpt'), SMALL);
+    mkdirSync(join(dir, 'built'));
+    buildModel(join(dir, 'ckpt'), join(dir, 'built'), { precision: 'fp32' });
+  });
+  after(async () => {
+    for (const e of engines) await e.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('a request\'s tokens are the same alone as when it joins a running batch mid-way (greedy, exact)', async () => {
@@ -249,50 +275,9 @@ describe('slot engine on the tiny GPT-2 fixture (CPU provider)', { skip }, () =>
     assert.throws(() => engine.submit(greedy([1], 2), { onDone: () => {}, onError: () => {} }), SlotEngineClosedError);
     await engine.close();
   });
-});
 
-describe('slot engine: EOS, min_new_tokens and stop ids (a model that always predicts EOS)', { skip }, () => {
-  let dir: string;
-  let engine: SlotEngine;
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-eos-'));
-    writeEosCheckpoint(join(dir, 'ckpt'));
-    mkdirSync(join(dir, 'built'));
-    buildModel(join(dir, 'ckpt'), join(dir, 'built'), { precision: 'fp32' });
-    engine = SlotEngine.open(join(dir, 'built'), { device: CPU, slots: 3, chunkSteps: 4 });
-  });
-  after(async () => {
-    await engine?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('stops at EOS ("stop", EOS not included) and holds it back for min_new_tokens, per row', async () => {
-    const [none, four, seven] = await Promise.all([
-      engine.generate(greedy([15496, 995], 10)),
-      engine.generate({ ...greedy([15496, 995], 10), minNewTokens: 4 }),
-      engine.generate({ ...sample([7454, 2402, 257], 10, 3), minNewTokens: 7 }),
-    ]);
-    assert.deepEqual([none!.tokenIds, none!.finishReason], [[], 'stop']);
-    assert.deepEqual([four!.tokenIds.length, four!.finishReason], [4, 'stop']);
-    assert.deepEqual([seven!.tokenIds.length, seven!.finishReason, seven!.tokenIds.includes(EOS)], [7, 'stop', false]);
-    // min_new_tokens = max_new_tokens: EOS never comes, the row ends at its length.
-    const held = await engine.generate({ ...greedy([15496, 995], 9), minNewTokens: 9 });
-    assert.deepEqual([held.tokenIds.length, held.finishReason], [9, 'length']);
-  });
-});
-
-describe('slot engine: 10,000 short requests through 8 slots', { skip }, () => {
-  let dir: string;
-  before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-many-'));
-    writeRandomGpt2Checkpoint(join(dir, 'ckpt'), { layers: 1, heads: 2, embd: 16, positions: 32, vocab: 256, seed: 1, init: 0.5 });
-    mkdirSync(join(dir, 'built'));
-    buildModel(join(dir, 'ckpt'), join(dir, 'built'), { precision: 'fp32' });
-  });
-  after(() => rmSync(dir, { recursive: true, force: true }));
-
-  it('completes every request, reuses every slot and leaks none (JS and native accounting agree)', async () => {
-    const engine = SlotEngine.open(join(dir, 'built'), { device: CPU, slots: 8, chunkSteps: 4 });
+  it('10,000 short requests through 8 slots: every one completes, every slot is reused, none leaks (JS and native accounting agree)', async () => {
+    const engine = SlotEngine.open(join(dir, 'built'), { device: CPU, ...THREADS, slots: 8, capacity: 16, chunkSteps: 4 });
     try {
       const used = new Set<number>();
       let maxBusy = 0;
@@ -322,6 +307,36 @@ describe('slot engine: 10,000 short requests through 8 slots', { skip }, () => {
     } finally {
       await engine.close();
     }
+  });
+});
+
+describe('slot engine: EOS, min_new_tokens and stop ids (a model that always predicts EOS)', { skip }, () => {
+  let dir: string;
+  let engine: SlotEngine;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-eos-'));
+    writeEosCheckpoint(join(dir, 'ckpt'));
+    mkdirSync(join(dir, 'built'));
+    buildModel(join(dir, 'ckpt'), join(dir, 'built'), { precision: 'fp32' });
+    engine = SlotEngine.open(join(dir, 'built'), { device: CPU, ...THREADS, slots: 3, chunkSteps: 4 });
+  });
+  after(async () => {
+    await engine?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('stops at EOS ("stop", EOS not included) and holds it back for min_new_tokens, per row', async () => {
+    const [none, four, seven] = await Promise.all([
+      engine.generate(greedy([15496, 995], 10)),
+      engine.generate({ ...greedy([15496, 995], 10), minNewTokens: 4 }),
+      engine.generate({ ...sample([7454, 2402, 257], 10, 3), minNewTokens: 7 }),
+    ]);
+    assert.deepEqual([none!.tokenIds, none!.finishReason], [[], 'stop']);
+    assert.deepEqual([four!.tokenIds.length, four!.finishReason], [4, 'stop']);
+    assert.deepEqual([seven!.tokenIds.length, seven!.finishReason, seven!.tokenIds.includes(EOS)], [7, 'stop', false]);
+    // min_new_tokens = max_new_tokens: EOS never comes, the row ends at its length.
+    const held = await engine.generate({ ...greedy([15496, 995], 9), minNewTokens: 9 });
+    assert.deepEqual([held.tokenIds.length, held.finishReason], [9, 'length']);
   });
 });
 

@@ -17,7 +17,7 @@ if (!built && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(`GENQ
 const skip = built ? false : `device-loop addon not built (${DEVICE_LOOP_ADDON}); run npm run build:native`;
 
 const CPU = { kind: 'cpu' } as const;
-const OPTIONS = { device: CPU, slots: 3, capacity: 96, chunkSteps: 4, prefillChunk: 8 };
+const OPTIONS = { device: CPU, intraOpThreads: 1, slots: 3, capacity: 96, chunkSteps: 4, prefillChunk: 8 };
 
 const REQUESTS: SlotRequest[] = [
   { promptIds: [15496, 995], maxNewTokens: 20 },

@@ -18,6 +18,8 @@ export interface SlotLoopOptions {
   readonly prefillChunk: number;
   readonly prefillRows: number;
   readonly vocabSize: number;
+  /** ONNX Runtime's intra-op threads per session (0: its default). */
+  readonly intraOpThreads: number;
   readonly bindings: typeof SLOT_BINDINGS;
 }
 

@@ -33,6 +33,11 @@ export interface SlotEngineOptions {
   readonly prefillRows?: number;
   /** Replay the K decode steps from one captured CUDA graph (CUDA only; default on). */
   readonly cudaGraph?: boolean;
+  /**
+   * ONNX Runtime's intra-op threads per session (default: its own choice, all cores). One is faster for small
+   * models on a busy machine, where the thread pool's synchronization costs more than the work it splits.
+   */
+  readonly intraOpThreads?: number;
   /** Token ids that end a row on the device (default: the model's EOS id). */
   readonly eosTokenIds?: readonly number[];
   /** A callback threw: the engine carries on and says so here. */
@@ -118,6 +123,8 @@ export class SlotEngine implements SlotGenerationEngine {
     ] as const) {
       if (!Number.isInteger(v) || v < 1) throw new Error(`slot engine option ${name} must be an integer ≥ 1, not ${v}`);
     }
+    const threads = options.intraOpThreads ?? 0;
+    if (!Number.isInteger(threads) || threads < 0) throw new Error(`slot engine option intraOpThreads must be an integer ≥ 0, not ${threads}`);
     if (limits.eosTokenIds.join() !== String(spec.eosTokenId)) {
       throw new Error('eosTokenIds other than the model\'s EOS id need a rebuild of the decode step with them (not supported yet)');
     }
@@ -138,6 +145,7 @@ export class SlotEngine implements SlotGenerationEngine {
       prefillChunk: limits.prefillChunk,
       prefillRows: limits.prefillRows,
       vocabSize: spec.vocabSize,
+      intraOpThreads: threads,
       bindings: SLOT_BINDINGS,
     });
     return new SlotEngine(addon, handle, manifest, limits, `${formatDevice(options.device)} (slots)`, options.onWarning);
