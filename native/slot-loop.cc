@@ -95,9 +95,7 @@ void SlotLoop::init() {
   seqlensK_ = tensor({S}, kInt32);
   // GroupQueryAttention reads total_sequence_length on the host: the capacity, the same for every decode step.
   totalHost_ = o_.capacity;
-  total_ = nullptr;
-  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, &totalHost_, sizeof(int32_t), std::vector<int64_t>{1}.data(), 1, kInt32, &total_));
-  values_.push_back(total_);
+  total_ = hostScalar(&totalHost_);
   state_ = tensor({S, kStateFields}, kInt64);
   params_ = tensor({S, kParams}, kFloat);
   history_ = tensor({S, words_}, kInt32);
@@ -111,8 +109,7 @@ void SlotLoop::init() {
     stagingKeys_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
     stagingValues_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
   }
-  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, &prefillTotalHost_, sizeof(int32_t), std::vector<int64_t>{1}.data(), 1, kInt32, &prefillTotal_));
-  values_.push_back(prefillTotal_);
+  prefillTotal_ = hostScalar(&prefillTotalHost_);
 
   const SlotBindings& n = o_.names;
   checkOrt(ort_, ort_->CreateIoBinding(decode_, &decodeBinding_));
@@ -207,6 +204,15 @@ OrtValue* SlotLoop::tensor(const std::vector<int64_t>& shape, ONNXTensorElementD
     memory_.push_back(p);
   }
   return view(p, bytes, shape, type);
+}
+
+// An int32 [1] over a host variable of the loop's (the value is read when a run is launched).
+OrtValue* SlotLoop::hostScalar(int32_t* value) {
+  OrtValue* v = nullptr;
+  const int64_t shape[] = {1};
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, value, sizeof(int32_t), shape, 1, kInt32, &v));
+  values_.push_back(v);
+  return v;
 }
 
 OrtValue* SlotLoop::view(void* data, size_t bytes, const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {

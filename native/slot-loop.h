@@ -89,6 +89,7 @@ class SlotLoop {
   OrtSession* createSession(const std::string& path);
   OrtValue* tensor(const std::vector<int64_t>& shape, ONNXTensorElementDataType type);
   OrtValue* view(void* data, size_t bytes, const std::vector<int64_t>& shape, ONNXTensorElementDataType type);
+  OrtValue* hostScalar(int32_t* value);
   void* dataOf(OrtValue* v) const;
   void upload(void* device, const void* host, size_t bytes);
   void download(void* host, const void* device, size_t bytes);
