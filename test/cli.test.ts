@@ -87,6 +87,26 @@ describe('genqueue CLI', () => {
     assert.match(r.stderr, /nothing enqueued/);
   });
 
+  it('enqueue --wait reports jobs that vanish (evicted, flushed) as missing and exits 1', async () => {
+    // No worker serves this model's queue, so the jobs stay waiting until they are deleted under the collector.
+    const jobs = join(dir, 'vanish.jsonl');
+    writeFileSync(jobs, Array.from({ length: 3 }, (_, i) => JSON.stringify({ id: `v-${i}`, prompt: 'p', model: 'nobody' })).join('\n'));
+    const out = join(dir, 'vanish-results.jsonl');
+    const running = genqueue(['enqueue', jobs, '--wait', '--out', out, '--timeout-ms', '60000', '--recheck-ms', '200'], env);
+    const deadline = Date.now() + 60_000;
+    while ((await redis.connection.llen('bull:genqueue.nobody:wait')) < 3) {
+      assert.ok(Date.now() < deadline, 'jobs never reached the queue');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await redis.connection.del('bull:genqueue.nobody:v-0', 'bull:genqueue.nobody:v-1', 'bull:genqueue.nobody:v-2');
+    const r = await running;
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /jobs 3: completed 0, failed 0, pending 0, missing 3/);
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; status: string; error: string });
+    assert.deepEqual(lines.map((l) => `${l.id}:${l.status}`).sort(), ['v-0:missing', 'v-1:missing', 'v-2:missing']);
+    assert.match(lines[0]!.error, /not in Redis/);
+  });
+
   it('worker + enqueue --wait + results: every job answered through Redis', async () => {
     const args = ['worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50', '--warmup-lengths', '12,20'];
     worker = spawn(process.execPath, [CLI, ...args], {
@@ -98,6 +118,7 @@ describe('genqueue CLI', () => {
     const out = join(dir, 'results.jsonl');
     const e = await genqueue(['enqueue', jobs, '--wait', '--out', out, '--timeout-ms', '60000'], env);
     assert.equal(e.code, 0, e.stderr);
+    assert.match(e.stderr, /jobs 10: completed 10, failed 0, pending 0, missing 0/);
     const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; tokenIds: number[]; text: string });
     assert.equal(lines.length, 10);
     for (const l of lines) {
