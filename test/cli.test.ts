@@ -107,6 +107,21 @@ describe('genqueue CLI', () => {
     assert.match(lines[0]!.error, /not in Redis/);
   });
 
+  it('enqueue warns about a reused id with a different prompt, and refuses a prompt over GENQUEUE_MAX_PROMPT_CHARS', async () => {
+    const dups = join(dir, 'dups.jsonl');
+    writeFileSync(dups, '{"id": "dup-1", "prompt": "a", "model": "nobody"}\n{"id": "dup-1", "prompt": "b", "model": "nobody"}\n');
+    const ids = join(dir, 'dups-ids.jsonl');
+    const d = await genqueue(['enqueue', dups, '--ids-out', ids], env);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stderr, /dups.jsonl:2: warning: id dup-1 already enqueued from line 1 with a different prompt; this line was not enqueued/);
+    assert.match(d.stderr, /enqueued 1, already queued 1 \(1 with different content, not enqueued\), refused 0/);
+    const long = join(dir, 'long.jsonl');
+    writeFileSync(long, `${JSON.stringify({ prompt: 'x'.repeat(11) })}\n`);
+    const l = await genqueue(['enqueue', long], { ...env, GENQUEUE_MAX_PROMPT_CHARS: '10' });
+    assert.equal(l.code, 2);
+    assert.match(l.stderr, /line 1: prompt: 11 characters exceeds the limit of 10 \(limits.maxPromptChars\)/);
+  });
+
   it('worker + enqueue --wait + results: every job answered through Redis', async () => {
     const args = ['worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50', '--warmup-lengths', '12,20'];
     worker = spawn(process.execPath, [CLI, ...args], {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { InvalidJobsError, JobProducer } from '../../queue/job-producer.js';
+import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
 import { createRedisConnection } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
@@ -34,7 +34,7 @@ export function registerEnqueueCommand(program: Command): void {
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
       const connection = createRedisConnection(config.redisUrl);
-      const producer = new JobProducer({ connection });
+      const producer = new JobProducer({ connection, maxPromptChars: config.limits.maxPromptChars });
       const bar = new ProgressBar('enqueue');
       try {
         let report;
@@ -43,7 +43,11 @@ export function registerEnqueueCommand(program: Command): void {
             chunkSize: o.chunkSize,
             skipInvalid: o.skipInvalid,
             idsOut: o.idsOut,
+            // Only a caller that waits needs every id in memory; otherwise the file streams through.
+            keepJobs: Boolean(o.wait),
             onProgress: (d, t) => bar.update(d, t),
+            onRefused: (r) => process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`),
+            onConflict: (c) => process.stderr.write(`${file}:${c.line}: warning: ${describeConflict(c)}\n`),
           });
         } catch (e) {
           if (e instanceof InvalidJobsError) process.exitCode = 2;
@@ -51,11 +55,11 @@ export function registerEnqueueCommand(program: Command): void {
         } finally {
           bar.stop();
         }
-        for (const r of report.refused) process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`);
-        process.stderr.write(`enqueued ${report.enqueued}, already queued ${report.duplicates}, refused ${report.refused.length}\n`);
-        if (report.refused.length) process.exitCode = 2;
+        const conflicts = report.conflicts ? ` (${report.conflicts} with different content, not enqueued)` : '';
+        process.stderr.write(`enqueued ${report.enqueued}, already queued ${report.duplicates}${conflicts}, refused ${report.refused}\n`);
+        if (report.refused) process.exitCode = 2;
         if (!o.wait) return;
-        const refs = distinctRefs(report.jobs);
+        const refs = distinctRefs(report.jobs ?? []);
         const collector = new ResultCollector({ connection });
         const out = openOutput(o.out);
         const waitBar = new ProgressBar('results');
