@@ -87,6 +87,41 @@ describe('genqueue CLI', () => {
     assert.match(r.stderr, /nothing enqueued/);
   });
 
+  it('enqueue --wait reports jobs that vanish (evicted, flushed) as missing and exits 1', async () => {
+    // No worker serves this model's queue, so the jobs stay waiting until they are deleted under the collector.
+    const jobs = join(dir, 'vanish.jsonl');
+    writeFileSync(jobs, Array.from({ length: 3 }, (_, i) => JSON.stringify({ id: `v-${i}`, prompt: 'p', model: 'nobody' })).join('\n'));
+    const out = join(dir, 'vanish-results.jsonl');
+    const running = genqueue(['enqueue', jobs, '--wait', '--out', out, '--timeout-ms', '60000', '--recheck-ms', '200'], env);
+    const deadline = Date.now() + 60_000;
+    while ((await redis.connection.llen('bull:genqueue.nobody:wait')) < 3) {
+      assert.ok(Date.now() < deadline, 'jobs never reached the queue');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await redis.connection.del('bull:genqueue.nobody:v-0', 'bull:genqueue.nobody:v-1', 'bull:genqueue.nobody:v-2');
+    const r = await running;
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /jobs 3: completed 0, failed 0, pending 0, missing 3/);
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; status: string; error: string });
+    assert.deepEqual(lines.map((l) => `${l.id}:${l.status}`).sort(), ['v-0:missing', 'v-1:missing', 'v-2:missing']);
+    assert.match(lines[0]!.error, /not in Redis/);
+  });
+
+  it('enqueue warns about a reused id with a different prompt, and refuses a prompt over GENQUEUE_MAX_PROMPT_CHARS', async () => {
+    const dups = join(dir, 'dups.jsonl');
+    writeFileSync(dups, '{"id": "dup-1", "prompt": "a", "model": "nobody"}\n{"id": "dup-1", "prompt": "b", "model": "nobody"}\n');
+    const ids = join(dir, 'dups-ids.jsonl');
+    const d = await genqueue(['enqueue', dups, '--ids-out', ids], env);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stderr, /dups.jsonl:2: warning: id dup-1 already enqueued from line 1 with a different prompt; this line was not enqueued/);
+    assert.match(d.stderr, /enqueued 1, already queued 1 \(1 with different content, not enqueued\), refused 0/);
+    const long = join(dir, 'long.jsonl');
+    writeFileSync(long, `${JSON.stringify({ prompt: 'x'.repeat(11) })}\n`);
+    const l = await genqueue(['enqueue', long], { ...env, GENQUEUE_MAX_PROMPT_CHARS: '10' });
+    assert.equal(l.code, 2);
+    assert.match(l.stderr, /line 1: prompt: 11 characters exceeds the limit of 10 \(limits.maxPromptChars\)/);
+  });
+
   it('worker + enqueue --wait + results: every job answered through Redis', async () => {
     const args = ['worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50', '--warmup-lengths', '12,20'];
     worker = spawn(process.execPath, [CLI, ...args], {
@@ -98,6 +133,7 @@ describe('genqueue CLI', () => {
     const out = join(dir, 'results.jsonl');
     const e = await genqueue(['enqueue', jobs, '--wait', '--out', out, '--timeout-ms', '60000'], env);
     assert.equal(e.code, 0, e.stderr);
+    assert.match(e.stderr, /jobs 10: completed 10, failed 0, pending 0, missing 0/);
     const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; tokenIds: number[]; text: string });
     assert.equal(lines.length, 10);
     for (const l of lines) {

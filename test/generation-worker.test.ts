@@ -51,6 +51,7 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
       maxBatch: 8,
       maxWaitMs: 200,
       workerId: 'test-worker',
+      maxPromptChars: 1000,
       logger: pino({ level: 'silent' }),
     });
     worker.start();
@@ -115,6 +116,37 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
     const long = results.get('too-long');
     assert.match(long?.status === 'failed' ? long.error : '', /exceeds the model's context length 128/);
     assert.equal(results.get('fine-after')?.status, 'completed');
+  });
+
+  it('fails jobs that lie about their model or carry an over-long prompt, and answers under the BullMQ id', async () => {
+    const shared = new Queue('genqueue', { connection });
+    const own = new Queue('genqueue.tiny', { connection });
+    const base = job({ prompt: 'Hello world', max_new_tokens: 3 });
+    // Written straight to Redis, past the producer's routing and checks, as a foreign producer might.
+    await shared.add('generate', { ...base, id: 'lie-shared', model: 'gpt2-large' }, { jobId: 'lie-shared' });
+    await own.add('generate', { ...base, id: 'lie-own', model: 'other' }, { jobId: 'lie-own' });
+    await shared.add('generate', { ...base, prompt: 'x'.repeat(1001) }, { jobId: 'lie-long' });
+    await shared.add('generate', { ...base, prompt: 'y'.repeat(1000), max_new_tokens: 1 }, { jobId: 'lie-long-ok' });
+    await shared.add('generate', { ...base, id: 'someone-else' }, { jobId: 'lie-id' });
+    await shared.add('generate', { ...base, decoding: 'sample', temperature: 1e-300 }, { jobId: 'lie-float' });
+    await shared.close();
+    await own.close();
+    const results = await collect(
+      new ResultCollector({ connection }),
+      ['lie-shared', 'lie-long', 'lie-long-ok', 'lie-id', 'lie-float'].map((id) => ({ id, queue: 'genqueue' })).concat({ id: 'lie-own', queue: 'genqueue.tiny' }),
+    );
+    const error = (id: string): string => {
+      const r = results.get(id);
+      return r?.status === 'failed' ? r.error : `not failed: ${JSON.stringify(r)}`;
+    };
+    assert.equal(error('lie-shared'), 'job asks for model "gpt2-large" but this worker serves "tiny"');
+    assert.equal(error('lie-own'), 'job asks for model "other" but this worker serves "tiny"');
+    assert.equal(error('lie-long'), 'prompt: 1001 characters exceeds the limit of 1000 (limits.maxPromptChars)');
+    // At the limit it is tokenized, and then too long for the tiny model's 128-token context.
+    assert.match(error('lie-long-ok'), /prompt \(\d+ tokens\) \+ max_new_tokens \(1\) = \d+ exceeds the model's context length 128/);
+    assert.equal(error('lie-float'), 'invalid job data: temperature: must be at least 0.001');
+    const answered = results.get('lie-id');
+    assert.equal(answered?.status === 'completed' && answered.result.id, 'lie-id');
   });
 
   it('publishes itself to the fleet view', async () => {

@@ -1,4 +1,5 @@
 import { InvalidArgumentError, Option } from 'commander';
+import { RECHECK_MS } from '../queue/result-collector.js';
 
 export function positiveInt(name: string): (value: string) => number {
   return (value: string) => {
@@ -31,4 +32,12 @@ export function deviceOption(): Option {
 
 export function configOption(): Option {
   return new Option('--config <file>', 'JSON config file (defaults: config/default.json; env GENQUEUE_CONFIG)');
+}
+
+/** --recheck-ms of the commands that wait for results (ResultCollector's recheckMs). */
+export function recheckOption(): Option {
+  return new Option(
+    '--recheck-ms <ms>',
+    `with --wait, how often job states are re-read to find vanished jobs and missed events (default ${RECHECK_MS}, more for many jobs)`,
+  ).argParser(positiveInt('--recheck-ms'));
 }

@@ -11,7 +11,9 @@ export function resultLine(r: CollectedResult): string {
     }
     case 'failed':
       return JSON.stringify({ id: r.id, error: r.error });
-    default:
+    case 'missing':
+      return JSON.stringify({ id: r.id, status: r.status, error: r.error });
+    case 'pending':
       return JSON.stringify({ id: r.id, status: r.status });
   }
 }
@@ -23,6 +25,8 @@ export function openOutput(path: string | undefined): { stream: Writable; close:
 }
 
 export interface CollectSummary {
+  /** Jobs accounted for: completed + failed + pending + missing. */
+  jobs: number;
   completed: number;
   failed: number;
   pending: number;
@@ -30,13 +34,23 @@ export interface CollectSummary {
   generatedTokens: number;
 }
 
-/** Writes collected results as JSON lines (respecting back-pressure) and tallies them. */
-export async function writeResults(results: AsyncIterable<CollectedResult>, out: Writable): Promise<CollectSummary> {
-  const s: CollectSummary = { completed: 0, failed: 0, pending: 0, missing: 0, generatedTokens: 0 };
+/**
+ * Writes collected results as JSON lines (respecting back-pressure) and tallies them; `expected` is the number of
+ * distinct jobs asked for, and a tally that does not add up to it is an error rather than a quiet success.
+ */
+export async function writeResults(results: AsyncIterable<CollectedResult>, out: Writable, expected: number): Promise<CollectSummary> {
+  const s: CollectSummary = { jobs: 0, completed: 0, failed: 0, pending: 0, missing: 0, generatedTokens: 0 };
   for await (const r of results) {
+    s.jobs++;
     s[r.status]++;
     if (r.status === 'completed') s.generatedTokens += r.result.tokenIds.length;
     if (!out.write(`${resultLine(r)}\n`)) await new Promise((resolve) => out.once('drain', resolve));
   }
+  if (s.jobs !== expected) throw new Error(`results for ${s.jobs} of ${expected} jobs: ${expected - s.jobs} unaccounted for`);
   return s;
+}
+
+/** The summary line both `enqueue --wait` and `results` print. */
+export function summaryLine(s: CollectSummary): string {
+  return `jobs ${s.jobs}: completed ${s.completed}, failed ${s.failed}, pending ${s.pending}, missing ${s.missing}`;
 }

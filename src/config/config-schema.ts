@@ -34,6 +34,13 @@ export const WorkerSettings = z
   })
   .strict();
 
+export const Limits = z
+  .object({
+    /** Longest prompt, in characters, that a producer enqueues and a worker tokenizes (why 100,000: job-schema.ts). */
+    maxPromptChars: z.number().int().min(1).max(1_000_000_000),
+  })
+  .strict();
+
 /** Everything genqueue reads from config files and the environment. */
 export const GenqueueConfig = z
   .object({
@@ -45,6 +52,7 @@ export const GenqueueConfig = z
     /** The model a worker serves when --model is not given. */
     defaultModel: z.string().optional(),
     worker: WorkerSettings,
+    limits: Limits,
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
   .strict();

@@ -49,7 +49,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
       .filter((s) => s.trim() !== '')
       .map((s) => intFromEnv('GENQUEUE_WARMUP_LENGTHS', s.trim()));
   }
-  const out: Json = { worker };
+  const limits: Json = {};
+  if (env.GENQUEUE_MAX_PROMPT_CHARS) limits.maxPromptChars = intFromEnv('GENQUEUE_MAX_PROMPT_CHARS', env.GENQUEUE_MAX_PROMPT_CHARS);
+  const out: Json = { worker, limits };
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
   if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;
   if (env.GENQUEUE_LOG_LEVEL) out.logLevel = env.GENQUEUE_LOG_LEVEL;

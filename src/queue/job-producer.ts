@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { type JobData, parseJob } from './job-schema.js';
+import { DEFAULT_MAX_PROMPT_CHARS, type JobData, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
 
@@ -11,14 +12,34 @@ export interface RefusedLine {
   readonly error: string;
 }
 
+/** A line whose id is already queued with other content: BullMQ keeps the queued job, so this line is not enqueued. */
+export interface ConflictingLine {
+  readonly line: number;
+  readonly id: string;
+  /** The job fields whose values differ from the queued job's ("prompt", "max_new_tokens", …). */
+  readonly fields: string[];
+  /** The line of this file the queued job came from; undefined when it was queued before this run. */
+  readonly firstLine?: number;
+}
+
+export function describeConflict(c: ConflictingLine): string {
+  const what = `a different ${c.fields.join(', ')}`;
+  return c.firstLine !== undefined
+    ? `id ${c.id} already enqueued from line ${c.firstLine} with ${what}; this line was not enqueued`
+    : `id ${c.id} already queued (before this run) with ${what}; this line was not enqueued`;
+}
+
 export interface EnqueueReport {
   /** Jobs added now. */
   readonly enqueued: number;
-  /** Jobs whose id was already in the queue (or earlier in the same file): left as they were. */
+  /** Lines whose id was already in the queue (or earlier in the same file): left as they were. Includes conflicts. */
   readonly duplicates: number;
-  readonly refused: RefusedLine[];
-  /** Every valid line's job (new or duplicate), in file order. */
-  readonly jobs: EnqueuedJob[];
+  /** Of the duplicates, those whose content differs from the queued job's (each passed to onConflict). */
+  readonly conflicts: number;
+  /** Invalid lines skipped (skipInvalid; each passed to onRefused). */
+  readonly refused: number;
+  /** Every valid line's job (new or duplicate), in file order: only with keepJobs. */
+  readonly jobs?: EnqueuedJob[];
 }
 
 export interface EnqueueFileOptions {
@@ -27,21 +48,37 @@ export interface EnqueueFileOptions {
   /** Enqueue the valid lines and report the refused ones, instead of refusing the whole file. */
   readonly skipInvalid?: boolean;
   readonly onProgress?: (done: number, total: number) => void;
-  /** Writes {"id","line","queue"} per enqueued job, for `genqueue results --ids-from`. */
+  /** Each invalid line, as the validation pass finds it (only with skipInvalid: otherwise InvalidJobsError says). */
+  readonly onRefused?: (refused: RefusedLine) => void;
+  /** Each line not enqueued because its id is already queued with other content. */
+  readonly onConflict?: (conflict: ConflictingLine) => void;
+  /** Writes {"id","line","queue"} per valid line, for `genqueue results --ids-from`. */
   readonly idsOut?: string;
+  /**
+   * Return every valid line's job in the report, for a caller that waits for them. Off by default: the file is
+   * streamed, and memory does not grow with its length.
+   */
+  readonly keepJobs?: boolean;
 }
 
 /** Thrown when a file has invalid lines and skipInvalid is off: nothing was enqueued. */
 export class InvalidJobsError extends Error {
+  /** The first invalid lines (up to 50); `count` has them all. */
+  readonly refused: RefusedLine[];
+
   constructor(
     readonly path: string,
-    readonly refused: RefusedLine[],
+    refused: RefusedLine[],
+    readonly count = refused.length,
   ) {
-    const shown = refused.slice(0, 50).map((r) => `  line ${r.line}: ${r.error}`);
-    if (refused.length > 50) shown.push(`  … and ${refused.length - 50} more`);
-    super(`${path}: ${refused.length} invalid line(s), nothing enqueued:\n${shown.join('\n')}`);
+    const shown = refused.slice(0, InvalidJobsError.SHOWN).map((r) => `  line ${r.line}: ${r.error}`);
+    if (count > shown.length) shown.push(`  … and ${count - shown.length} more`);
+    super(`${path}: ${count} invalid line(s), nothing enqueued:\n${shown.join('\n')}`);
     this.name = 'InvalidJobsError';
+    this.refused = refused.slice(0, InvalidJobsError.SHOWN);
   }
+
+  static readonly SHOWN = 50;
 }
 
 export interface EnqueuedJob {
@@ -54,9 +91,41 @@ export interface JobProducerOptions {
   /** BullMQ key prefix (default "bull"). */
   readonly prefix?: string;
   readonly jobOptions?: JobsOptions;
+  /** Longer prompts are refused (config limits.maxPromptChars; default DEFAULT_MAX_PROMPT_CHARS). */
+  readonly maxPromptChars?: number;
 }
 
 const WEEK_SECONDS = 7 * 24 * 3600;
+/** Lines of this run's jobs stay in Redis at most this long if the producer dies before deleting them. */
+const RUN_LINES_TTL_SECONDS = 24 * 3600;
+
+interface LineJob {
+  readonly job: JobData;
+  readonly line?: number;
+}
+
+/** A conflict while its chunk is processed: firstLine may still be looked up (key: its field in the run's hash). */
+interface ChunkConflict {
+  line: number;
+  id: string;
+  fields: string[];
+  firstLine?: number;
+  key: string;
+}
+
+/** Names of the fields whose values differ between a job and the stored data of a job with the same id. */
+function differingFields(job: JobData, stored: string): string[] {
+  let other: unknown;
+  try {
+    other = JSON.parse(stored);
+  } catch {
+    return ['content (the queued job is not readable)'];
+  }
+  if (typeof other !== 'object' || other === null) return ['content (the queued job is not readable)'];
+  const a = job as Record<string, unknown>;
+  const b = other as Record<string, unknown>;
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+}
 
 /**
  * Validates and enqueues generation jobs. Invalid jobs never reach Redis. Job ids become BullMQ job ids, so
@@ -66,9 +135,11 @@ export class JobProducer {
   private readonly queues = new Map<string, Queue>();
   private readonly prefix: string;
   private readonly jobOptions: JobsOptions;
+  private readonly maxPromptChars: number;
 
   constructor(private readonly options: JobProducerOptions) {
     this.prefix = options.prefix ?? 'bull';
+    this.maxPromptChars = options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS;
     this.jobOptions = {
       removeOnComplete: { age: WEEK_SECONDS },
       removeOnFail: { age: WEEK_SECONDS },
@@ -78,37 +149,55 @@ export class JobProducer {
   }
 
   /**
-   * Streams a .jsonl file. A first pass validates every line (and counts them for progress); unless
-   * skipInvalid, any invalid line refuses the whole file. The second pass adds jobs with addBulk in chunks.
+   * Streams a .jsonl file in constant memory (unless keepJobs). A first pass validates every line (and counts
+   * them for progress); unless skipInvalid, any invalid line refuses the whole file. The second pass adds jobs
+   * with addBulk in chunks.
+   *
+   * A line whose id is already queued is not added again; when its content differs, onConflict names the line the
+   * queued job came from. That line number comes from Redis, not memory: each chunk records its jobs' lines in a
+   * hash of this run (deleted at the end, with a TTL in case the producer dies), which is read only on a conflict.
    */
   async enqueueFile(path: string, options: EnqueueFileOptions = {}): Promise<EnqueueReport> {
-    const refused: RefusedLine[] = [];
+    const firstRefused: RefusedLine[] = [];
+    let refused = 0;
     let valid = 0;
     for await (const { lineNumber, job } of this.parsedLines(path)) {
-      if ('error' in job) refused.push({ line: lineNumber, error: job.error });
-      else valid++;
+      if ('error' in job) {
+        refused++;
+        const r = { line: lineNumber, error: job.error };
+        if (options.skipInvalid) options.onRefused?.(r);
+        else if (firstRefused.length < InvalidJobsError.SHOWN) firstRefused.push(r);
+      } else valid++;
     }
-    if (refused.length && !options.skipInvalid) throw new InvalidJobsError(path, refused);
+    if (refused && !options.skipInvalid) throw new InvalidJobsError(path, firstRefused, refused);
 
     const chunkSize = options.chunkSize ?? 1000;
-    const idsOut: WriteStream | undefined = options.idsOut ? createWriteStream(options.idsOut) : undefined;
+    const runLines = `genqueue:enqueue-lines:${randomUUID()}`;
+    let idsOut: WriteStream | undefined;
     let enqueued = 0;
     let duplicates = 0;
-    const jobs: EnqueuedJob[] = [];
+    let conflicts = 0;
+    const jobs: EnqueuedJob[] | undefined = options.keepJobs ? [] : undefined;
     let chunk: { job: JobData; line: number }[] = [];
     const flush = async (): Promise<void> => {
-      const added = await this.addChunk(chunk.map((c) => c.job));
+      const added = await this.addChunk(chunk, runLines);
       enqueued += added.added;
       duplicates += added.duplicates;
-      jobs.push(...added.jobs);
+      conflicts += added.conflicts.length;
+      for (const c of added.conflicts) options.onConflict?.(c);
+      jobs?.push(...added.jobs);
       if (idsOut) {
         const text = added.jobs.map((j, i) => JSON.stringify({ id: j.id, line: chunk[i]!.line, queue: j.queue })).join('\n');
-        if (text) idsOut.write(`${text}\n`);
+        if (text && !idsOut.write(`${text}\n`)) await once(idsOut, 'drain');
       }
       options.onProgress?.(enqueued + duplicates, valid);
       chunk = [];
     };
     try {
+      if (options.idsOut) {
+        idsOut = createWriteStream(options.idsOut);
+        await once(idsOut, 'open'); // an unwritable path fails here, before anything is enqueued
+      }
       for await (const { lineNumber, job } of this.parsedLines(path)) {
         if ('error' in job) continue;
         chunk.push({ job, line: lineNumber });
@@ -116,9 +205,13 @@ export class JobProducer {
       }
       if (chunk.length) await flush();
     } finally {
-      if (idsOut) await new Promise<void>((resolve) => idsOut.end(() => resolve()));
+      // A failed delete leaves the hash to its TTL, so it must not hide the error that brought us here.
+      const forget = this.options.connection.unlink(runLines).catch(() => undefined);
+      const stream = idsOut;
+      const closed = stream && !stream.destroyed ? new Promise<void>((resolve, reject) => stream.end((e?: Error | null) => (e ? reject(e) : resolve()))) : undefined;
+      await Promise.all([forget, closed]);
     }
-    return { enqueued, duplicates, refused, jobs };
+    return { enqueued, duplicates, conflicts, refused, ...(jobs ? { jobs } : {}) };
   }
 
   /**
@@ -128,7 +221,7 @@ export class JobProducer {
    */
   async enqueueJobs(jobs: readonly JobData[], chunkSize = 256): Promise<EnqueuedJob[]> {
     const placed: EnqueuedJob[] = [];
-    for (let i = 0; i < jobs.length; i += chunkSize) placed.push(...(await this.addChunk(jobs.slice(i, i + chunkSize))).jobs);
+    for (let i = 0; i < jobs.length; i += chunkSize) placed.push(...(await this.addChunk(jobs.slice(i, i + chunkSize).map((job) => ({ job })))).jobs);
     return placed;
   }
 
@@ -144,7 +237,12 @@ export class JobProducer {
         continue;
       }
       const parsed = parseJob(value.raw);
-      yield { lineNumber, job: parsed.ok ? parsed.job : { error: parsed.error } };
+      if (!parsed.ok) {
+        yield { lineNumber, job: { error: parsed.error } };
+        continue;
+      }
+      const tooLong = promptLengthError(parsed.job.prompt, this.maxPromptChars);
+      yield { lineNumber, job: tooLong ? { error: tooLong } : parsed.job };
     }
   }
 
@@ -157,33 +255,60 @@ export class JobProducer {
     return q;
   }
 
-  private async addChunk(jobs: readonly JobData[]): Promise<{ jobs: EnqueuedJob[]; added: number; duplicates: number }> {
-    const withIds = jobs.map((job) => (job.id ? job : { ...job, id: randomUUID() }));
-    const placed: EnqueuedJob[] = withIds.map((j) => ({ id: j.id!, queue: queueNameFor(j.model) }));
-    // BullMQ silently keeps the existing job when an id is re-added; look first so the report can say so.
+  /** Adds the chunk's new jobs; with runLines (a file run), records their lines and reports conflicting lines. */
+  private async addChunk(
+    items: readonly LineJob[],
+    runLines?: string,
+  ): Promise<{ jobs: EnqueuedJob[]; added: number; duplicates: number; conflicts: ConflictingLine[] }> {
+    const withIds = items.map(({ job, line }) => ({ job: job.id ? job : { ...job, id: randomUUID() }, line }));
+    const placed: EnqueuedJob[] = withIds.map(({ job }) => ({ id: job.id!, queue: queueNameFor(job.model) }));
+    const keyOf = (p: EnqueuedJob): string => `${p.queue}:${p.id}`;
+    // BullMQ silently keeps the existing job when an id is re-added: read it first, so that the report can say so,
+    // and a different job under a reused id is named rather than dropped unnoticed.
     const pipeline = this.options.connection.pipeline();
-    for (const p of placed) pipeline.exists(`${this.prefix}:${p.queue}:${p.id}`);
-    const exists = ((await pipeline.exec()) ?? []).map(([, n]) => n === 1);
-    const seen = new Set<string>();
+    for (const p of placed) pipeline.hget(`${this.prefix}:${keyOf(p)}`, 'data');
+    const stored = ((await pipeline.exec()) ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value as string | null;
+    });
+    const firstInChunk = new Map<string, LineJob>();
     const fresh = new Map<string, { name: string; data: JobData; opts: JobsOptions }[]>();
+    const freshLines: (string | number)[] = [];
+    const conflicts: ChunkConflict[] = [];
     let duplicates = 0;
-    withIds.forEach((job, i) => {
+    withIds.forEach(({ job, line }, i) => {
       const p = placed[i]!;
-      const key = `${p.queue}\u0000${p.id}`;
-      if (exists[i] || seen.has(key)) {
-        duplicates++;
+      const key = keyOf(p);
+      const earlier = firstInChunk.get(key);
+      const queued = stored[i];
+      if (queued == null && !earlier) {
+        firstInChunk.set(key, { job, line });
+        const list = fresh.get(p.queue) ?? [];
+        list.push({ name: 'generate', data: job, opts: { ...this.jobOptions, jobId: p.id } });
+        fresh.set(p.queue, list);
+        if (line !== undefined) freshLines.push(key, line);
         return;
       }
-      seen.add(key);
-      const list = fresh.get(p.queue) ?? [];
-      list.push({ name: 'generate', data: job, opts: { ...this.jobOptions, jobId: p.id } });
-      fresh.set(p.queue, list);
+      duplicates++;
+      if (line === undefined) return;
+      const fields = earlier ? differingFields(job, JSON.stringify(earlier.job)) : differingFields(job, queued!);
+      if (fields.length) conflicts.push({ line, id: p.id, fields, firstLine: earlier?.line, key });
     });
     let added = 0;
     for (const [name, list] of fresh) {
       await this.queue(name).addBulk(list);
       added += list.length;
     }
-    return { jobs: placed, added, duplicates };
+    if (runLines && freshLines.length) {
+      await this.options.connection.multi().hset(runLines, ...freshLines).expire(runLines, RUN_LINES_TTL_SECONDS).exec();
+    }
+    const unplaced = conflicts.filter((c) => c.firstLine === undefined);
+    if (runLines && unplaced.length) {
+      const lines = await this.options.connection.hmget(runLines, ...unplaced.map((c) => c.key));
+      unplaced.forEach((c, k) => {
+        if (lines[k] != null) c.firstLine = Number(lines[k]);
+      });
+    }
+    return { jobs: placed, added, duplicates, conflicts: conflicts.map(({ key: _key, ...c }) => c) };
   }
 }

@@ -16,6 +16,27 @@ export const JobId = z
 export const DEFAULT_MAX_NEW_TOKENS = 64;
 
 /**
+ * Prompts longer than this many characters (UTF-16 code units) are refused before they are tokenized (config
+ * `limits.maxPromptChars`). A prompt is tokenized whole before its length in tokens is known, so without a bound one
+ * 10 MB prompt cost a worker 15 s and 2.7 GB. 100,000 characters are ~20,000 tokens of English text (65 ms and
+ * ~15 MB to tokenize): far beyond GPT-2's 1,024-token context and well beyond a 16k-token model's.
+ */
+export const DEFAULT_MAX_PROMPT_CHARS = 100_000;
+
+/** The reason a prompt is too long to take, or undefined when it is within maxChars. */
+export function promptLengthError(prompt: string, maxChars: number): string | undefined {
+  return prompt.length > maxChars
+    ? `prompt: ${prompt.length} characters exceeds the limit of ${maxChars} (limits.maxPromptChars)`
+    : undefined;
+}
+
+/**
+ * A float the graph reads as float32, within [min, max]: outside such bounds values overflow or vanish in float32
+ * (temperature 1e-300 divides by zero, repetition_penalty 1e300 is infinite) and the text degenerates silently.
+ */
+const boundedFloat = (min: number, max: number) => z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+
+/**
  * One generation job, as producers write it (one JSON object per line of a .jsonl file) and as it is stored in
  * Redis after defaults are filled in. Unknown fields are refused so that a typo (max_tokens) is an error, not a
  * silently ignored setting.
@@ -28,11 +49,12 @@ export const JobInput = z
     min_new_tokens: z.number().int().min(0).default(0),
     decoding: z.enum(['greedy', 'beam', 'sample']).default('greedy'),
     num_beams: z.number().int().min(2).max(32).default(4),
-    length_penalty: z.number().finite().default(1),
-    temperature: z.number().positive().finite().default(1),
+    // The beam score divides by length^length_penalty: |5| keeps 32,768^5 inside float32.
+    length_penalty: boundedFloat(-5, 5).default(1),
+    temperature: boundedFloat(0.001, 100).default(1),
     top_k: z.number().int().min(0).default(0),
-    top_p: z.number().gt(0).max(1).default(1),
-    repetition_penalty: z.number().positive().finite().default(1),
+    top_p: boundedFloat(0.001, 1).default(1),
+    repetition_penalty: boundedFloat(0.01, 100).default(1),
     model: ModelName.optional(),
   })
   .strict()

@@ -14,12 +14,19 @@ export interface JobRef {
 export type CollectedResult =
   | { readonly id: string; readonly status: 'completed'; readonly result: JobResult }
   | { readonly id: string; readonly status: 'failed'; readonly error: string }
-  | { readonly id: string; readonly status: 'pending' | 'missing' };
+  | { readonly id: string; readonly status: 'pending' }
+  /** Not in Redis: never enqueued, removed, or lost (evicted, flushed, Redis restarted without persistence). */
+  | { readonly id: string; readonly status: 'missing'; readonly error: string };
 
 export interface CollectOptions {
   /** Wait until every job has finished (or timeoutMs passes; the rest are then reported as pending). */
   readonly wait: boolean;
   readonly timeoutMs?: number;
+  /**
+   * While waiting, how often job states are read again (default 5 s, more for many outstanding jobs): events
+   * can be missed (BullMQ trims the events stream; Redis may restart empty), and a job that vanishes sends none.
+   */
+  readonly recheckMs?: number;
   readonly onProgress?: (done: number, total: number) => void;
 }
 
@@ -37,19 +44,51 @@ export async function readJobRefs(path: string): Promise<JobRef[]> {
   return refs;
 }
 
-const STATE_CHUNK = 500;
+const keyOf = (queue: string, id: string): string => `${queue}\u0000${id}`;
 
-function toResult(id: string, raw: unknown): CollectedResult {
-  const value = typeof raw === 'string' ? (JSON.parse(raw) as unknown) : raw;
+/** Each job once, in first-seen order: a file may name the same job on several lines. */
+export function distinctRefs(refs: Iterable<JobRef>): JobRef[] {
+  const byKey = new Map<string, JobRef>();
+  for (const r of refs) if (!byKey.has(keyOf(r.queue, r.id))) byKey.set(keyOf(r.queue, r.id), r);
+  return [...byKey.values()];
+}
+
+const STATE_CHUNK = 500;
+export const RECHECK_MS = 5_000;
+/** A state sweep reads one small hash per outstanding job; spacing sweeps by 0.1 ms per job bounds their Redis load. */
+const RECHECK_MS_PER_JOB = 0.1;
+
+const MISSING = 'not in Redis: never enqueued, removed, or lost (evicted, flushed, or Redis restarted without persistence)';
+const REMOVED = 'removed from the queue while the collector waited for it';
+
+/** A worker's return value as a result line: anything that is not a JobResult is a failure, never a throw. */
+function toResult(id: string, value: unknown): CollectedResult {
   const parsed = JobResult.safeParse(value);
   return parsed.success
     ? { id, status: 'completed', result: parsed.data }
     : { id, status: 'failed', error: `result does not match the result schema: ${parsed.error.issues[0]?.message}` };
 }
 
+function storedResult(id: string, stored: string): CollectedResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(stored);
+  } catch (e) {
+    return { id, status: 'failed', error: `result is not valid JSON (${(e as Error).message})` };
+  }
+  return toResult(id, value);
+}
+
 /**
- * Collects results of earlier jobs. With wait, it subscribes to the queues' events before it reads job states,
- * so a job finishing in between is never missed; states are read in parallel chunks so 100k ids stay quick.
+ * Collects results of earlier jobs: exactly one result per distinct job, however the job ends (completed, failed,
+ * missing, or pending when not waiting / past the timeout).
+ *
+ * Every job leaves the outstanding set and enters the outbox in one step (settle), and the generator runs until
+ * it has yielded as many results as there are jobs; so results that arrive while the consumer is busy (a slow
+ * output file) wait in the outbox and are never dropped. With wait, it subscribes to the queues' events before it
+ * reads job states, so a job finishing in between is never missed, and it reads the states again every few
+ * seconds, which catches what events cannot report: a job that vanished, or an event trimmed away before it was
+ * read. States are read in pipelined chunks, so 100k ids stay quick.
  */
 export class ResultCollector {
   private readonly prefix: string;
@@ -59,78 +98,104 @@ export class ResultCollector {
   }
 
   async *collect(refs: readonly JobRef[], options: CollectOptions): AsyncGenerator<CollectedResult> {
-    const total = refs.length;
-    let done = 0;
-    const queueNames = [...new Set(refs.map((r) => r.queue))];
-    const remaining = new Map<string, JobRef>(); // key: queue + id
-    const keyOf = (queue: string, id: string): string => `${queue}\u0000${id}`;
-    for (const r of refs) remaining.set(keyOf(r.queue, r.id), r);
-
-    const finished: CollectedResult[] = [];
-    // Taking the whole backlog at once (splice) keeps 100k completions linear; shift() per item would not be.
-    function* report(batch: CollectedResult[]): Generator<CollectedResult> {
-      for (const r of batch) {
-        done++;
-        options.onProgress?.(done, total);
-        yield r;
-      }
-    }
+    const outstanding = new Map<string, JobRef>();
+    for (const r of refs) if (!outstanding.has(keyOf(r.queue, r.id))) outstanding.set(keyOf(r.queue, r.id), r);
+    const total = outstanding.size;
+    const outbox: CollectedResult[] = [];
     let wake: (() => void) | undefined;
+    const settle = (ref: JobRef, result: CollectedResult): void => {
+      if (!outstanding.delete(keyOf(ref.queue, ref.id))) return; // already settled (an event and a sweep both saw it)
+      outbox.push(result);
+      wake?.();
+    };
+    const settleEvent = (queue: string, jobId: string, result: () => CollectedResult): void => {
+      const ref = outstanding.get(keyOf(queue, jobId));
+      if (!ref) return;
+      let r: CollectedResult;
+      try {
+        r = result();
+      } catch (e) {
+        r = { id: jobId, status: 'failed', error: `unreadable result: ${(e as Error).message}` };
+      }
+      settle(ref, r);
+    };
+
     const events: QueueEvents[] = [];
     const eventConnections: Redis[] = [];
-    if (options.wait) {
-      for (const name of queueNames) {
-        // QueueEvents blocks on XREAD, so each needs a connection of its own.
-        const connection = this.options.connection.duplicate();
-        eventConnections.push(connection);
-        // Read from the stream's position now, not from wherever its first XREAD lands ('$'): a job finishing
-        // in between would otherwise be neither in the state sweep below nor in the events.
-        const [newest] = await this.options.connection.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1);
-        const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: newest?.[0] ?? '0-0' });
-        qe.on('completed', ({ jobId, returnvalue }) => {
-          if (remaining.delete(keyOf(name, jobId))) {
-            finished.push(toResult(jobId, returnvalue));
-            wake?.();
-          }
-        });
-        qe.on('failed', ({ jobId, failedReason }) => {
-          if (remaining.delete(keyOf(name, jobId))) {
-            finished.push({ id: jobId, status: 'failed', error: failedReason });
-            wake?.();
-          }
-        });
-        events.push(qe);
-      }
-      await Promise.all(events.map((e) => e.waitUntilReady()));
-    }
     try {
-      const all = [...remaining.values()];
-      for (let i = 0; i < all.length; i += STATE_CHUNK) {
-        const slice = all.slice(i, i + STATE_CHUNK);
-        const states = await this.states(slice);
-        const known: CollectedResult[] = [];
-        for (const [k, s] of states.entries()) {
-          if (s.status === 'pending' && options.wait) continue;
-          const ref = slice[k]!;
-          if (remaining.delete(keyOf(ref.queue, ref.id))) known.push(s); // else already reported by an event
+      if (options.wait) {
+        for (const name of new Set([...outstanding.values()].map((r) => r.queue))) {
+          // QueueEvents blocks on XREAD, so each needs a connection of its own.
+          const connection = this.options.connection.duplicate();
+          eventConnections.push(connection);
+          // Read from the stream's position now, not from wherever its first XREAD lands ('$'): a job finishing
+          // in between would otherwise be neither in the state sweep below nor in the events.
+          const [newest] = await this.options.connection.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1);
+          const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: newest?.[0] ?? '0-0' });
+          events.push(qe);
+          qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
+          qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'failed', error: failedReason })));
+          qe.on('removed', ({ jobId }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'missing', error: REMOVED })));
+          // A reader that stops (an event it cannot parse, a lost connection) leaves the state sweeps to report.
+          qe.on('error', () => undefined);
         }
-        yield* report(known);
-        yield* report(finished.splice(0));
+        await Promise.all(events.map((e) => e.waitUntilReady()));
       }
-      if (!options.wait) return;
-      const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
-      while (remaining.size > 0 || finished.length > 0) {
-        yield* report(finished.splice(0));
-        if (remaining.size === 0) break;
-        const left = deadline - Date.now();
-        if (left <= 0) break;
+
+      const deadline = !options.wait ? -Infinity : options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
+      // A job missing in one sweep while waiting is reported when the next sweep agrees: its completed event
+      // (a job removed on completion) may still be on its way.
+      let suspects = new Set<string>();
+      let nextSuspects = new Set<string>();
+      let sweep: JobRef[] = [...outstanding.values()];
+      let swept = 0;
+      let sweepAt = 0;
+      let reported = 0;
+      while (reported < total) {
+        if (outbox.length > 0) {
+          // splice() takes the whole backlog at once, which keeps 100k completions linear (shift() per item is not).
+          for (const r of outbox.splice(0)) {
+            reported++;
+            options.onProgress?.(reported, total);
+            yield r;
+          }
+          continue;
+        }
+        if (swept < sweep.length) {
+          const chunk = sweep.slice(swept, swept + STATE_CHUNK).filter((r) => outstanding.has(keyOf(r.queue, r.id)));
+          swept += STATE_CHUNK;
+          const states = await this.states(chunk);
+          chunk.forEach((ref, k) => {
+            const s = states[k]!;
+            const key = keyOf(ref.queue, ref.id);
+            if (options.wait && s.status === 'pending') return;
+            if (options.wait && s.status === 'missing' && !suspects.has(key)) nextSuspects.add(key);
+            else settle(ref, s);
+          });
+          if (swept >= sweep.length) {
+            [suspects, nextSuspects] = [nextSuspects, new Set()];
+            sweepAt = Date.now() + Math.max(options.recheckMs ?? RECHECK_MS, outstanding.size * RECHECK_MS_PER_JOB);
+          }
+          continue;
+        }
+        const now = Date.now();
+        if (now >= deadline) {
+          for (const ref of [...outstanding.values()]) settle(ref, { id: ref.id, status: 'pending' });
+          continue;
+        }
+        if (now >= sweepAt) {
+          sweep = [...outstanding.values()];
+          swept = 0;
+          continue;
+        }
+        let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((resolve) => {
           wake = resolve;
-          setTimeout(resolve, Math.min(left, 1000));
+          timer = setTimeout(resolve, Math.min(deadline, sweepAt) - now);
         });
+        clearTimeout(timer);
         wake = undefined;
       }
-      for (const r of remaining.values()) yield { id: r.id, status: 'pending' };
     } finally {
       await Promise.all(events.map(async (e) => e.close()));
       eventConnections.forEach((c) => c.disconnect());
@@ -144,6 +209,7 @@ export class ResultCollector {
    * Redis time just when the first batch was being fetched.
    */
   private async states(refs: readonly JobRef[]): Promise<CollectedResult[]> {
+    if (refs.length === 0) return [];
     const pipeline = this.options.connection.pipeline();
     for (const r of refs) pipeline.hmget(`${this.prefix}:${r.queue}:${r.id}`, 'timestamp', 'finishedOn', 'returnvalue', 'failedReason');
     const replies = (await pipeline.exec()) ?? [];
@@ -152,9 +218,9 @@ export class ResultCollector {
       if (error) throw error;
       const [timestamp, finishedOn, stored, failedReason] = (fields ?? []) as (string | null)[];
       const returnvalue = stored === 'null' ? null : stored; // BullMQ stores a failed job's as JSON null
-      if (timestamp == null) return { id: ref.id, status: 'missing' };
+      if (timestamp == null) return { id: ref.id, status: 'missing', error: MISSING };
       if (finishedOn && failedReason && returnvalue == null) return { id: ref.id, status: 'failed', error: failedReason };
-      if (finishedOn && returnvalue != null) return toResult(ref.id, returnvalue);
+      if (finishedOn && returnvalue != null) return storedResult(ref.id, returnvalue);
       return { id: ref.id, status: 'pending' };
     });
   }

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
-import { JobInput, describeZodError } from '../queue/job-schema.js';
+import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
 import type { JobResult } from '../queue/result-schema.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
@@ -32,6 +32,8 @@ export interface GenerationWorkerOptions {
    */
   readonly fetchers?: number;
   readonly workerId?: string;
+  /** Longer prompts fail before they are tokenized (config limits.maxPromptChars; default DEFAULT_MAX_PROMPT_CHARS). */
+  readonly maxPromptChars?: number;
   readonly logger: Logger;
   /** BullMQ key prefix (tests isolate themselves with it). */
   readonly prefix?: string;
@@ -158,6 +160,12 @@ export class GenerationWorker {
     const parsed = JobInput.safeParse(job.data);
     if (!parsed.success) throw new JobContentError(`invalid job data: ${describeZodError(parsed.error)}`);
     const data = parsed.data;
+    // A job put in this worker's queues by hand (or by a foreign producer) may still name another model.
+    if (data.model !== undefined && data.model !== this.options.modelName) {
+      throw new JobContentError(`job asks for model "${data.model}" but this worker serves "${this.options.modelName}"`);
+    }
+    const tooLong = promptLengthError(data.prompt, this.options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS);
+    if (tooLong) throw new JobContentError(tooLong);
     const t0 = performance.now();
     const promptTokenIds = await this.options.tokenizer.encode(data.prompt);
     const tokenizeMs = performance.now() - t0;
@@ -171,7 +179,8 @@ export class GenerationWorker {
     }
     const finishedAt = Date.now();
     return {
-      id: data.id ?? String(job.id),
+      // The BullMQ id is the one results are looked up by; data.id could say anything.
+      id: String(job.id),
       model: this.options.modelName,
       prompt: data.prompt,
       promptTokenIds,

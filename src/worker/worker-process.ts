@@ -71,6 +71,7 @@ export async function startWorker(
     maxBatch,
     maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,
     workerId: o.workerId ?? config.worker.id,
+    maxPromptChars: config.limits.maxPromptChars,
     concurrency: o.concurrency,
     fetchers: o.fetchers,
     prefix: o.prefix,

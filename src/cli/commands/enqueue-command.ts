@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { InvalidJobsError, JobProducer } from '../../queue/job-producer.js';
+import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
 import { createRedisConnection } from '../../queue/redis-connection.js';
-import { ResultCollector } from '../../queue/result-collector.js';
-import { configOption, positiveInt } from '../options.js';
+import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
+import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
-import { openOutput, writeResults } from '../result-lines.js';
+import { openOutput, summaryLine, writeResults } from '../result-lines.js';
 
 interface EnqueueOptions {
   wait?: boolean;
@@ -14,6 +14,7 @@ interface EnqueueOptions {
   idsOut?: string;
   chunkSize: number;
   timeoutMs?: number;
+  recheckMs?: number;
   config?: string;
 }
 
@@ -22,17 +23,18 @@ export function registerEnqueueCommand(program: Command): void {
     .command('enqueue')
     .description('validate a .jsonl file of jobs and add them to the queue (REDIS_URL)')
     .argument('<file.jsonl>', 'lines of {"id"?, "prompt", "max_new_tokens"?, "decoding"?, "model"?, ...}')
-    .option('--wait', 'wait for every job and write its result')
+    .option('--wait', 'wait for every job and write its result (exit code 1 unless every job completed)')
     .option('--out <results.jsonl>', 'where --wait writes results (default: stdout)')
     .option('--skip-invalid', 'enqueue the valid lines even if some are invalid (default: refuse the whole file)')
     .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from`')
     .option('--chunk-size <n>', 'jobs per addBulk call', positiveInt('--chunk-size'), 1000)
     .option('--timeout-ms <ms>', 'with --wait, give up after this long (unfinished jobs are written as pending)', positiveInt('--timeout-ms'))
+    .addOption(recheckOption())
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
       const connection = createRedisConnection(config.redisUrl);
-      const producer = new JobProducer({ connection });
+      const producer = new JobProducer({ connection, maxPromptChars: config.limits.maxPromptChars });
       const bar = new ProgressBar('enqueue');
       try {
         let report;
@@ -41,7 +43,11 @@ export function registerEnqueueCommand(program: Command): void {
             chunkSize: o.chunkSize,
             skipInvalid: o.skipInvalid,
             idsOut: o.idsOut,
+            // Only a caller that waits needs every id in memory; otherwise the file streams through.
+            keepJobs: Boolean(o.wait),
             onProgress: (d, t) => bar.update(d, t),
+            onRefused: (r) => process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`),
+            onConflict: (c) => process.stderr.write(`${file}:${c.line}: warning: ${describeConflict(c)}\n`),
           });
         } catch (e) {
           if (e instanceof InvalidJobsError) process.exitCode = 2;
@@ -49,21 +55,26 @@ export function registerEnqueueCommand(program: Command): void {
         } finally {
           bar.stop();
         }
-        for (const r of report.refused) process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`);
-        process.stderr.write(`enqueued ${report.enqueued}, already queued ${report.duplicates}, refused ${report.refused.length}\n`);
-        if (report.refused.length) process.exitCode = 2;
+        const conflicts = report.conflicts ? ` (${report.conflicts} with different content, not enqueued)` : '';
+        process.stderr.write(`enqueued ${report.enqueued}, already queued ${report.duplicates}${conflicts}, refused ${report.refused}\n`);
+        if (report.refused) process.exitCode = 2;
         if (!o.wait) return;
+        const refs = distinctRefs(report.jobs ?? []);
         const collector = new ResultCollector({ connection });
         const out = openOutput(o.out);
         const waitBar = new ProgressBar('results');
-        const summary = await writeResults(
-          collector.collect(report.jobs, { wait: true, timeoutMs: o.timeoutMs, onProgress: (d, t) => waitBar.update(d, t) }),
-          out.stream,
-        );
-        waitBar.stop();
-        await out.close();
-        process.stderr.write(`completed ${summary.completed}, failed ${summary.failed}, pending ${summary.pending}\n`);
-        if (summary.failed || summary.pending) process.exitCode = 1;
+        try {
+          const summary = await writeResults(
+            collector.collect(refs, { wait: true, timeoutMs: o.timeoutMs, recheckMs: o.recheckMs, onProgress: (d, t) => waitBar.update(d, t) }),
+            out.stream,
+            refs.length,
+          );
+          process.stderr.write(`${summaryLine(summary)}\n`);
+          if (summary.completed !== summary.jobs) process.exitCode = 1;
+        } finally {
+          waitBar.stop();
+          await out.close();
+        }
       } finally {
         await producer.close();
         await connection.quit();

@@ -1,16 +1,17 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { createRedisConnection } from '../../queue/redis-connection.js';
-import { ResultCollector, readJobRefs } from '../../queue/result-collector.js';
-import { configOption, positiveInt } from '../options.js';
+import { ResultCollector, distinctRefs, readJobRefs } from '../../queue/result-collector.js';
+import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
-import { openOutput, writeResults } from '../result-lines.js';
+import { openOutput, summaryLine, writeResults } from '../result-lines.js';
 
 interface ResultsOptions {
   idsFrom: string;
   wait?: boolean;
   out?: string;
   timeoutMs?: number;
+  recheckMs?: number;
   config?: string;
 }
 
@@ -22,24 +23,24 @@ export function registerResultsCommand(program: Command): void {
     .option('--wait', 'wait for unfinished jobs')
     .option('--out <results.jsonl>', 'output file (default: stdout)')
     .option('--timeout-ms <ms>', 'with --wait, give up after this long', positiveInt('--timeout-ms'))
+    .addOption(recheckOption())
     .addOption(configOption())
     .action(async (o: ResultsOptions) => {
       const config = loadConfig({ file: o.config });
-      const refs = await readJobRefs(o.idsFrom);
+      const refs = distinctRefs(await readJobRefs(o.idsFrom));
       const connection = createRedisConnection(config.redisUrl);
       const bar = new ProgressBar('results');
       const out = openOutput(o.out);
       try {
         const collector = new ResultCollector({ connection });
         const summary = await writeResults(
-          collector.collect(refs, { wait: Boolean(o.wait), timeoutMs: o.timeoutMs, onProgress: (d, t) => bar.update(d, t) }),
+          collector.collect(refs, { wait: Boolean(o.wait), timeoutMs: o.timeoutMs, recheckMs: o.recheckMs, onProgress: (d, t) => bar.update(d, t) }),
           out.stream,
+          refs.length,
         );
         bar.stop();
-        process.stderr.write(
-          `completed ${summary.completed}, failed ${summary.failed}, pending ${summary.pending}, unknown ids ${summary.missing}\n`,
-        );
-        if (summary.failed || summary.pending || summary.missing) process.exitCode = 1;
+        process.stderr.write(`${summaryLine(summary)}\n`);
+        if (summary.completed !== summary.jobs) process.exitCode = 1;
       } finally {
         await out.close();
         await connection.quit();
