@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { Generator } from '../src/engine/generator.js';
 import { SlotEngine, type SlotEngineOptions } from '../src/engine/slot-engine.js';
-import { SlotCapacityError, SlotEngineClosedError, SlotRequestError } from '../src/engine/slot-errors.js';
+import { SlotCapacityError, SlotEngineClosedError, SlotLoopError, SlotRequestError } from '../src/engine/slot-errors.js';
 import type { SlotRequest, SlotResult } from '../src/engine/slot-types.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { readManifest } from '../src/model/manifest.js';
@@ -274,6 +274,14 @@ describe('slot engine behaviour on a small random GPT-2 (CPU provider)', { skip 
     for (const p of pending) await assert.rejects(p, SlotEngineClosedError);
     assert.throws(() => engine.submit(greedy([1], 2), { onDone: () => {}, onError: () => {} }), SlotEngineClosedError);
     await engine.close();
+  });
+
+  it('a native failure fails the requests it hit with SlotLoopError, and the engine carries on with the next ones', async () => {
+    const engine = open({ slots: 2 });
+    const inside = engine as unknown as { addon: { slotClose(h: unknown): void }; handle: unknown };
+    inside.addon.slotClose(inside.handle); // every native call fails from now on
+    const results = await Promise.allSettled([1, 2, 3].map((t) => engine.generate(greedy([t, t + 1], 5))));
+    for (const r of results) assert.ok(r.status === 'rejected' && r.reason instanceof SlotLoopError && /not an open slot loop/.test(r.reason.message));
   });
 
   it('10,000 short requests through 8 slots: every one completes, every slot is reused, none leaks (JS and native accounting agree)', async () => {

@@ -232,22 +232,22 @@ export class SlotEngine implements SlotGenerationEngine {
     void this.loop();
   }
 
-  /** Boundary (ends, joins), K steps, results; then the event loop gets a turn (new requests, finish() calls). */
+  /**
+   * Boundary (ends, joins), K steps, results; then the event loop gets a turn (new requests, finish() calls). A
+   * native failure fails the rows running at the time, never the loop: the waiting requests still get their turn.
+   */
   private async loop(): Promise<void> {
     try {
       await nextTurn();
       while (!this.closed) {
-        this.applyEnds();
-        this.admit();
-        if (this.free.length === this.limits.slots) break;
-        let chunk: SlotChunk;
         try {
-          chunk = this.addon.slotRun(this.handle);
+          this.applyEnds();
+          this.admit();
+          if (this.free.length === this.limits.slots) break;
+          this.collect(this.addon.slotRun(this.handle));
         } catch (e) {
           this.failRunning(e);
-          continue;
         }
-        this.collect(chunk);
         await nextTurn();
       }
     } finally {
@@ -300,6 +300,7 @@ export class SlotEngine implements SlotGenerationEngine {
       this.addon.slotAdmit(this.handle, rows);
       this.counts.admitted += joining.length;
     } catch (e) {
+      // Only the joiners fail (their prefill may be half done); the rows already running carry on.
       const error = new SlotLoopError(`admission failed: ${(e as Error).message}`);
       for (const entry of joining) this.fail(entry, error);
       this.addon.slotRelease(this.handle, Int32Array.from(rows, (r) => r.slot));
@@ -359,14 +360,18 @@ export class SlotEngine implements SlotGenerationEngine {
   }
 
   private failRunning(e: unknown): void {
-    const error = new SlotLoopError(`decode steps failed: ${(e as Error).message}`);
+    const error = e instanceof SlotLoopError ? e : new SlotLoopError(`the slot loop failed: ${(e as Error).message}`);
     const slots: number[] = [];
     for (const entry of this.bySlot) {
       if (!entry) continue;
       slots.push(entry.slot);
       this.fail(entry, error);
     }
-    if (slots.length > 0) this.addon.slotRelease(this.handle, Int32Array.from(slots));
+    try {
+      if (slots.length > 0) this.addon.slotRelease(this.handle, Int32Array.from(slots));
+    } catch (released) {
+      this.onWarning?.(`slot engine: releasing failed rows failed too (${(released as Error).message})`);
+    }
   }
 
   private detach(entry: Entry): void {
