@@ -11,6 +11,7 @@ import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
 import { generationRequestFor } from './job-request.js';
+import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
 
 export interface GenerationWorkerOptions {
@@ -69,6 +70,8 @@ class JobContentError extends UnrecoverableError {}
 export class GenerationWorker {
   readonly workerId: string;
   readonly stats = new WorkerStats();
+  /** Prometheus metrics, fed where `stats` is. */
+  readonly metrics: WorkerMetrics;
   readonly queues: string[];
   private readonly workers: Worker[] = [];
   private readonly waitingProbes: Queue[] = [];
@@ -84,6 +87,7 @@ export class GenerationWorker {
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
+    this.metrics = new WorkerMetrics({ worker: this.workerId, model: options.modelName, device: options.engine.device });
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
     // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel. H100, 2,048 jobs, three runs
     // each (bench/results): batch 256 averaged 118.1k tokens/s with 4 fetchers vs 115.3k with 2, batch 64 40.9k
@@ -124,9 +128,13 @@ export class GenerationWorker {
         });
         worker.on('failed', (job, err) => {
           this.stats.recordJob(false);
+          this.metrics.recordFailed();
           this.options.logger.warn({ jobId: job?.id, err: err.message }, 'job failed');
         });
-        worker.on('completed', () => this.stats.recordJob(true));
+        worker.on('completed', (_job, result: JobResult) => {
+          this.stats.recordJob(true);
+          this.metrics.recordCompleted(result.timings);
+        });
         worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
         this.workers.push(worker);
       }
@@ -211,6 +219,7 @@ export class GenerationWorker {
     const texts = await this.options.tokenizer.decodeBatch(ok.map((r) => r.tokenIds));
     const tokens = ok.reduce((a, r) => a + r.tokenIds.length, 0);
     this.stats.recordBatch(items.length, tokens, timings.generateMs);
+    this.metrics.recordBatch(items.length, tokens, timings.generateMs);
     let k = 0;
     return results.map((r) =>
       'error' in r

@@ -16,6 +16,7 @@ export function registerWorkerCommand(program: Command): void {
     .option('--worker-id <id>', 'name shown in results and the dashboard')
     .option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)', nonNegativeInt('--device-loop-max-batch'))
     .option('--warmup-lengths <list>', 'comma list of prompt + new token lengths to run once at --max-batch before taking jobs', positiveIntList('--warmup-lengths'))
+    .option('--metrics-port <port>', 'serve /metrics and /healthz on this port (0: any free port)', nonNegativeInt('--metrics-port'))
     .addOption(configOption())
     .action(async (o: WorkerProcessOptions & { config?: string }) => {
       const config = loadConfig({ file: o.config });
