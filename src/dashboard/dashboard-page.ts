@@ -26,7 +26,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <h1>genqueue</h1>
 <p><span class="big" id="tps">–</span> generated tokens/s across the fleet (last minute) ·
  <span id="workers">–</span> workers · updated <span id="at">–</span> <span id="error" class="error"></span></p>
-<h2>Throughput, last hour</h2>
+<h2>Throughput, last hour (tokens/s per minute)</h2>
 <svg id="chart" width="720" height="170" role="img" aria-labelledby="chart-summary"></svg>
 <p id="chart-summary">–</p>
 <h2>Queues</h2>
