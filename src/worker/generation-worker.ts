@@ -131,9 +131,9 @@ export class GenerationWorker {
           this.metrics.recordFailed();
           this.options.logger.warn({ jobId: job?.id, err: err.message }, 'job failed');
         });
-        worker.on('completed', (_job, result: JobResult) => {
+        worker.on('completed', (_job, result: JobResult | undefined) => {
           this.stats.recordJob(true);
-          this.metrics.recordCompleted(result.timings);
+          if (result?.timings) this.metrics.recordCompleted(result.timings);
         });
         worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
         this.workers.push(worker);
