@@ -12,6 +12,7 @@ import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
 import { FLEET_INDEX_KEY, FleetHeartbeat, readFleet, readThroughput } from '../src/worker/fleet-heartbeat.js';
 import { WorkerStats } from '../src/worker/worker-stats.js';
+import { eventually } from './harness/eventually.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -36,17 +37,6 @@ function http(url: string, o: { method?: string; headers?: Record<string, string
 }
 
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-
-/** Polls until `probe` returns a value other than undefined; fails after `timeoutMs`. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('DashboardAccess settings', () => {
   it('refuses a non-loopback address without credentials, and half-set credentials', () => {
@@ -108,7 +98,7 @@ describe('dashboard against a real redis-server', () => {
     );
     heartbeat.start();
     overview = new QueueOverview(connection);
-    server = new DashboardServer(overview, new DashboardAccess({ host: '127.0.0.1', credentials: { user: 'ops', password: 'secret pass' } }));
+    server = new DashboardServer(overview, new DashboardAccess({ host: '127.0.0.1', credentials: { user: 'ops', password: 'secret pass' } }), 2_000);
     const port = await server.listen(0, '127.0.0.1');
     host = `127.0.0.1:${port}`;
     base = `http://${host}`;
@@ -212,6 +202,14 @@ describe('dashboard against a real redis-server', () => {
     assert.equal(board.status, 200, board.body);
     assert.equal(await paused('genqueue.orphan'), true);
     await http(`${base}/queues/api/queues/genqueue.orphan/resume`, { method: 'PUT', headers: withToken });
+  });
+
+  it('answers 503 in bounded time while Redis does not answer', async () => {
+    await redis.connection.call('CLIENT', 'PAUSE', '4000', 'ALL');
+    const r = await http(`${base}/api/status`, { headers: { authorization: auth } });
+    assert.equal(r.status, 503);
+    assert.match(r.body, /reading the queues from Redis: no reply within 2000 ms/);
+    await redis.connection.ping(); // the pause is over
   });
 
   it('bull-board lists every genqueue queue', async () => {

@@ -13,20 +13,10 @@ import { ResultCollector } from '../src/queue/result-collector.js';
 import { readFleet } from '../src/worker/fleet-heartbeat.js';
 import { FleetSupervisor } from '../src/worker/fleet-supervisor.js';
 import { fixturePath } from './harness/fixtures.js';
+import { eventually } from './harness/eventually.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-/** Polls until `probe` returns a value other than undefined; fails after `timeoutMs`. */
-async function eventually<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function alive(pid: number): boolean {
   try {

@@ -1,6 +1,5 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { sendMetrics } from '../worker/metrics-server.js';
+import { closeHttp, listenHttp, sendMetrics, withTimeout } from '../worker/metrics-server.js';
 import type { DashboardAccess } from './dashboard-access.js';
 import { DashboardMetrics } from './dashboard-metrics.js';
 import { DASHBOARD_PAGE } from './dashboard-page.js';
@@ -33,29 +32,18 @@ export class DashboardServer {
   constructor(
     private readonly overview: QueueOverview,
     private readonly access: DashboardAccess,
+    /** How long a request waits for Redis before it gets 503 (the client retries reconnects without a limit). */
+    private readonly readTimeoutMs = 5_000,
   ) {}
 
   async listen(port: number, host: string): Promise<number> {
-    const server = createServer((req, res) => void this.handle(req, res));
-    this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return (server.address() as AddressInfo).port;
+    this.server = createServer((req, res) => void this.handle(req, res));
+    return listenHttp(this.server, port, host);
   }
 
   /** Stops listening and ends idle keep-alive connections; idempotent. */
   async close(): Promise<void> {
-    const server = this.server;
-    if (!server?.listening) return;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    });
+    await closeHttp(this.server);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -92,7 +80,7 @@ export class DashboardServer {
   }
 
   private async read(): Promise<Overview> {
-    const o = await this.overview.read();
+    const o = await withTimeout(this.overview.read(), this.readTimeoutMs, 'reading the queues from Redis');
     this.board.show(o.queues.map((q) => this.overview.queue(q.name)));
     this.readAt = Date.now();
     return o;

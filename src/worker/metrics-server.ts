@@ -17,17 +17,46 @@ export interface MetricsServerOptions {
 /** How long /healthz waits for Redis to answer PING. */
 const PING_TIMEOUT_MS = 1_000;
 
-/** Answers `ok` when Redis replies to PING in time, else why not (a client with no retry limit would wait forever). */
-export async function redisCheck(connection: Redis): Promise<string> {
+/** Rejects with `what` when `promise` has not settled within `ms` (a Redis client without a retry limit waits forever). */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no reply to PING within ${PING_TIMEOUT_MS} ms`), PING_TIMEOUT_MS);
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no reply within ${ms} ms`)), ms);
   });
   try {
-    return await Promise.race([connection.ping().then(() => 'ok', (e: Error) => e.message), timeout]);
+    return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Answers `ok` when Redis replies to PING in time, else why not. */
+export async function redisCheck(connection: Redis): Promise<string> {
+  return withTimeout(connection.ping(), PING_TIMEOUT_MS, 'PING').then(
+    () => 'ok',
+    (e: Error) => e.message,
+  );
+}
+
+/** Starts `server` listening; resolves with the port it got (port 0: any free one). */
+export async function listenHttp(server: Server, port: number, host: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+/** Stops listening and ends idle keep-alive connections; does nothing for a server not listening. */
+export async function closeHttp(server: Server | undefined): Promise<void> {
+  if (!server?.listening) return;
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
 }
 
 /** Writes a registry in Prometheus text format (shared by the worker's and the dashboard's /metrics). */
@@ -45,23 +74,12 @@ export class MetricsServer {
 
   static async start(o: MetricsServerOptions): Promise<MetricsServer> {
     const server = createServer((req, res) => void handle(o, req, res));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(o.port, o.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    return new MetricsServer(server, (server.address() as AddressInfo).port);
+    return new MetricsServer(server, await listenHttp(server, o.port, o.host));
   }
 
   /** Stops listening and ends idle keep-alive connections; idempotent. */
   async close(): Promise<void> {
-    if (!this.server.listening) return;
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+    await closeHttp(this.server);
   }
 }
 
