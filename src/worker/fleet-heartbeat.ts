@@ -1,13 +1,17 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import { z } from 'zod';
+import { withTimeout } from './metrics-server.js';
 import type { WorkerStatsSnapshot } from './worker-stats.js';
 
 export const FLEET_KEY_PREFIX = 'genqueue:fleet:';
 /**
- * Sorted set of worker ids scored by their last heartbeat (ms), so the fleet is read with one ZRANGEBYSCORE
- * instead of a SCAN over the whole keyspace (millions of job keys on a busy queue).
+ * Set of the ids of workers that have beaten, so the fleet is read with SMEMBERS instead of a SCAN over the
+ * whole keyspace (millions of job keys on a busy queue). Each member's key still expires by its TTL on the
+ * Redis clock; readers drop ids whose key is gone.
  */
 export const FLEET_INDEX_KEY = 'genqueue:fleet-index';
+/** How long stop() waits for Redis before it gives up (the TTL removes the worker anyway). */
+const STOP_TIMEOUT_MS = 2_000;
 /** Per-minute hashes (`tokens:<worker>`, `jobs:<worker>` → count), kept two hours, for the throughput chart. */
 export const THROUGHPUT_KEY_PREFIX = 'genqueue:throughput:';
 const INTERVAL_MS = 5_000;
@@ -70,11 +74,14 @@ export class FleetHeartbeat {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.beating;
     const workerId = this.describe().workerId;
-    const m = this.redis.multi().del(FLEET_KEY_PREFIX + workerId).zrem(FLEET_INDEX_KEY, workerId);
-    this.addThroughput(m, workerId, Date.now());
-    await m.exec().catch(() => undefined);
+    const last = async (): Promise<void> => {
+      await this.beating;
+      const m = this.redis.multi().del(FLEET_KEY_PREFIX + workerId).srem(FLEET_INDEX_KEY, workerId);
+      this.addThroughput(m, workerId, Date.now());
+      await m.exec();
+    };
+    await withTimeout(last(), STOP_TIMEOUT_MS, 'fleet heartbeat').catch(() => undefined);
   }
 
   /** One beat at a time, so two never publish the same counts twice. */
@@ -94,7 +101,7 @@ export class FleetHeartbeat {
     const m = this.redis
       .multi()
       .set(FLEET_KEY_PREFIX + member.workerId, JSON.stringify(member), 'EX', TTL_SECONDS)
-      .zadd(FLEET_INDEX_KEY, now, member.workerId);
+      .sadd(FLEET_INDEX_KEY, member.workerId);
     const commit = this.addThroughput(m, member.workerId, now);
     // A missed heartbeat must never fail the worker; the TTL takes care of a dead one, the next beat of the counts.
     const replies = await m.exec().catch(() => null);
@@ -147,13 +154,13 @@ export async function readThroughput(redis: Redis, minutes = 60, now = Date.now(
 }
 
 export async function readFleet(redis: Redis): Promise<FleetMember[]> {
-  const oldest = Date.now() - TTL_SECONDS * 1000;
-  // A worker whose last beat is older than the TTL is gone (its key has expired): it leaves the index too.
-  await redis.zremrangebyscore(FLEET_INDEX_KEY, '-inf', `(${oldest}`);
-  const ids = await redis.zrangebyscore(FLEET_INDEX_KEY, oldest, '+inf');
+  const ids = await redis.smembers(FLEET_INDEX_KEY);
   const keys = ids.map((id) => FLEET_KEY_PREFIX + id);
   if (keys.length === 0) return [];
   const values = await redis.mget(keys);
+  // A worker whose key has expired (three missed beats) is gone: it leaves the index too.
+  const gone = ids.filter((_, i) => values[i] === null);
+  if (gone.length > 0) await redis.srem(FLEET_INDEX_KEY, ...gone);
   return values.flatMap((v) => {
     if (!v) return [];
     const parsed = FleetMember.safeParse(JSON.parse(v));
