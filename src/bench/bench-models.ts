@@ -1,7 +1,6 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { architectureFor } from '../model/architectures/registry.js';
-import type { DecoderVariant } from '../model/architectures/decoder-graph.js';
+import onnxProto from 'onnx-proto';
 import { openHfCheckpoint } from '../model/checkpoint/hf-checkpoint.js';
 import {
   GPT2_LARGE_SHAPE,
@@ -9,6 +8,7 @@ import {
   type RandomGpt2Shape,
   writeRandomGpt2Checkpoint,
 } from '../model/checkpoint/random-gpt2-checkpoint.js';
+import { buildDecoderGraph } from '../model/model-builder.js';
 import { ModelCache, type ResolvedModel } from '../model/model-cache.js';
 import { encodeModel } from '../model/onnx/graph-builder.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
@@ -38,32 +38,69 @@ export function benchModel(workDir: string, checkpoint: string, precision: Float
   return new ModelCache(join(workDir, 'cache')).resolve(checkpoint, precision);
 }
 
+/**
+ * The write-up's host-loop baselines, as data for the report rows: naive (no cache, full logits for every
+ * position: the "standard API"), argmaxNoCache (no cache, only the next token id leaves the graph), hostKv (KV
+ * cache returned to the host and fed back each step, last-position logits).
+ */
 export const BASELINE_VARIANTS = {
-  /** The write-up's "standard API": no cache, full logits for every position. */
   naive: { kvCache: 'none', logits: 'all' },
-  /** No cache, only the next token id leaves the graph. */
   argmaxNoCache: { kvCache: 'none', logits: 'argmax' },
-  /** KV cache returned to the host and fed back each step, last-position logits. */
   hostKv: { kvCache: 'growing', logits: 'last' },
-} as const satisfies Record<string, DecoderVariant>;
+} as const;
 export type BaselineName = keyof typeof BASELINE_VARIANTS;
 
-/** Standalone decoder-step models for the host-loop baselines, sharing one weight file per precision. */
+/**
+ * Standalone decoder-step models for the host-loop baselines, sharing one weight file per precision. Each is
+ * the product's search decoder (growing cache, last-position logits), rewritten here: "no cache" runs feed an
+ * empty past every step (the graph recomputes the whole sequence and its presents go unused), 'all' projects
+ * every position, 'argmax' returns only next_token [batch, 1] int64.
+ */
 export function baselineDecoders(workDir: string, checkpoint: string, precision: FloatPrecision): Record<BaselineName, string> {
   const dir = join(workDir, `baselines-${precision}-${checkpoint.split('/').pop()}`);
   const paths = Object.fromEntries(Object.keys(BASELINE_VARIANTS).map((k) => [k, join(dir, `${k}.onnx`)])) as Record<BaselineName, string>;
   if (Object.values(paths).every((p) => existsSync(p))) return paths;
   mkdirSync(dir, { recursive: true });
-  const ckpt = openHfCheckpoint(checkpoint);
-  const builder = architectureFor(ckpt.modelType);
   const weights = new WeightFile(join(dir, 'weights.onnx.data'));
+  let decoder;
   try {
-    for (const [name, variant] of Object.entries(BASELINE_VARIANTS) as [BaselineName, DecoderVariant][]) {
-      const decoder = builder.buildDecoder(ckpt, { precision, weights, variant });
-      writeFileSync(paths[name], encodeModel(decoder.graph, 'genqueue-bench'));
-    }
+    decoder = buildDecoderGraph(openHfCheckpoint(checkpoint), { precision, weights });
   } finally {
     weights.close();
   }
+  for (const [name, variant] of Object.entries(BASELINE_VARIANTS) as [BaselineName, (typeof BASELINE_VARIANTS)[BaselineName]][]) {
+    writeFileSync(paths[name], encodeModel(withLogits(decoder.graph, variant.logits), 'genqueue-bench'));
+  }
   return paths;
+}
+
+type IGraphProto = onnxProto.onnx.IGraphProto;
+
+/** The decoder with its logits for every position ('all') or only their argmax ('argmax'). */
+function withLogits(graph: IGraphProto, logits: 'last' | 'all' | 'argmax'): IGraphProto {
+  // Copies of the nodes and outputs: the decoder graph serves every baseline.
+  const nodes = (graph.node ?? []).map((n) => ({ ...n }));
+  const outputs = [...(graph.output ?? [])];
+  const logitsAt = outputs.findIndex((o) => o.name === 'logits');
+  const head = nodes.find((n) => n.output?.[0] === 'logits');
+  if (logitsAt < 0 || !head) throw new Error('decoder has no logits output');
+  if (logits === 'all') {
+    const sliceAt = nodes.findIndex((n) => n.output?.[0] === 'last_hidden');
+    if (sliceAt < 0) throw new Error('decoder has no last-position slice');
+    const [hidden, ...constants] = nodes[sliceAt]!.input!;
+    nodes.splice(sliceAt, 1);
+    graph = { ...graph, initializer: (graph.initializer ?? []).filter((t) => !constants.includes(t.name ?? '')) };
+    for (const n of nodes) n.input = n.input?.map((i) => (i === 'last_hidden' ? hidden! : i));
+    const dims = outputs[logitsAt]!.type!.tensorType!.shape!.dim!;
+    outputs[logitsAt] = { ...outputs[logitsAt], type: { tensorType: { ...outputs[logitsAt]!.type!.tensorType, shape: { dim: [dims[0]!, { dimParam: 'seq' }, dims[2]!] } } } };
+  }
+  if (logits === 'argmax') {
+    head.output = ['last_logits'];
+    nodes.push({ name: 'bench/ArgMax', opType: 'ArgMax', domain: '', input: ['last_logits'], output: ['next_token'], attribute: [
+      { name: 'axis', type: onnxProto.onnx.AttributeProto.AttributeType.INT, i: -1 },
+      { name: 'keepdims', type: onnxProto.onnx.AttributeProto.AttributeType.INT, i: 0 },
+    ] });
+    outputs[logitsAt] = { name: 'next_token', type: { tensorType: { elemType: onnxProto.onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 1 }] } } } };
+  }
+  return { ...graph, node: nodes, output: outputs };
 }

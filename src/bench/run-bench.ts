@@ -238,7 +238,7 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
 
 /** Session creation from the built graph vs from ONNX Runtime's saved optimized graph. */
 async function optimizedModelMeasurements(modelDir: string, manifest: ModelManifest, device: DeviceSpec, onGpu: boolean): Promise<Measurement[]> {
-  const source = join(modelDir, onGpu ? manifest.files.greedyShared : manifest.files.greedy);
+  const source = join(modelDir, onGpu && manifest.files.greedyShared ? manifest.files.greedyShared : manifest.files.greedy);
   const optimized = join(modelDir, 'bench-optimized.onnx');
   const create = async (path: string, extra: Record<string, unknown> = {}): Promise<number> => {
     const t = performance.now();

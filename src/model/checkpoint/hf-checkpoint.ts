@@ -8,6 +8,7 @@ export const CHECKPOINT_FILES = {
   config: 'config.json',
   generationConfig: 'generation_config.json',
   tokenizer: 'tokenizer.json',
+  tokenizerConfig: 'tokenizer_config.json',
   weights: 'model.safetensors',
   weightsIndex: 'model.safetensors.index.json',
 } as const;
@@ -95,7 +96,8 @@ export function openHfCheckpoint(dir: string): HfCheckpoint {
     weightFiles = [...new Set(Object.values(index.weight_map))].sort().map((f) => join(dir, f));
   } else throw new Error(`${dir}: no model.safetensors nor model.safetensors.index.json`);
 
-  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...weightFiles];
+  const tokenizerConfigPath = join(dir, CHECKPOINT_FILES.tokenizerConfig);
+  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...(existsSync(tokenizerConfigPath) ? [tokenizerConfigPath] : []), ...weightFiles];
   return {
     dir,
     config,
