@@ -6,7 +6,6 @@ import { registerWorkerCommand } from './commands/worker-command.js';
 import { registerEnqueueCommand } from './commands/enqueue-command.js';
 import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
-import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
 
 
@@ -27,7 +26,6 @@ registerWorkerCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerDashboardCommand(program);
-registerBenchCommand(program);
 
 
 

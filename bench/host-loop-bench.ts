@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
-import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
-import type { DecoderSpec } from '../model/architectures/architecture.js';
+import { type DeviceSpec, executionProviders } from '../src/engine/execution-provider.js';
+import type { DecoderSpec } from '../src/model/architectures/architecture.js';
 import type { BaselineName } from './bench-models.js';
 import { type BenchShape, promptOf } from './bench-types.js';
 

@@ -1,18 +1,18 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { openHfCheckpoint } from '../model/checkpoint/hf-checkpoint.js';
+import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import {
   GPT2_LARGE_SHAPE,
   GPT2_SMALL_SHAPE,
   type RandomGpt2Shape,
   writeRandomGpt2Checkpoint,
-} from '../model/checkpoint/random-gpt2-checkpoint.js';
-import { buildDecoderGraph } from '../model/model-builder.js';
-import { ModelCache, type ResolvedModel } from '../model/model-cache.js';
-import { encodeModel } from '../model/onnx/graph-builder.js';
-import type { FloatPrecision } from '../model/onnx/tensor-types.js';
-import { WeightFile } from '../model/onnx/weight-file.js';
+} from '../src/model/checkpoint/random-gpt2-checkpoint.js';
+import { buildDecoderGraph } from '../src/model/model-builder.js';
+import { ModelCache, type ResolvedModel } from '../src/model/model-cache.js';
+import { encodeModel } from '../src/model/onnx/graph-builder.js';
+import type { FloatPrecision } from '../src/model/onnx/tensor-types.js';
+import { WeightFile } from '../src/model/onnx/weight-file.js';
 
 export type BenchModelShape = 'tiny' | 'small' | 'large';
 

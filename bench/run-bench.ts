@@ -1,8 +1,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
-import type { ModelManifest } from '../model/manifest.js';
+import { type DeviceSpec, executionProviders } from '../src/engine/execution-provider.js';
+import type { ModelManifest } from '../src/model/manifest.js';
 import { BASELINE_VARIANTS, type BaselineName, baselineDecoders, benchCheckpoint, benchModel } from './bench-models.js';
 import { type BenchRow, type BenchShape, okRow, timeIt } from './bench-types.js';
 import { gpuMemoryOf, gpuName } from './gpu-memory.js';
@@ -18,7 +18,7 @@ import {
   warmupMeasurements,
 } from './search-bench.js';
 import { tensorrtRow } from './tensorrt-probe.js';
-import { loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
+import { loadDeviceLoopAddon } from '../src/engine/device-loop-runner.js';
 
 /** Why the device-loop addon cannot load here, or undefined when it can. */
 function deviceLoopUnavailable(): string | undefined {
