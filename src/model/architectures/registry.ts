@@ -1,8 +1,10 @@
 import type { HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import type { ArchitectureDefinition, DecoderArchitecture } from './architecture.js';
 import { gpt2Architecture } from './gpt2.js';
+import { llamaArchitecture } from './llama.js';
+import { qwen2Architecture } from './qwen2.js';
 
-const ARCHITECTURES: readonly ArchitectureDefinition[] = [gpt2Architecture];
+const ARCHITECTURES: readonly ArchitectureDefinition[] = [gpt2Architecture, llamaArchitecture, qwen2Architecture];
 
 /** A model_type no architecture file handles. */
 export class UnsupportedModelError extends Error {

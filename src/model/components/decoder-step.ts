@@ -21,6 +21,8 @@ export interface DecoderStep {
   readonly io: StepIo;
   readonly spec: DecoderSpec;
   readonly capabilities: DecoderCapabilities;
+  /** A value every layer uses (rotary caches, the attention bias), built once per step graph on first use. */
+  once<T>(key: string, make: () => T): T;
 }
 
 export interface DecoderBuildOptions {
@@ -53,7 +55,12 @@ export function buildDecoderStep(arch: DecoderArchitecture, checkpoint: HfCheckp
     vocabSize: spec.vocabSize,
     floatType: floatElemType(options.precision),
   });
-  const step: DecoderStep = { g, w, io, spec, capabilities: caps };
+  const shared = new Map<string, unknown>();
+  const once = <T>(key: string, make: () => T): T => {
+    if (!shared.has(key)) shared.set(key, make());
+    return shared.get(key) as T;
+  };
+  const step: DecoderStep = { g, w, io, spec, capabilities: caps, once };
   if (smallBatch) {
     arch.smallBatchStep!(step);
   } else {
