@@ -10,6 +10,7 @@
 #include <onnxruntime_c_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -110,6 +111,22 @@ int64_t elementCount(const std::vector<int64_t>& shape) {
 class DeviceLoop {
  public:
   DeviceLoop(const std::string& stepPath, const Options& o) : options_(o) {
+    liveLoops++;
+    try {
+      init(stepPath, o);
+    } catch (...) {
+      release();  // a constructor that throws runs no destructor: release what it created so far
+      throw;
+    }
+  }
+
+  ~DeviceLoop() { release(); }
+
+  // DeviceLoop objects holding ONNX Runtime or CUDA resources, partly constructed ones included (resourceCounts()).
+  static std::atomic<int> liveLoops;
+
+ private:
+  void init(const std::string& stepPath, const Options& o) {
     check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
     check(ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
     if (o.cuda) {
@@ -136,7 +153,10 @@ class DeviceLoop {
     check(ort->AddRunConfigEntry(runAsync_, "disable_synchronize_execution_providers", "1"));
   }
 
-  ~DeviceLoop() {
+  // Releases whatever init() created; safe on a partly initialized loop, and once only.
+  void release() {
+    if (released_) return;
+    released_ = true;
     for (OrtSession* session : {step_, smallStep_}) {
       if (options_.profilePrefix.empty() || session == nullptr) continue;
       OrtAllocator* a = nullptr;
@@ -155,8 +175,10 @@ class DeviceLoop {
     greedyNextToken_.reset();
     if (stream_ != nullptr) cudart.streamDestroy(stream_);
     if (env_ != nullptr) ort->ReleaseEnv(env_);
+    liveLoops--;
   }
 
+ public:
   struct Generated {
     std::vector<int32_t> tokens;
     int64_t steps = 0;
@@ -458,7 +480,10 @@ class DeviceLoop {
   OrtRunOptions* runAsync_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
   uint64_t useClock_ = 0;
+  bool released_ = false;
 };
+
+std::atomic<int> DeviceLoop::liveLoops{0};
 
 // ---- Node-API glue ----
 
@@ -536,20 +561,42 @@ std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t count
   return argv;
 }
 
-// Handles are plain externals; this set is what makes a closed (or foreign) handle an error, not a crash. The addon
-// may be loaded by several worker threads of one process, so process-wide state is guarded.
-std::set<void*> openLoops;
+// A JS handle is an external over a Handle, which lives exactly as long as the external: close() deletes the loop
+// and leaves the Handle (so a closed handle is an error, never a newer loop at a reused address), and the
+// external's finalizer deletes both, releasing a loop that was never closed (a dropped handle, a worker thread's
+// teardown). The set of live Handles is what makes a foreign external an error, not a crash. The addon may be
+// loaded by several worker threads of one process, so process-wide state is guarded.
+struct Handle {
+  DeviceLoop* loop;
+};
+std::set<Handle*> handles;
 std::mutex processState;
 
-DeviceLoop* unwrap(napi_env env, napi_value v) {
+Handle* handleOf(napi_env env, napi_value v) {
   void* p = nullptr;
-  bool open = napi_get_value_external(env, v, &p) == napi_ok;
-  if (open) {
+  bool ours = napi_get_value_external(env, v, &p) == napi_ok;
+  if (ours) {
     std::lock_guard<std::mutex> lock(processState);
-    open = openLoops.count(p) > 0;
+    ours = handles.count(static_cast<Handle*>(p)) > 0;
   }
-  if (!open) throw std::invalid_argument("not an open device loop");
-  return static_cast<DeviceLoop*>(p);
+  if (!ours) throw std::invalid_argument("not an open device loop");
+  return static_cast<Handle*>(p);
+}
+
+DeviceLoop* unwrap(napi_env env, napi_value v) {
+  DeviceLoop* loop = handleOf(env, v)->loop;
+  if (loop == nullptr) throw std::invalid_argument("not an open device loop");
+  return loop;
+}
+
+void finalizeHandle(napi_env, void* data, void*) {
+  auto* handle = static_cast<Handle*>(data);
+  {
+    std::lock_guard<std::mutex> lock(processState);
+    handles.erase(handle);
+  }
+  delete handle->loop;
+  delete handle;
 }
 
 // open(ortLibraryPath, stepPath, options) → handle
@@ -600,13 +647,14 @@ napi_value Open(napi_env env, napi_callback_info info) {
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
     if (!o.smallBatchStep.empty() && !o.cuda) throw std::invalid_argument("smallBatchStep needs the CUDA provider");
     lock.unlock();
-    auto* loop = new DeviceLoop(stringArg(env, argv[1]), o);
-    {
-      std::lock_guard<std::mutex> guard(processState);
-      openLoops.insert(loop);
-    }
+    auto handle = std::make_unique<Handle>(Handle{new DeviceLoop(stringArg(env, argv[1]), o)});
     napi_value external;
-    NAPI_CALL(env, napi_create_external(env, loop, nullptr, nullptr, &external));
+    if (napi_create_external(env, handle.get(), finalizeHandle, nullptr, &external) != napi_ok) {
+      delete handle->loop;
+      throw std::runtime_error("N-API: napi_create_external");
+    }
+    std::lock_guard<std::mutex> guard(processState);
+    handles.insert(handle.release());  // the external's finalizer owns it now
     return external;
   });
 }
@@ -640,17 +688,27 @@ napi_value Generate(napi_env env, napi_callback_info info) {
   });
 }
 
-// close(handle): releases sessions and device buffers; the handle must not be used afterwards.
+// close(handle): releases sessions and device buffers; the handle must not be used afterwards, but closing it
+// again does nothing.
 napi_value Close(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
     auto argv = args(env, info, 1);
-    DeviceLoop* loop = unwrap(env, argv[0]);
-    {
-      std::lock_guard<std::mutex> guard(processState);
-      if (openLoops.erase(loop) == 0) throw std::invalid_argument("not an open device loop");
-    }
+    Handle* handle = handleOf(env, argv[0]);
+    DeviceLoop* loop = handle->loop;
+    handle->loop = nullptr;
     delete loop;
     return nullptr;
+  });
+}
+
+// resourceCounts() → { loops }: DeviceLoops holding resources in this process (tests check that nothing leaks).
+napi_value ResourceCounts(napi_env env, napi_callback_info) {
+  return guarded(env, [&]() -> napi_value {
+    napi_value result, loops;
+    NAPI_CALL(env, napi_create_object(env, &result));
+    NAPI_CALL(env, napi_create_int32(env, DeviceLoop::liveLoops.load(), &loops));
+    NAPI_CALL(env, napi_set_named_property(env, result, "loops", loops));
+    return result;
   });
 }
 
@@ -659,6 +717,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"open", nullptr, Open, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"generate", nullptr, Generate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"resourceCounts", nullptr, ResourceCounts, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

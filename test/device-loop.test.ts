@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { z } from 'zod';
@@ -95,7 +98,21 @@ describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }
     const closed = DeviceLoopRunner.open(dir, readManifest(dir), { device: CPU });
     closed.close();
     assert.throws(() => closed.run([greedy([15496, 995], 4)]), /not an open device loop/);
-    assert.throws(() => closed.close(), /not an open device loop/);
+    closed.close(); // closing again does nothing
+    assert.throws(() => closed.run([greedy([15496, 995], 4)]), /not an open device loop/);
+  });
+
+  it('releases every loop: failed opens, closed twice, dropped without close (finalizer), held by an ending worker thread', async () => {
+    const child = fileURLToPath(new URL('./harness/device-loop-lifetime.js', import.meta.url));
+    const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', child, dir]);
+    assert.deepEqual(JSON.parse(stdout), {
+      afterFailedOpens: 0,
+      afterDoubleClose: 0,
+      droppedBeforeGc: 1,
+      droppedAfterGc: 0,
+      afterWorkerExit: 0,
+      afterWorkerTerminate: 0,
+    });
   });
 });
 

@@ -27,7 +27,12 @@ registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerDashboardCommand(program);
 
-
+// A reader that stops early (`genqueue enqueue --wait | head -1`) closes the pipe: stop quietly, as other CLI tools
+// do, with the exit code chosen so far; the jobs themselves stay in Redis.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') process.stderr.write(`genqueue: cannot write to stdout: ${e.message}\n`);
+  process.exit(typeof process.exitCode === 'number' ? process.exitCode : e.code === 'EPIPE' ? 0 : 1);
+});
 
 
 program.parseAsync(process.argv).catch((e: unknown) => {

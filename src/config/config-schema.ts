@@ -12,7 +12,7 @@ export const WorkerSettings = z
   .object({
     /** cpu, cuda:N or tensorrt:N */
     device: z.string().regex(/^(cpu|(cuda|tensorrt)(:\d+)?)$/, 'must be cpu, cuda:N or tensorrt:N'),
-    /** Most jobs one graph run carries; also the BullMQ worker's concurrency. */
+    /** Most jobs one graph run carries; each queue may hold twice that many active (GenerationWorker). */
     maxBatch: z.number().int().min(1).max(4096),
     /** How long the first job of a batch waits for company before the batch runs anyway. */
     maxWaitMs: z.number().int().min(0).max(60_000),
@@ -23,9 +23,10 @@ export const WorkerSettings = z
      */
     deviceLoopMaxBatch: z.number().int().min(0).max(4096),
     /**
-     * Sequence lengths (prompt + new tokens) the worker runs once at maxBatch before it takes jobs, so what a new
-     * batch shape costs once (the device loop captures its CUDA graphs: 0.4-0.8 s per shape on the H100) is paid
-     * at start-up rather than by the first jobs. Batches round up to a power of two and lengths to 64 positions.
+     * Sequence lengths (prompt + new tokens) the worker runs once at maxBatch (and at deviceLoopMaxBatch when the
+     * device loop runs and that is smaller) before it takes jobs, so what a new batch shape costs once (the device
+     * loop captures its CUDA graphs: 0.4-0.8 s per shape on the H100) is paid at start-up rather than by the first
+     * jobs. Batches round up to a power of two and lengths to 64 positions.
      */
     warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
     /** Shown in results and the dashboard; defaults to host:pid:device. */

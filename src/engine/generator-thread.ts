@@ -20,15 +20,21 @@ const send = (msg: ThreadResponse): void => port.postMessage(msg);
 Generator.open(init.modelDir, { ...init.options, onWarning: (message) => send({ type: 'warning', message }) }).then(
   (generator) => {
     send({ type: 'ready', manifest: generator.manifest, device: generator.device });
+    const running = new Set<Promise<unknown>>();
     port.on('message', (msg: ThreadRequest) => {
       if (msg.type === 'close') {
-        void generator.close().then(() => process.exit(0));
+        // Sessions are released only once the batches still running have returned.
+        void Promise.allSettled(running)
+          .then(() => generator.close())
+          .finally(() => process.exit(0));
         return;
       }
-      generator.generate(msg.requests).then(
+      const run = generator.generate(msg.requests).then(
         (result) => send({ type: 'result', id: msg.id, result }),
         (e: unknown) => send({ type: 'error', id: msg.id, message: e instanceof Error ? e.message : String(e) }),
       );
+      running.add(run);
+      void run.finally(() => running.delete(run));
     });
   },
   (e: unknown) => send({ type: 'failed', message: e instanceof Error ? e.message : String(e) }),

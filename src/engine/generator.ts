@@ -58,6 +58,7 @@ export class Generator implements TextGenerationEngine {
   private readonly sessions = new Map<SearchKind, Promise<ort.InferenceSession>>();
   private providerNote = '';
   private deviceLoop: DeviceLoopRunner | undefined;
+  private readonly runs = { deviceLoop: 0, searchOps: 0 };
 
   private constructor(
     readonly modelDir: string,
@@ -67,8 +68,7 @@ export class Generator implements TextGenerationEngine {
 
   /**
    * Opens a built model directory, creates its greedy session up front (so start-up errors surface here) and
-   * runs one tiny generation: the first run() after creation is slower (0.46 s vs 0.34 s at batch 64 on the
-   * H100, bench/results), and that cost belongs to start-up, not to the first job.
+   * warms up every path a greedy batch may take (warmUp).
    */
   static async open(modelDir: string, options: GeneratorOptions): Promise<Generator> {
     const manifest = readManifest(modelDir);
@@ -76,11 +76,31 @@ export class Generator implements TextGenerationEngine {
       throw new Error(`${modelDir} is an fp16 build: ONNX Runtime's CPU kernels for its operators are fp32 only; use --device cuda:N or an fp32 build`);
     }
     const g = new Generator(modelDir, manifest, options);
-    await g.session(g.greedyKind);
-    if ((options.deviceLoopMaxBatch ?? 0) > 0) g.openDeviceLoop();
-    const { eosTokenId } = g.manifest.spec;
-    await g.generate([warmupRequest(eosTokenId, 2)]);
+    try {
+      await g.session(g.greedyKind);
+      if ((options.deviceLoopMaxBatch ?? 0) > 0) g.openDeviceLoop();
+      await g.warmUp();
+    } catch (e) {
+      await g.close().catch(() => undefined);
+      throw e;
+    }
     return g;
+  }
+
+  /**
+   * One tiny greedy generation through GreedySearch and, when it is open, through the device loop (which
+   * otherwise takes every small greedy batch, leaving GreedySearch cold): a session's first run is slower than
+   * the next ones (bench/results), and that cost belongs to start-up, not to the first job on either path.
+   */
+  private async warmUp(): Promise<void> {
+    const requests = [warmupRequest(this.manifest.spec.eosTokenId, 2)];
+    for (const run of planRuns(requests, [0], this.manifest.spec.contextLength)) await this.runOne(requests, run);
+    if (this.deviceLoop) this.runDeviceLoop(requests);
+  }
+
+  /** Graph runs since open (warm-up included) by path: the native device loop, and ONNX Runtime's search ops. */
+  get runCounts(): { deviceLoop: number; searchOps: number } {
+    return { ...this.runs };
   }
 
   private get greedyKind(): SearchKind {
@@ -130,7 +150,7 @@ export class Generator implements TextGenerationEngine {
       if (this.usesDeviceLoop(requests[indices[0]!]!, indices.length)) {
         // Prompts need no padding there (fed one token per step), so one run takes the whole group.
         runs++;
-        const out = this.deviceLoop!.run(indices.map((i) => requests[i]!));
+        const out = this.runDeviceLoop(indices.map((i) => requests[i]!));
         indices.forEach((i, row) => (results[i] = out[row]!));
         continue;
       }
@@ -141,6 +161,11 @@ export class Generator implements TextGenerationEngine {
       }
     }
     return { results, timings: { generateMs: performance.now() - started, runs, batchSize: requests.length } };
+  }
+
+  private runDeviceLoop(requests: readonly GenerationRequest[]): GenerationResult[] {
+    this.runs.deviceLoop++;
+    return this.deviceLoop!.run(requests);
   }
 
   async close(): Promise<void> {
@@ -162,6 +187,7 @@ export class Generator implements TextGenerationEngine {
   }
 
   private async runOne(requests: readonly GenerationRequest[], run: PlannedRun): Promise<GenerationResult[]> {
+    this.runs.searchOps++;
     const first = requests[run.indices[0]!]!;
     const rows = run.indices.map((i) => requests[i]!);
     const S = run.promptLength;

@@ -8,7 +8,16 @@ import type { TextGenerationEngine } from './text-generation-engine.js';
 
 const THREAD_ENTRY = new URL('./generator-thread.js', import.meta.url);
 
+/** A call made after close(), or still pending when close() was called. */
+export class GeneratorClosedError extends Error {
+  override name = 'GeneratorClosedError';
+  constructor() {
+    super('generator is closed');
+  }
+}
+
 interface Pending {
+  readonly thread: Worker;
   resolve: (r: GenerationBatchResult) => void;
   reject: (e: Error) => void;
 }
@@ -16,17 +25,22 @@ interface Pending {
 export interface ThreadedGeneratorOptions extends Pick<GeneratorOptions, 'deviceLoopMaxBatch' | 'deviceLoopCudaGraph' | 'sharedKvBuffer'> {
   readonly device: DeviceSpec;
   readonly onWarning?: (message: string) => void;
+  /** The thread's entry module (default generator-thread.js); tests substitute one that fails on purpose. */
+  readonly threadEntry?: URL;
 }
 
 /**
- * A Generator in a worker thread. If the thread dies (a native error), pending batches fail with the reason
- * and the next generate() starts a fresh thread, so one bad batch never takes the worker down with it.
+ * A Generator in a worker thread. If the thread dies (a native error), the batches it held fail with the reason
+ * and the next generate() starts one fresh thread (shared by concurrent calls), so one bad batch never takes
+ * the worker down with it. close() fails the calls still pending and stops the thread.
  */
 export class ThreadedGenerator implements TextGenerationEngine {
   private thread: Worker | undefined;
+  /** The fresh thread being started after a crash, shared by every call that needs it. */
+  private respawn: Promise<Worker> | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
-  private closing = false;
+  private closed: Promise<void> | undefined;
 
   private constructor(
     private readonly modelDir: string,
@@ -36,55 +50,57 @@ export class ThreadedGenerator implements TextGenerationEngine {
   ) {}
 
   static async open(modelDir: string, options: ThreadedGeneratorOptions): Promise<ThreadedGenerator> {
-    const { manifest, device, thread } = await ThreadedGenerator.spawn(modelDir, options);
+    const { manifest, device, thread } = await spawnThread(modelDir, options);
     const g = new ThreadedGenerator(modelDir, options, manifest, device);
     g.attach(thread);
     return g;
   }
 
   async generate(requests: readonly GenerationRequest[]): Promise<GenerationBatchResult> {
-    if (this.closing) throw new Error('generator is closed');
-    if (!this.thread) this.attach((await ThreadedGenerator.spawn(this.modelDir, this.options)).thread);
+    if (this.closed) throw new GeneratorClosedError();
+    const thread = this.thread ?? (await this.respawned());
+    if (this.closed) throw new GeneratorClosedError();
     const id = this.nextId++;
-    const thread = this.thread!;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      const msg: ThreadRequest = { type: 'generate', id, requests: [...requests] };
-      thread.postMessage(msg);
+      this.pending.set(id, { thread, resolve, reject });
+      thread.postMessage({ type: 'generate', id, requests: [...requests] } satisfies ThreadRequest);
     });
   }
 
-  async close(): Promise<void> {
-    this.closing = true;
+  /** Fails every pending call with GeneratorClosedError and stops the thread; idempotent. */
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const p of this.pending.values()) p.reject(new GeneratorClosedError());
+    this.pending.clear();
+    // A thread still starting is stopped by respawned() once it is up (it sees `closed`).
+    await this.respawn?.catch(() => undefined);
     const thread = this.thread;
+    this.thread = undefined;
     if (!thread) return;
     const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+    if (thread.threadId === -1) return; // exited already
     thread.postMessage({ type: 'close' } satisfies ThreadRequest);
     await exited;
   }
 
-  private static spawn(
-    modelDir: string,
-    options: ThreadedGeneratorOptions,
-  ): Promise<{ manifest: ModelManifest; device: string; thread: Worker }> {
-    return new Promise((resolve, reject) => {
-      const { onWarning: _, ...generatorOptions } = options;
-      const thread = new Worker(THREAD_ENTRY, { workerData: { modelDir, options: generatorOptions } });
-      const onMessage = (msg: ThreadResponse): void => {
-        if (msg.type === 'warning') options.onWarning?.(msg.message);
-        else if (msg.type === 'ready') {
-          thread.off('message', onMessage);
-          thread.off('error', onError);
-          resolve({ manifest: msg.manifest, device: msg.device, thread });
-        } else if (msg.type === 'failed') {
+  private respawned(): Promise<Worker> {
+    this.respawn ??= spawnThread(this.modelDir, this.options)
+      .then(({ thread }) => {
+        if (this.closed) {
           void thread.terminate();
-          reject(new Error(msg.message));
+          throw new GeneratorClosedError();
         }
-      };
-      const onError = (e: Error): void => reject(e);
-      thread.on('message', onMessage);
-      thread.once('error', onError);
-    });
+        this.attach(thread);
+        return thread;
+      })
+      .finally(() => {
+        this.respawn = undefined;
+      });
+    return this.respawn;
   }
 
   private attach(thread: Worker): void {
@@ -98,14 +114,49 @@ export class ThreadedGenerator implements TextGenerationEngine {
       if (msg.type === 'result') p.resolve(msg.result);
       else p.reject(new Error(msg.message));
     });
+    // Only the calls this thread held fail; a replacement's calls are not its business.
     const fail = (reason: string): void => {
       if (this.thread === thread) this.thread = undefined;
-      for (const p of this.pending.values()) p.reject(new Error(reason));
-      this.pending.clear();
+      for (const [id, p] of this.pending) {
+        if (p.thread !== thread) continue;
+        this.pending.delete(id);
+        p.reject(new Error(reason));
+      }
     };
-    thread.on('error', (e) => fail(`generator thread crashed: ${e.message}`));
-    thread.on('exit', (code) => {
-      if (!this.closing) fail(`generator thread exited with code ${code}`);
+    thread.on('error', (e) => {
+      fail(`generator thread crashed: ${e.message}`);
+      void thread.terminate();
     });
+    thread.on('exit', (code) => fail(`generator thread exited with code ${code}`));
   }
+}
+
+/** Starts a thread and waits for its Generator to open; rejects if the thread fails or ends before that. */
+function spawnThread(modelDir: string, options: ThreadedGeneratorOptions): Promise<{ manifest: ModelManifest; device: string; thread: Worker }> {
+  return new Promise((resolve, reject) => {
+    const { onWarning, threadEntry, ...generatorOptions } = options;
+    const thread = new Worker(threadEntry ?? THREAD_ENTRY, { workerData: { modelDir, options: generatorOptions } });
+    const settle = (error?: Error): void => {
+      thread.off('message', onMessage);
+      thread.off('error', onError);
+      thread.off('exit', onExit);
+      if (error) {
+        thread.on('error', () => undefined); // whatever else it reports while it ends
+        void thread.terminate();
+        reject(error);
+      }
+    };
+    const onMessage = (msg: ThreadResponse): void => {
+      if (msg.type === 'warning') onWarning?.(msg.message);
+      else if (msg.type === 'ready') {
+        settle();
+        resolve({ manifest: msg.manifest, device: msg.device, thread });
+      } else if (msg.type === 'failed') settle(new Error(msg.message));
+    };
+    const onError = (e: Error): void => settle(e);
+    const onExit = (code: number): void => settle(new Error(`generator thread exited with code ${code} before it was ready`));
+    thread.on('message', onMessage);
+    thread.on('error', onError);
+    thread.on('exit', onExit);
+  });
 }

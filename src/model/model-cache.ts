@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { BuildLock } from './build-lock.js';
 import { isHfCheckpointDir, openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest, readManifest } from './manifest.js';
 import { buildModel } from './model-builder.js';
@@ -19,6 +20,11 @@ export interface ResolvedModel {
   readonly built: boolean;
 }
 
+export interface ModelCacheOptions {
+  /** How long to wait for another process's build of the same model before building it too. */
+  readonly lockWaitMs: number;
+}
+
 const HashMemo = z.record(z.string(), z.object({ size: z.number(), mtimeMs: z.number(), sha256: z.string() }));
 
 /**
@@ -27,7 +33,10 @@ const HashMemo = z.record(z.string(), z.object({ size: z.number(), mtimeMs: z.nu
  * File digests are memoised by (path, size, mtime) so that a warm start does not re-read gigabytes.
  */
 export class ModelCache {
-  constructor(readonly root: string = defaultCacheDir()) {}
+  constructor(
+    readonly root: string = defaultCacheDir(),
+    private readonly options: ModelCacheOptions = { lockWaitMs: 15 * 60_000 },
+  ) {}
 
   /** A built model directory as is, or a Hugging Face checkpoint directory built on first use. */
   async resolve(source: string, precision: FloatPrecision = 'fp32', name?: string): Promise<ResolvedModel> {
@@ -35,27 +44,33 @@ export class ModelCache {
     if (existsSync(join(dir, MANIFEST_FILE))) return { dir, manifest: readManifest(dir), built: false };
     if (!isHfCheckpointDir(dir)) throw new Error(`${source}: neither a built model (${MANIFEST_FILE}) nor a Hugging Face checkpoint (config.json)`);
     const key = await this.keyFor(dir, precision);
-    const target = join(this.root, 'models', key.slice(0, 24));
-    if (existsSync(join(target, MANIFEST_FILE))) {
-      const manifest = readManifest(target);
-      if (manifest.key === key) return { dir: target, manifest, built: false };
-    }
-    mkdirSync(join(this.root, 'models'), { recursive: true });
-    // Build beside the target and rename, so a crash or a concurrent build never leaves a half-written model in place.
-    const tmp = join(this.root, 'models', `.building-${randomBytes(6).toString('hex')}`);
-    mkdirSync(tmp);
+    const models = join(this.root, 'models');
+    const target = join(models, key.slice(0, 24));
+    const cached = (): ResolvedModel | undefined => {
+      const manifest = builtManifest(target, key);
+      return manifest && { dir: target, manifest, built: false };
+    };
+    const hit = cached();
+    if (hit) return hit;
+    mkdirSync(models, { recursive: true });
+    // Another process building the same model: wait for it rather than build twice.
+    const lock = await BuildLock.acquire(`${target}.lock`, () => cached() !== undefined, this.options.lockWaitMs);
     try {
-      buildModel(dir, tmp, { precision, key, name: name ?? basename(dir) });
-      rmSync(target, { recursive: true, force: true });
-      renameSync(tmp, target);
-    } catch (e) {
-      rmSync(tmp, { recursive: true, force: true });
-      if (existsSync(join(target, MANIFEST_FILE)) && readManifest(target).key === key) {
-        return { dir: target, manifest: readManifest(target), built: false };
+      const winner = cached();
+      if (winner) return winner;
+      // Build beside the target and rename, so a crash never leaves a half-written model in place.
+      const tmp = join(models, `.building-${randomBytes(6).toString('hex')}`);
+      mkdirSync(tmp);
+      try {
+        buildModel(dir, tmp, { precision, key, name: name ?? basename(dir) });
+        const published = publish(tmp, target, key);
+        return { dir: target, manifest: readManifest(target), built: published };
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
       }
-      throw e;
+    } finally {
+      lock?.release();
     }
-    return { dir: target, manifest: readManifest(target), built: true };
   }
 
   private async keyFor(dir: string, precision: FloatPrecision): Promise<string> {
@@ -94,6 +109,43 @@ export class ModelCache {
     const tmp = `${this.memoPath}.${process.pid}`;
     writeFileSync(tmp, JSON.stringify(memo));
     renameSync(tmp, this.memoPath);
+  }
+}
+
+/** The manifest of a finished build of `key` in `dir`, or undefined (absent, unreadable or another key). */
+function builtManifest(dir: string, key: string): ModelManifest | undefined {
+  if (!existsSync(join(dir, MANIFEST_FILE))) return undefined;
+  try {
+    const manifest = readManifest(dir);
+    return manifest.key === key ? manifest : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Renames a finished build into place unless a valid build of the same key is already there: that one may be
+ * serving another process, so it is kept and `tmp` is left for the caller to remove (returns false). Anything
+ * else at `target` (an unreadable or foreign directory, which `resolve` never hands out) is moved aside first.
+ */
+function publish(tmp: string, target: string, key: string): boolean {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      renameSync(tmp, target);
+      return true;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      if (builtManifest(target, key)) return false;
+      if (attempt >= 3) throw new Error(`cannot publish the model build to ${target}: ${(e as Error).message}`);
+    }
+    const aside = join(dirname(target), `.stale-${randomBytes(6).toString('hex')}`);
+    try {
+      renameSync(target, aside);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; // another process moved it meanwhile
+    }
+    rmSync(aside, { recursive: true, force: true });
   }
 }
 

@@ -3,13 +3,18 @@ import { Tokenizer } from 'tokenizers';
 /**
  * A Hugging Face fast tokenizer loaded from tokenizer.json (byte-level BPE for GPT-2).
  * Prompts are encoded without special tokens added: GPT-2 uses none, and HF's generate sees the same ids.
+ * A tokenizer.json's `padding` and `truncation` sections are ignored: padding is the engine's job (a padded
+ * prompt would feed pad ids as prompt tokens), and a truncated prompt would slip past the context check.
  */
 export class TextTokenizer {
   private constructor(private readonly tokenizer: Tokenizer) {}
 
   static fromFile(path: string): TextTokenizer {
     try {
-      return new TextTokenizer(Tokenizer.fromFile(path));
+      const tokenizer = Tokenizer.fromFile(path);
+      tokenizer.disablePadding();
+      tokenizer.disableTruncation();
+      return new TextTokenizer(tokenizer);
     } catch (e) {
       throw new Error(`cannot load tokenizer ${path}: ${(e as Error).message}`);
     }

@@ -70,9 +70,16 @@ export async function readFleet(redis: Redis): Promise<FleetMember[]> {
   } while (cursor !== '0');
   if (keys.length === 0) return [];
   const values = await redis.mget(keys);
+  // Anything else under the prefix (another version's heartbeat, a stray key) is skipped, never thrown.
   return values.flatMap((v) => {
     if (!v) return [];
-    const parsed = FleetMember.safeParse(JSON.parse(v));
+    let json: unknown;
+    try {
+      json = JSON.parse(v);
+    } catch {
+      return [];
+    }
+    const parsed = FleetMember.safeParse(json);
     return parsed.success ? [parsed.data] : [];
   });
 }

@@ -22,14 +22,13 @@ export interface GenerationWorkerOptions {
   readonly maxBatch: number;
   readonly maxWaitMs: number;
   /**
-   * Jobs BullMQ may hold active at once (default: 2 × maxBatch, so the next batch collects while one runs;
-   * measured on the H100 through the queue: 32.1k → 39.5k tokens/s at batch 64, 85.4k → 101.2k at batch 256).
+   * Jobs BullMQ may hold active at once per queue (default 2 × maxBatch, so the next batch collects while one
+   * runs; measured in bench/results), split evenly across that queue's fetchers.
    */
   readonly concurrency?: number;
   /**
-   * BullMQ Workers per queue (default 2), each with its own connection, sharing the concurrency: a Worker takes
-   * jobs one Redis round trip at a time, so two fill a large batch sooner (H100, batch 256, 2,048 jobs:
-   * 110.0k vs 102.8k tokens/s; equal at batch 64; bench/results/queue-h100.json).
+   * BullMQ Workers per queue (default max(2, ⌈maxBatch / 64⌉)), each with its own connection: a Worker takes jobs
+   * one Redis round trip at a time, so several fill a large batch sooner (bench/results).
    */
   readonly fetchers?: number;
   readonly workerId?: string;
@@ -63,8 +62,9 @@ class JobContentError extends UnrecoverableError {}
 
 /**
  * Takes jobs from the shared queue and this model's queue, tokenizes each, hands it to a BatchCollector and
- * answers it from one batched graph run. BullMQ's concurrency equals the batch size, so that a full batch of
- * jobs can be active at once; the engine runs in a worker thread, so lock renewal continues during a run.
+ * answers it from one batched graph run. Each queue may hold twice a batch of jobs active (by default), so a
+ * full batch runs while the next one collects; the engine runs in a worker thread, so lock renewal continues
+ * during a run.
  */
 export class GenerationWorker {
   readonly workerId: string;
@@ -85,9 +85,8 @@ export class GenerationWorker {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
-    // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel. H100, 2,048 jobs, three runs
-    // each (bench/results): batch 256 averaged 118.1k tokens/s with 4 fetchers vs 115.3k with 2, batch 64 40.9k
-    // with 2 vs 40.1k with 4: differences inside the run-to-run spread, so a mild rule: one per 64 of batch, ≥ 2.
+    // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel; past two, the measured gains
+    // were inside the run-to-run spread (bench/results), so a mild rule: one per 64 of batch, at least 2.
     this.fetchers = options.fetchers ?? Math.max(2, Math.ceil(options.maxBatch / 64));
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
 import { parseDevice } from '../engine/execution-provider.js';
 import { warmupRequest } from '../engine/generation-types.js';
+import { runsDeviceLoop } from '../engine/generator.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
@@ -49,13 +50,18 @@ export async function startWorker(
   logger: Logger,
 ): Promise<StartedWorker> {
   const device = parseDevice(o.device ?? config.worker.device);
+  const deviceLoopMaxBatch = o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch;
   const engine = await ThreadedGenerator.open(model.dir, {
     device,
-    deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
+    deviceLoopMaxBatch,
     onWarning: (m) => logger.warn(m),
   });
   const maxBatch = o.maxBatch ?? config.worker.maxBatch;
-  await warmUp(engine, maxBatch, o.warmupLengths ?? config.worker.warmupLengths, logger);
+  const warmupBatches = [maxBatch, ...(runsDeviceLoop(engine) && deviceLoopMaxBatch < maxBatch ? [deviceLoopMaxBatch] : [])];
+  await warmUp(engine, warmupBatches, o.warmupLengths ?? config.worker.warmupLengths, logger).catch(async (e: unknown) => {
+    await engine.close(); // its thread would otherwise keep the process alive
+    throw e;
+  });
   const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
   const worker = new GenerationWorker({
     connection,
@@ -83,14 +89,20 @@ export async function startWorker(
   };
 }
 
-/** One full batch per length (no early stop, so every position runs), before the worker takes jobs. */
-async function warmUp(engine: ThreadedGenerator, maxBatch: number, lengths: readonly number[], logger: Logger): Promise<void> {
+/**
+ * One batch per length and batch size (no early stop, so every position runs), before the worker takes jobs:
+ * the full batch, and, when the device loop takes smaller greedy batches, its largest one too, so both paths
+ * have met each length.
+ */
+async function warmUp(engine: ThreadedGenerator, batches: readonly number[], lengths: readonly number[], logger: Logger): Promise<void> {
   const { eosTokenId, contextLength } = engine.manifest.spec;
   for (const length of lengths) {
     const total = Math.min(length, contextLength);
-    const started = performance.now();
-    await engine.generate(Array.from({ length: maxBatch }, () => warmupRequest(eosTokenId, total - 1)));
-    logger.info({ length: total, batch: maxBatch, seconds: (performance.now() - started) / 1000 }, 'warmed up');
+    for (const batch of batches) {
+      const started = performance.now();
+      await engine.generate(Array.from({ length: batch }, () => warmupRequest(eosTokenId, total - 1)));
+      logger.info({ length: total, batch, seconds: (performance.now() - started) / 1000 }, 'warmed up');
+    }
   }
 }
 

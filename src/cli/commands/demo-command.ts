@@ -53,72 +53,75 @@ export function registerDemoCommand(program: Command): void {
         out(`redis: started a private redis-server on ${redisUrl}`);
       } else out(`redis: ${redisUrl}`);
 
-      let modelArg = o.model ?? config.defaultModel;
-      if (!modelArg) {
-        const ckpt = join(config.cacheDir ?? defaultCacheDir(), 'demo-gpt2');
-        if (!existsSync(join(ckpt, 'config.json'))) writeRandomGpt2Checkpoint(ckpt, DEMO_SHAPE);
-        modelArg = ckpt;
-      }
-      const model = await resolveModelArg(modelArg, config);
-      const s = model.manifest.spec;
-      out(
-        `model: ${model.name} (${s.architecture}, ${s.numLayers} layers × ${s.hiddenSize}, ${s.precision}) ` +
-          (model.built ? `built in ${model.manifest.buildSeconds.toFixed(2)} s` : 'from the build cache') +
-          (o.model || config.defaultModel ? '' : ' — random weights: the text is gibberish by design'),
-      );
-
-      const { engine, worker, connection, close } = await startWorker(
-        config,
-        model,
-        { device: o.device, maxBatch: o.maxBatch, workerId: 'demo-worker', redisUrl, prefix: DEMO_PREFIX },
-        logger,
-      );
-      out(`worker: ${engine.device}, max batch ${o.maxBatch ?? config.worker.maxBatch}`);
-
+      // Everything after the private redis-server starts stops it again, on every path (a failed build or start too).
       try {
-        const prompts = z.array(z.string()).parse(JSON.parse(readFileSync(DEMO_PROMPTS, 'utf8')));
-        const runId = Date.now().toString(36);
-        const jobs = Array.from({ length: o.jobs }, (_, i) =>
-          jobFromFields({ id: `demo-${runId}-${i}`, prompt: prompts[i % prompts.length], max_new_tokens: o.maxNewTokens }),
-        );
-        const producer = new JobProducer({ connection, prefix: DEMO_PREFIX });
-        const t0 = performance.now();
-        const placed = await producer.enqueueJobs(jobs);
-        await producer.close();
-        out(`enqueued ${placed.length} jobs`);
-
-        const collector = new ResultCollector({ connection, prefix: DEMO_PREFIX });
-        const bar = new ProgressBar('jobs');
-        let completed = 0;
-        let failed = 0;
-        let tokens = 0;
-        const shown = new Set<string>();
-        for await (const r of collector.collect(placed, { wait: true, timeoutMs: 600_000, onProgress: (d, t) => bar.update(d, t) })) {
-          if (r.status === 'completed') {
-            completed++;
-            tokens += r.result.tokenIds.length;
-            // Show one result per distinct prompt.
-            if (!shown.has(r.result.prompt)) {
-              shown.add(r.result.prompt);
-              bar.stop();
-              out(`  ${JSON.stringify(r.result.prompt)} → ${JSON.stringify(r.result.text.slice(0, 80))} [${r.result.finishReason}, batch ${r.result.timings.batchSize}]`);
-            }
-          } else {
-            failed++;
-            out(`  ${r.id}: ${r.status === 'failed' ? r.error : r.status}`);
-          }
+        let modelArg = o.model ?? config.defaultModel;
+        if (!modelArg) {
+          const ckpt = join(config.cacheDir ?? defaultCacheDir(), 'demo-gpt2');
+          if (!existsSync(join(ckpt, 'config.json'))) writeRandomGpt2Checkpoint(ckpt, DEMO_SHAPE);
+          modelArg = ckpt;
         }
-        bar.stop();
-        const seconds = (performance.now() - t0) / 1000;
-        const st = worker.stats.snapshot();
+        const model = await resolveModelArg(modelArg, config);
+        const s = model.manifest.spec;
         out(
-          `done: ${completed} completed, ${failed} failed in ${seconds.toFixed(2)} s — ${(completed / seconds).toFixed(1)} jobs/s, ` +
-            `${(tokens / seconds).toFixed(0)} generated tokens/s end to end (${st.tokensPerSecond.toFixed(0)} tokens/s of graph time), ` +
-            `${st.batches} batches, mean batch ${st.meanBatchSize.toFixed(1)}; total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+          `model: ${model.name} (${s.architecture}, ${s.numLayers} layers × ${s.hiddenSize}, ${s.precision}) ` +
+            (model.built ? `built in ${model.manifest.buildSeconds.toFixed(2)} s` : 'from the build cache') +
+            (o.model || config.defaultModel ? '' : ' — random weights: the text is gibberish by design'),
         );
-        if (failed) process.exitCode = 1;
+
+        const { engine, worker, connection, close } = await startWorker(
+          config,
+          model,
+          { device: o.device, maxBatch: o.maxBatch, workerId: 'demo-worker', redisUrl, prefix: DEMO_PREFIX },
+          logger,
+        );
+        try {
+          out(`worker: ${engine.device}, max batch ${o.maxBatch ?? config.worker.maxBatch}`);
+          const prompts = z.array(z.string()).parse(JSON.parse(readFileSync(DEMO_PROMPTS, 'utf8')));
+          const runId = Date.now().toString(36);
+          const jobs = Array.from({ length: o.jobs }, (_, i) =>
+            jobFromFields({ id: `demo-${runId}-${i}`, prompt: prompts[i % prompts.length], max_new_tokens: o.maxNewTokens }),
+          );
+          const producer = new JobProducer({ connection, prefix: DEMO_PREFIX });
+          const t0 = performance.now();
+          const placed = await producer.enqueueJobs(jobs);
+          await producer.close();
+          out(`enqueued ${placed.length} jobs`);
+
+          const collector = new ResultCollector({ connection, prefix: DEMO_PREFIX });
+          const bar = new ProgressBar('jobs');
+          let completed = 0;
+          let failed = 0;
+          let tokens = 0;
+          const shown = new Set<string>();
+          for await (const r of collector.collect(placed, { wait: true, timeoutMs: 600_000, onProgress: (d, t) => bar.update(d, t) })) {
+            if (r.status === 'completed') {
+              completed++;
+              tokens += r.result.tokenIds.length;
+              // Show one result per distinct prompt.
+              if (!shown.has(r.result.prompt)) {
+                shown.add(r.result.prompt);
+                bar.stop();
+                out(`  ${JSON.stringify(r.result.prompt)} → ${JSON.stringify(r.result.text.slice(0, 80))} [${r.result.finishReason}, batch ${r.result.timings.batchSize}]`);
+              }
+            } else {
+              failed++;
+              out(`  ${r.id}: ${r.status === 'failed' ? r.error : r.status}`);
+            }
+          }
+          bar.stop();
+          const seconds = (performance.now() - t0) / 1000;
+          const st = worker.stats.snapshot();
+          out(
+            `done: ${completed} completed, ${failed} failed in ${seconds.toFixed(2)} s — ${(completed / seconds).toFixed(1)} jobs/s, ` +
+              `${(tokens / seconds).toFixed(0)} generated tokens/s end to end (${st.tokensPerSecond.toFixed(0)} tokens/s of graph time), ` +
+              `${st.batches} batches, mean batch ${st.meanBatchSize.toFixed(1)}; total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+          );
+          if (failed) process.exitCode = 1;
+        } finally {
+          await close();
+        }
       } finally {
-        await close();
         await redisServer?.stop();
       }
     });
