@@ -8,6 +8,7 @@ import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-r
 import { Generator } from '../src/engine/generator.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
+import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { lastPositionLogits } from './harness/decoder-step.js';
 import { fixtureCheckpoint, fixtureReference } from './harness/fixtures.js';
 import { greedyRequest as greedy } from './harness/requests.js';
@@ -27,6 +28,8 @@ const Reference = z.object({
     }),
   ),
   batched_greedy: z.array(z.array(z.number())),
+  decode: z.array(z.object({ ids: z.array(z.number()), text: z.string() })),
+  chat: z.array(z.object({ messages: z.array(z.object({ role: z.string(), content: z.string() })), text: z.string(), ids: z.array(z.number()) })).optional(),
 });
 type Reference = z.infer<typeof Reference>;
 
@@ -67,14 +70,26 @@ for (const plan of PLANS) {
     const cases = ref.cases.filter((c) => c.ids.length < (plan.maxPromptLength ?? Infinity));
     let dir: string;
     let generator: Generator;
+    let tokenizer: TextTokenizer;
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), `genqueue-parity-${plan.name}-`));
       buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp32' });
       generator = await Generator.open(dir, { device: testDevice() });
+      tokenizer = TextTokenizer.fromModelDir(dir, readManifest(dir).files);
     });
     after(async () => {
       await generator?.close();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('tokenizes every prompt to HF\'s ids (the post-processor\'s BOS included) and decodes as HF does', async () => {
+      for (const c of ref.cases) assert.deepEqual(await tokenizer.encode(c.prompt), c.ids, c.prompt);
+      assert.deepEqual(await tokenizer.encodeBatch(ref.cases.map((c) => c.prompt)), ref.cases.map((c) => c.ids));
+      for (const d of ref.decode) assert.equal(await tokenizer.decode(d.ids), d.text);
+    });
+
+    it('renders chat messages with the model\'s template as HF\'s apply_chat_template (text and ids)', { skip: !ref.chat && 'fixture made without chat renderings' }, async () => {
+      for (const c of ref.chat ?? []) assert.deepEqual(await tokenizer.encodeChat(c.messages), { text: c.text, ids: c.ids });
     });
 
     it('builds a spec with every EOS id of generation_config', () => {
@@ -146,3 +161,17 @@ for (const plan of PLANS) {
     });
   });
 }
+
+describe('chat messages for a model without a chat template', () => {
+  it('are refused with a clear error (GPT-2 fixture)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'genqueue-nochat-'));
+    try {
+      buildModel(fixtureCheckpoint('gpt2-tiny'), dir, { precision: 'fp32' });
+      const tokenizer = TextTokenizer.fromModelDir(dir, readManifest(dir).files);
+      assert.equal(tokenizer.hasChatTemplate, false);
+      await assert.rejects(tokenizer.encodeChat([{ role: 'user', content: 'hi' }]), { name: 'ChatTemplateError', message: /messages: this model has no chat template/ });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -12,6 +12,8 @@ export const MODEL_FILES = {
   tokenizer: 'tokenizer.json',
   /** tokenizer_config.json, copied when the checkpoint has one (its chat template renders `messages` jobs). */
   tokenizerConfig: 'tokenizer_config.json',
+  /** chat_template.jinja, where transformers 5 saves the template outside tokenizer_config.json. */
+  chatTemplate: 'chat_template.jinja',
 } as const;
 
 /** Search operators a decoder can be wrapped in; each becomes its own small .onnx sharing one weight file. */

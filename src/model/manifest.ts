@@ -72,6 +72,7 @@ export const ModelManifest = z.object({
     tokenizer: z.string(),
     /** tokenizer_config.json (chat template), when the checkpoint has one. */
     tokenizerConfig: z.string().optional(),
+    chatTemplate: z.string().optional(),
   }),
   decoderNodes: z.number().int(),
   weightBytes: z.number().int(),

@@ -64,9 +64,15 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   if (staticCpuDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   if (smallBatchDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cudaSmallBatch), encodeDeviceLoopStepModel(smallBatchDecoder, { tail: 'genqueue' }));
   copyFileSync(checkpoint.tokenizerPath, join(outDir, MODEL_FILES.tokenizer));
-  const tokenizerConfig = join(checkpoint.dir, CHECKPOINT_FILES.tokenizerConfig);
-  const hasTokenizerConfig = existsSync(tokenizerConfig);
-  if (hasTokenizerConfig) copyFileSync(tokenizerConfig, join(outDir, MODEL_FILES.tokenizerConfig));
+  // The chat template and special tokens, for jobs that send messages.
+  const copied = (from: string, to: string): boolean => {
+    const source = join(checkpoint.dir, from);
+    if (!existsSync(source)) return false;
+    copyFileSync(source, join(outDir, to));
+    return true;
+  };
+  const hasTokenizerConfig = copied(CHECKPOINT_FILES.tokenizerConfig, MODEL_FILES.tokenizerConfig);
+  const hasChatTemplate = copied(CHECKPOINT_FILES.chatTemplate, MODEL_FILES.chatTemplate);
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
     key: options.key ?? '',
@@ -85,6 +91,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       weights: MODEL_FILES.weights,
       tokenizer: MODEL_FILES.tokenizer,
       ...(hasTokenizerConfig ? { tokenizerConfig: MODEL_FILES.tokenizerConfig } : {}),
+      ...(hasChatTemplate ? { chatTemplate: MODEL_FILES.chatTemplate } : {}),
     },
     decoderNodes: decoder.nodeCount,
     weightBytes: weights.bytesWritten,

@@ -9,6 +9,7 @@ export const CHECKPOINT_FILES = {
   generationConfig: 'generation_config.json',
   tokenizer: 'tokenizer.json',
   tokenizerConfig: 'tokenizer_config.json',
+  chatTemplate: 'chat_template.jinja',
   weights: 'model.safetensors',
   weightsIndex: 'model.safetensors.index.json',
 } as const;
@@ -96,8 +97,8 @@ export function openHfCheckpoint(dir: string): HfCheckpoint {
     weightFiles = [...new Set(Object.values(index.weight_map))].sort().map((f) => join(dir, f));
   } else throw new Error(`${dir}: no model.safetensors nor model.safetensors.index.json`);
 
-  const tokenizerConfigPath = join(dir, CHECKPOINT_FILES.tokenizerConfig);
-  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...(existsSync(tokenizerConfigPath) ? [tokenizerConfigPath] : []), ...weightFiles];
+  const tokenizerFiles = [CHECKPOINT_FILES.tokenizerConfig, CHECKPOINT_FILES.chatTemplate].map((f) => join(dir, f)).filter((f) => existsSync(f));
+  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...tokenizerFiles, ...weightFiles];
   return {
     dir,
     config,
