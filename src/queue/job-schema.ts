@@ -23,7 +23,9 @@ export const DEFAULT_MAX_NEW_TOKENS = 64;
 export const JobInput = z
   .object({
     id: JobId.optional(),
-    prompt: z.string().min(1, 'must not be empty'),
+    prompt: z.string().min(1, 'must not be empty').optional(),
+    /** Instead of prompt: a conversation, rendered with the model's chat template (add_generation_prompt). */
+    messages: z.array(z.object({ role: z.string().min(1), content: z.string() }).strict()).min(1, 'must not be empty').optional(),
     max_new_tokens: z.number().int().min(1).max(32768).default(DEFAULT_MAX_NEW_TOKENS),
     min_new_tokens: z.number().int().min(0).default(0),
     decoding: z.enum(['greedy', 'beam', 'sample']).default('greedy'),
@@ -36,6 +38,10 @@ export const JobInput = z
     model: ModelName.optional(),
   })
   .strict()
+  .refine((j) => (j.prompt === undefined) !== (j.messages === undefined), {
+    message: 'give exactly one of prompt or messages',
+    path: ['prompt'],
+  })
   .refine((j) => j.min_new_tokens <= j.max_new_tokens, {
     message: 'min_new_tokens must not exceed max_new_tokens',
     path: ['min_new_tokens'],

@@ -54,6 +54,19 @@ export class TextTokenizer {
     return encodings.map((e) => e.getIds());
   }
 
+  /**
+   * A job's prompt ids and the text they came from: a prompt as encode() gives it, messages rendered with the
+   * chat template (encodeChat). Prompts of a batch are encoded together.
+   */
+  async encodeJobs(jobs: readonly { prompt?: string | undefined; messages?: readonly ChatMessage[] | undefined }[]): Promise<{ text: string; ids: number[] }[]> {
+    const prompts = jobs.flatMap((j) => (j.messages ? [] : [j.prompt ?? '']));
+    const promptIds = await this.encodeBatch(prompts);
+    let next = 0;
+    const out: { text: string; ids: number[] }[] = [];
+    for (const j of jobs) out.push(j.messages ? await this.encodeChat(j.messages) : { text: prompts[next]!, ids: promptIds[next++]! });
+    return out;
+  }
+
   /** The conversation rendered with the chat template (add_generation_prompt), as text. */
   renderChat(messages: readonly ChatMessage[]): string {
     if (!this.chatTemplate) throw new ChatTemplateError('messages: this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); send a prompt instead');

@@ -7,6 +7,7 @@ import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { JobInput, describeZodError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
 import type { JobResult } from '../queue/result-schema.js';
+import { ChatTemplateError } from '../tokenizer/chat-template.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
@@ -159,7 +160,15 @@ export class GenerationWorker {
     if (!parsed.success) throw new JobContentError(`invalid job data: ${describeZodError(parsed.error)}`);
     const data = parsed.data;
     const t0 = performance.now();
-    const promptTokenIds = await this.options.tokenizer.encode(data.prompt);
+    let encoded;
+    try {
+      [encoded] = await this.options.tokenizer.encodeJobs([data]);
+    } catch (e) {
+      // A messages job for a model without a chat template (or one its template rejects): the job's content.
+      if (e instanceof ChatTemplateError) throw new JobContentError(e.message);
+      throw e;
+    }
+    const { text: prompt, ids: promptTokenIds } = encoded!;
     const tokenizeMs = performance.now() - t0;
     const request = generationRequestFor(data, promptTokenIds);
     let outcome: BatchOutcome;
@@ -173,7 +182,7 @@ export class GenerationWorker {
     return {
       id: data.id ?? String(job.id),
       model: this.options.modelName,
-      prompt: data.prompt,
+      prompt,
       promptTokenIds,
       tokenIds: outcome.result.tokenIds,
       text: outcome.text,
