@@ -175,3 +175,61 @@ describe('chat messages for a model without a chat template', () => {
     }
   });
 });
+
+// On the GPU machine (GENQUEUE_TEST_DEVICE=cuda:0): the search graphs in fp32 give the CPU's tokens, and the fp16
+// device loop (GroupQueryAttention with in-place caches sized by kv heads) replays its CUDA graphs faithfully and
+// follows HF's greedy tokens up to fp16's near-ties.
+const gpu = testDevice();
+const gpuSkip = gpu.kind === 'cpu' ? 'set GENQUEUE_TEST_DEVICE=cuda:N' : !addonBuilt ? 'device-loop addon not built' : false;
+describe('Llama-family models on CUDA', { skip: gpu.kind === 'cpu' && 'set GENQUEUE_TEST_DEVICE=cuda:N' }, () => {
+  for (const plan of PLANS) {
+    it(`${plan.name}: fp32 greedy and 4-beam tokens on CUDA equal the CPU's`, async () => {
+      const ref = Reference.parse(fixtureReference(plan.name));
+      const dir = mkdtempSync(join(tmpdir(), `genqueue-cuda-${plan.name}-`));
+      const engines: Generator[] = [];
+      try {
+        buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp32' });
+        const [cpu, cuda] = [await Generator.open(dir, { device: { kind: 'cpu' } }), await Generator.open(dir, { device: gpu })];
+        engines.push(cpu!, cuda!);
+        const requests = ref.cases.flatMap((c) => [
+          greedy(c.ids, c.greedy.length),
+          { promptIds: c.ids, maxNewTokens: 16, minNewTokens: 0, repetitionPenalty: 1, search: { kind: 'beam' as const, numBeams: 4, lengthPenalty: 1 } },
+        ]);
+        assert.deepEqual((await cuda!.generate(requests)).results, (await cpu!.generate(requests)).results);
+        const sampled = (await cuda!.generate(ref.cases.map((c) => ({ ...greedy(c.ids, 8), search: { kind: 'sample' as const, temperature: 1, topK: 20, topP: 0.9 } })))).results;
+        for (const r of sampled) assert.ok(!('error' in r), JSON.stringify(r));
+      } finally {
+        for (const e of engines) await e.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it(`${plan.name}: fp16 device loop (captured graphs = plain steps, HF's greedy up to near-ties)`, { skip: gpuSkip || (plan.maxPromptLength !== undefined && 'dynamic rope: no device loop') }, () => {
+      const ref = Reference.parse(fixtureReference(plan.name));
+      const dir = mkdtempSync(join(tmpdir(), `genqueue-cuda16-${plan.name}-`));
+      try {
+        buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp16' });
+        const manifest = readManifest(dir);
+        const plain = DeviceLoopRunner.open(dir, manifest, { device: gpu, cudaGraph: false });
+        const graph = DeviceLoopRunner.open(dir, manifest, { device: gpu, cudaGraph: true });
+        try {
+          const requests = ref.cases.map((c) => greedy(c.ids, c.greedy.length));
+          const expected = plain.run(requests);
+          for (let call = 0; call < 3; call++) assert.deepEqual(graph.run(requests), expected, `call ${call}`);
+          let compared = 0;
+          ref.cases.forEach((c, i) => {
+            const n = comparable(c, 5e-2);
+            assert.deepEqual(expected[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
+            compared += n;
+          });
+          assert.ok(compared >= ref.cases.length * 4, `only ${compared} tokens compared`);
+        } finally {
+          plain.close();
+          graph.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});

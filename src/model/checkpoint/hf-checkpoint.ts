@@ -44,9 +44,22 @@ export class CheckpointTensors {
   }
 
   read(name: string): FloatTensor {
+    return this.file(name).readFloat(name);
+  }
+
+  shape(name: string): number[] {
+    return this.file(name).entry(name).shape;
+  }
+
+  /** The tensor as float32 pieces of at most maxElements values (SafetensorsFile.forEachFloatChunk). */
+  forEachChunk(name: string, maxElements: number, visit: (values: Float32Array) => void): void {
+    this.file(name).forEachFloatChunk(name, maxElements, visit);
+  }
+
+  private file(name: string): SafetensorsFile {
     const f = this.fileOf.get(name);
     if (!f) throw new Error(`checkpoint has no tensor ${name}`);
-    return f.readFloat(name);
+    return f;
   }
 }
 

@@ -10,6 +10,9 @@ export class TensorShapeError extends Error {
   }
 }
 
+/** Values converted at a time when a tensor streams to the weight file (16 MB of float32). */
+const CHUNK_ELEMENTS = 4 * 1024 * 1024;
+
 const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /**
@@ -33,9 +36,16 @@ export class WeightLoader {
     return this.tensors.has(this.prefix + name);
   }
 
-  /** The tensor as stored, [dims] checked; `stored` names it in the checkpoint when that is not prefix + name. */
+  /**
+   * The tensor as stored, [dims] checked; `stored` names it in the checkpoint when that is not prefix + name.
+   * Converted to the build's precision piece by piece as it streams to the weight file.
+   */
   tensor(name: string, dims: readonly number[], stored = this.prefix + name): string {
-    return this.g.initializer(name, this.type, dims, () => encodeFloats(this.readStored(stored, dims), this.precision));
+    const shape = this.tensors.shape(stored);
+    if (!sameShape(shape, dims)) throw new TensorShapeError(stored, shape, dims);
+    return this.g.streamedInitializer(name, this.type, dims, (write) =>
+      this.tensors.forEachChunk(stored, CHUNK_ELEMENTS, (values) => write(encodeFloats(values, this.precision))),
+    );
   }
 
   /** A stored [rows, cols] matrix as a [cols, rows] initializer named `${name}.t` (e.g. a Linear weight for MatMul). */
