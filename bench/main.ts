@@ -17,7 +17,7 @@ interface BenchCliOptions {
   sections: string;
   batches: string;
   repeats: number;
-  shape: 'tiny' | 'small';
+  shape: BenchModelShape;
   workDir: string;
   out: string;
   hfScript?: string;
@@ -40,7 +40,11 @@ program
   .option('--sections <list>', `comma list of ${BENCH_SECTIONS.join(', ')}`, BENCH_SECTIONS.join(','))
   .option('--batches <list>', 'batch sizes for the sweeps', '1,8,32,64,128,256')
   .option('--repeats <n>', 'timed runs per configuration (after 2 warm-ups)', positiveInt('--repeats'), 3)
-  .addOption(new Option('--shape <shape>', 'GPT-2 shape of the main model').choices(['tiny', 'small']).default('small'))
+  .addOption(
+    new Option('--shape <shape>', 'shape of the main model (random weights): GPT-2 tiny/small, Llama-3.2-1B, Qwen2.5-0.5B')
+      .choices(['tiny', 'small', 'llama-3.2-1b', 'qwen2.5-0.5b'])
+      .default('small'),
+  )
   .option('--work-dir <dir>', 'where random checkpoints and builds go', join(tmpdir(), 'genqueue-bench'))
   .option('--out <dir>', 'results directory', 'bench/results')
   .option('--hf-script <path>', 'HF transformers baseline script (hf_generate_bench.py) to run in the same session')

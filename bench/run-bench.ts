@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type DeviceSpec, executionProviders } from '../src/engine/execution-provider.js';
 import type { ModelManifest } from '../src/model/manifest.js';
-import { BASELINE_VARIANTS, type BaselineName, baselineDecoders, benchCheckpoint, benchModel } from './bench-models.js';
+import { BASELINE_VARIANTS, type BaselineName, type BenchModelShape, baselineDecoders, benchCheckpoint, benchModel } from './bench-models.js';
 import { type BenchRow, type BenchShape, okRow, timeIt } from './bench-types.js';
 import { gpuMemoryOf, gpuName } from './gpu-memory.js';
 import { hfRows } from './hf-baseline.js';
@@ -41,8 +41,8 @@ export interface BenchOptions {
   readonly sections: readonly BenchSection[];
   readonly batches: readonly number[];
   readonly repeats: number;
-  /** GPT-2 shape of the main model (small on the GPU; tiny for a CPU smoke run). */
-  readonly shape: 'tiny' | 'small';
+  /** Shape of the main model (GPT-2 small on the GPU; tiny for a CPU smoke run; llama-3.2-1b, qwen2.5-0.5b). */
+  readonly shape: BenchModelShape;
   readonly hfScript?: string;
   /** Jobs for queue-e2e. */
   readonly queueJobs: number;
@@ -51,8 +51,8 @@ export interface BenchOptions {
 
 export interface SectionResult {
   readonly section: BenchSection;
-  /** GPT-2 shape of the main model ('small' for the reported runs). */
-  readonly modelShape: 'tiny' | 'small';
+  /** Shape of the main model ('small' for the reported GPT-2 runs). */
+  readonly modelShape: BenchModelShape;
   readonly gpu: string;
   readonly device: string;
   readonly rows: BenchRow[];
