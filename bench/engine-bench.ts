@@ -6,8 +6,8 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { timeIt } from '../src/bench/bench-types.js';
-import { fixedLengthRequests } from '../src/bench/search-bench.js';
+import { timeIt } from './bench-types.js';
+import { fixedLengthRequests } from './search-bench.js';
 import { Generator } from '../src/engine/generator.js';
 import { parseDevice } from '../src/engine/execution-provider.js';
 import { GPT2_LARGE_SHAPE, GPT2_SMALL_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';

@@ -50,14 +50,22 @@ void check(OrtStatus* status) {
   throw OrtError(message);
 }
 
+// The step graph's input/output names, as src/model/contract.ts defines them (the addon repeats none of them);
+// per-layer caches are the prefix followed by the layer index.
+struct Bindings {
+  std::string tokens, tokensNext, step, stepNext, promptLengths, minLengths, pastLength;
+  std::string pastKeyPrefix, pastValuePrefix, presentKeyPrefix, presentValuePrefix;
+};
+
 struct Options {
   bool cuda = false;
   int deviceId = 0;
   bool cudaGraph = false;  // replay runs of steps from CUDA graphs the addon captures (CUDA only)
   int numLayers = 0;
-  int numHeads = 0;
+  int kvHeads = 0;  // each layer's K and V buffers are [batch, kvHeads, capacity, headSize]
   int headSize = 0;
   bool kvFloat16 = false;
+  Bindings names;
   // A second step graph for batches of at most smallBatchRows (empty: none): the fp16 CUDA step built on
   // genqueue.SmallBatchMatMul (gpt2.ts matmul 'small-batch'), for the batches where it beats cuBLAS.
   std::string smallBatchStep;
@@ -417,27 +425,28 @@ class DeviceLoop {
     slot.values.push_back(slot.pastLength);
     std::vector<OrtValue*> keys, values;
     for (int l = 0; l < options_.numLayers; l++) {
-      keys.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
-      values.push_back(tensor(slot, {batch, options_.numHeads, capacity, options_.headSize}, kvType));
+      keys.push_back(tensor(slot, {batch, options_.kvHeads, capacity, options_.headSize}, kvType));
+      values.push_back(tensor(slot, {batch, options_.kvHeads, capacity, options_.headSize}, kvType));
     }
+    const Bindings& n = options_.names;
     for (int p = 0; p < 2; p++) {
       OrtIoBinding* b = nullptr;
       check(ort->CreateIoBinding(slot.session, &b));
       slot.binding[p] = b;
       // tokens and the caches are read and written in place: one buffer bound as input and output.
-      check(ort->BindInput(b, "tokens", slot.tokens));
-      check(ort->BindOutput(b, "tokens_next", slot.tokens));
-      check(ort->BindInput(b, "step", slot.step[p]));
-      check(ort->BindOutput(b, "step_next", slot.step[1 - p]));
-      check(ort->BindInput(b, "prompt_lengths", slot.promptLengths));
-      check(ort->BindInput(b, "min_lengths", slot.minLengths));
-      check(ort->BindInput(b, "past_sequence_length", slot.pastLength));
+      check(ort->BindInput(b, n.tokens.c_str(), slot.tokens));
+      check(ort->BindOutput(b, n.tokensNext.c_str(), slot.tokens));
+      check(ort->BindInput(b, n.step.c_str(), slot.step[p]));
+      check(ort->BindOutput(b, n.stepNext.c_str(), slot.step[1 - p]));
+      check(ort->BindInput(b, n.promptLengths.c_str(), slot.promptLengths));
+      check(ort->BindInput(b, n.minLengths.c_str(), slot.minLengths));
+      check(ort->BindInput(b, n.pastLength.c_str(), slot.pastLength));
       for (int l = 0; l < options_.numLayers; l++) {
-        std::string n = std::to_string(l);
-        check(ort->BindInput(b, ("past_key_" + n).c_str(), keys[l]));
-        check(ort->BindInput(b, ("past_value_" + n).c_str(), values[l]));
-        check(ort->BindOutput(b, ("present_key_" + n).c_str(), keys[l]));
-        check(ort->BindOutput(b, ("present_value_" + n).c_str(), values[l]));
+        std::string layer = std::to_string(l);
+        check(ort->BindInput(b, (n.pastKeyPrefix + layer).c_str(), keys[l]));
+        check(ort->BindInput(b, (n.pastValuePrefix + layer).c_str(), values[l]));
+        check(ort->BindOutput(b, (n.presentKeyPrefix + layer).c_str(), keys[l]));
+        check(ort->BindOutput(b, (n.presentValuePrefix + layer).c_str(), values[l]));
       }
     }
   }
@@ -502,6 +511,14 @@ int intProperty(napi_env env, napi_value obj, const char* name) {
   int32_t out = 0;
   if (napi_get_value_int32(env, property(env, obj, name), &out) != napi_ok) throw std::invalid_argument(std::string("option ") + name + " must be a number");
   return out;
+}
+
+std::string stringProperty(napi_env env, napi_value obj, const char* name) {
+  napi_value v = property(env, obj, name);
+  napi_valuetype type;
+  NAPI_CALL(env, napi_typeof(env, v, &type));
+  if (type != napi_string) throw std::invalid_argument(std::string("option ") + name + " must be a string");
+  return stringArg(env, v);
 }
 
 bool boolProperty(napi_env env, napi_value obj, const char* name) {
@@ -604,9 +621,19 @@ napi_value Open(napi_env env, napi_callback_info info) {
     o.deviceId = intProperty(env, opts, "deviceId");
     o.cudaGraph = boolProperty(env, opts, "cudaGraph");
     o.numLayers = intProperty(env, opts, "numLayers");
-    o.numHeads = intProperty(env, opts, "numHeads");
+    o.kvHeads = intProperty(env, opts, "kvHeads");
     o.headSize = intProperty(env, opts, "headSize");
     o.kvFloat16 = boolProperty(env, opts, "kvFloat16");
+    napi_value names = property(env, opts, "bindings");
+    napi_valuetype namesType;
+    NAPI_CALL(env, napi_typeof(env, names, &namesType));
+    if (namesType != napi_object) throw std::invalid_argument("option bindings must be an object of binding names");
+    o.names = Bindings{stringProperty(env, names, "tokens"),         stringProperty(env, names, "tokensNext"),
+                       stringProperty(env, names, "step"),           stringProperty(env, names, "stepNext"),
+                       stringProperty(env, names, "promptLengths"),  stringProperty(env, names, "minLengths"),
+                       stringProperty(env, names, "pastLength"),     stringProperty(env, names, "pastKeyPrefix"),
+                       stringProperty(env, names, "pastValuePrefix"), stringProperty(env, names, "presentKeyPrefix"),
+                       stringProperty(env, names, "presentValuePrefix")};
     napi_valuetype profileType;
     napi_value profile = property(env, opts, "profilePrefix");
     NAPI_CALL(env, napi_typeof(env, profile, &profileType));

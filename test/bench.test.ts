@@ -7,16 +7,16 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const BENCH = fileURLToPath(new URL('../bench/main.js', import.meta.url));
 
-describe('genqueue bench (CPU smoke run on a tiny GPT-2 shape; the numbers that count come from the GPU machine)', () => {
+describe('npm run bench (CPU smoke run on a tiny GPT-2 shape; the numbers that count come from the GPU machine)', () => {
   it('measures the in-graph search and the TensorRT probe and writes latest.json, latest.md and the chart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'genqueue-bench-'));
     try {
       const out = join(dir, 'results');
       await promisify(execFile)(
         process.execPath,
-        [CLI, 'bench', '--device', 'cpu', '--shape', 'tiny', '--sections', 'ingraph,tensorrt', '--batches', '1,2', '--repeats', '1', '--work-dir', join(dir, 'work'), '--out', out],
+        [BENCH, '--device', 'cpu', '--shape', 'tiny', '--sections', 'ingraph,tensorrt', '--batches', '1,2', '--repeats', '1', '--work-dir', join(dir, 'work'), '--out', out],
         { maxBuffer: 16 * 1024 * 1024 },
       );
       const report = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as {

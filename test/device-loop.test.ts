@@ -300,17 +300,17 @@ describe('device-loop step files the builder writes', () => {
     assert.equal(small.ops['com.microsoft.SkipLayerNormalization'], undefined);
     assert.ok(small.domains.includes('genqueue'));
     // The regular CUDA step keeps ONNX Runtime's MatMul (cuBLAS) for large batches, with the same one-node tail.
-    const regular = census(join(dir, 'fp16', manifest.files.deviceLoop));
+    const regular = census(join(dir, 'fp16', manifest.files.deviceLoop!));
     assert.equal(regular.ops['genqueue.SmallBatchMatMul'], undefined);
     assert.equal(regular.ops['.MatMul'], 2 * 4);
     assert.equal(regular.ops['genqueue.GreedyNextToken'], 1);
     // The CPU step uses standard and com.microsoft operators only.
-    assert.ok(!census(join(dir, 'fp16', manifest.files.deviceLoopCpu)).domains.includes('genqueue'));
+    assert.ok(!census(join(dir, 'fp16', manifest.files.deviceLoopCpu!)).domains.includes('genqueue'));
   });
 
   it('fp32: no small-batch step and no genqueue operators (its kernels read fp16)', () => {
     const manifest = readManifest(join(dir, 'fp32'));
     assert.equal(manifest.files.deviceLoopSmallBatch, undefined);
-    assert.ok(!census(join(dir, 'fp32', manifest.files.deviceLoop)).domains.includes('genqueue'));
+    assert.ok(!census(join(dir, 'fp32', manifest.files.deviceLoop!)).domains.includes('genqueue'));
   });
 });

@@ -79,7 +79,7 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
         const r = results.get(j.id!);
         assert.equal(r?.status, 'completed', JSON.stringify(r));
         if (r?.status !== 'completed') continue;
-        const ids = await tokenizer.encode(j.prompt);
+        const ids = await tokenizer.encode(j.prompt!);
         const expected = (await direct.generate([generationRequestFor(j, ids)])).results[0] as { tokenIds: number[]; finishReason: string };
         assert.deepEqual(r.result.promptTokenIds, ids);
         assert.deepEqual(r.result.tokenIds, expected.tokenIds, j.id);

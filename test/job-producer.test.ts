@@ -135,11 +135,15 @@ describe('JobProducer against a real redis-server', () => {
 
   it('refuses a prompt over the length limit before anything is tokenized, naming the field and both numbers', async () => {
     await connection.flushall();
-    const path = file('long.jsonl', [JSON.stringify({ prompt: 'x'.repeat(101) }), JSON.stringify({ prompt: 'x'.repeat(100) })]);
+    const messages = [{ role: 'system', content: 'x'.repeat(60) }, { role: 'user', content: 'y'.repeat(41) }];
+    const path = file('long.jsonl', [JSON.stringify({ prompt: 'x'.repeat(101) }), JSON.stringify({ prompt: 'x'.repeat(100) }), JSON.stringify({ messages })]);
     const producer = new JobProducer({ connection, maxPromptChars: 100 });
     await assert.rejects(producer.enqueueFile(path), (e: unknown) => {
       assert.ok(e instanceof InvalidJobsError);
-      assert.deepEqual(e.refused, [{ line: 1, error: 'prompt: 101 characters exceeds the limit of 100 (limits.maxPromptChars)' }]);
+      assert.deepEqual(e.refused, [
+        { line: 1, error: 'prompt: 101 characters exceeds the limit of 100 (limits.maxPromptChars)' },
+        { line: 3, error: 'messages: 101 characters exceeds the limit of 100 (limits.maxPromptChars)' },
+      ]);
       return true;
     });
     await producer.close();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEVICE_LOOP_ADDON } from '../src/engine/device-loop-runner.js';
 import { type SlotLoopAddon, loadSlotLoopAddon } from '../src/engine/slot-addon.js';
-import { SLOT_STATUS } from '../src/model/slot-step-graph.js';
+import { SLOT_STATUS } from '../src/model/contract.js';
 import { type RowSpec, philox4x32, philoxDraw, referenceSample, runNextToken, writeNextTokenModel } from './harness/next-token.js';
 import { testDevice } from './harness/test-device.js';
 

@@ -1,17 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
 import { z } from 'zod';
-import { buildGpt2Graph } from '../src/model/architectures/gpt2.js';
-import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import { buildModel } from '../src/model/model-builder.js';
-import { encodeModel } from '../src/model/onnx/graph-builder.js';
-import { WeightFile } from '../src/model/onnx/weight-file.js';
 import { Generator } from '../src/engine/generator.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
+import { lastPositionLogits } from './harness/decoder-step.js';
 import { fixturePath } from './harness/fixtures.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
@@ -65,29 +61,10 @@ describe('parity with Hugging Face transformers (random GPT-2 fixture)', () => {
   });
 
   it('gives the same last-position logits as HF for each prompt (decoder step alone)', async () => {
-    const stepDir = mkdtempSync(join(tmpdir(), 'genqueue-step-'));
-    try {
-      const weights = new WeightFile(join(stepDir, 'step.onnx.data'));
-      const decoder = buildGpt2Graph(openHfCheckpoint(CKPT), { precision: 'fp32', weights });
-      weights.close();
-      writeFileSync(join(stepDir, 'step.onnx'), encodeModel(decoder.graph, 'test'));
-      const session = await ort.InferenceSession.create(join(stepDir, 'step.onnx'));
-      const { numLayers, numHeads, headSize } = decoder.spec;
-      for (const c of ref.cases) {
-        const S = c.ids.length;
-        const feeds: Record<string, ort.Tensor> = {
-          input_ids: new ort.Tensor('int32', Int32Array.from(c.ids), [1, S]),
-          position_ids: new ort.Tensor('int32', Int32Array.from(c.ids.map((_, i) => i)), [1, S]),
-          attention_mask: new ort.Tensor('int32', new Int32Array(S).fill(1), [1, S]),
-        };
-        for (let l = 0; l < numLayers; l++) feeds[`past_${l}`] = new ort.Tensor('float32', new Float32Array(0), [2, 1, numHeads, 0, headSize]);
-        const logits = (await session.run(feeds)).logits!.data as Float32Array;
-        c.last_logits_head.forEach((v, i) => assert.ok(Math.abs(logits[i]! - v) < 1e-4, `${c.prompt}: logit ${i} ${logits[i]} vs HF ${v}`));
-      }
-      await session.release();
-    } finally {
-      rmSync(stepDir, { recursive: true, force: true });
-    }
+    const logits = await lastPositionLogits(CKPT, ref.cases.map((c) => c.ids));
+    ref.cases.forEach((c, k) =>
+      c.last_logits_head.forEach((v, i) => assert.ok(Math.abs(logits[k]![i]! - v) < 1e-4, `${c.prompt}: logit ${i} ${logits[k]![i]} vs HF ${v}`)),
+    );
   });
 
   it('greedy tokens equal HF up to the first step with a tiny top-2 margin', async () => {

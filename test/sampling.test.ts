@@ -1,16 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Generator } from '../src/engine/generator.js';
 import type { GenerationRequest, SearchParams } from '../src/engine/generation-types.js';
-import * as ort from 'onnxruntime-node';
-import { buildGpt2Graph } from '../src/model/architectures/gpt2.js';
-import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import { buildModel } from '../src/model/model-builder.js';
-import { encodeModel } from '../src/model/onnx/graph-builder.js';
-import { WeightFile } from '../src/model/onnx/weight-file.js';
+import { lastPositionLogits } from './harness/decoder-step.js';
 import { fixturePath } from './harness/fixtures.js';
 import { testDevice } from './harness/test-device.js';
 
@@ -22,21 +18,10 @@ const request = (search: SearchParams, maxNewTokens = 16): GenerationRequest => 
   repetitionPenalty: 1,
   search,
 });
-/** The k most likely next tokens after the prompt, from the decoder step alone (no cache, last-position logits). */
-async function topTokens(dir: string, prompt: number[], k: number): Promise<number[]> {
-  const weights = new WeightFile(join(dir, 'step.onnx.data'));
-  const step = buildGpt2Graph(openHfCheckpoint(fixturePath('gpt2-tiny')), { precision: 'fp32', weights, variant: { kvCache: 'none', logits: 'last' } });
-  weights.close();
-  writeFileSync(join(dir, 'step.onnx'), encodeModel(step.graph, 'test'));
-  const session = await ort.InferenceSession.create(join(dir, 'step.onnx'));
-  const S = prompt.length;
-  const out = await session.run({
-    input_ids: new ort.Tensor('int32', Int32Array.from(prompt), [1, S]),
-    attention_mask: new ort.Tensor('int32', new Int32Array(S).fill(1), [1, S]),
-  });
-  await session.release();
-  const logits = Array.from(out.logits!.data as Float32Array);
-  return logits.map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map(([, i]) => i);
+/** The k most likely next tokens after the prompt, from the decoder step alone (last-position logits). */
+async function topTokens(prompt: number[], k: number): Promise<number[]> {
+  const [logits] = await lastPositionLogits(fixturePath('gpt2-tiny'), [prompt]);
+  return Array.from(logits!).map((v, i) => [v, i] as const).sort((a, b) => b[0] - a[0]).slice(0, k).map(([, i]) => i);
 }
 
 const tokens = (r: unknown): number[] => {
@@ -85,7 +70,7 @@ describe('sampling (Gumbel-max inside GreedySearch) on the tiny GPT-2 fixture', 
     const rows = Array.from({ length: 32 }, () => request({ kind: 'sample', temperature: 1, topK: 3, topP: 1 }, 1));
     const out = await gen.generate(rows);
     const firsts = new Set(out.results.map((r) => tokens(r)[0]!));
-    const top3 = await topTokens(dir, PROMPT, 3);
+    const top3 = await topTokens(PROMPT, 3);
     for (const t of firsts) assert.ok(top3.includes(t), `sampled ${t}, not among the top 3 ${top3}`);
   });
 });

@@ -13,7 +13,7 @@ import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/r
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { EOS, writeEosCheckpoint } from './harness/eos-checkpoint.js';
-import { fixturePath } from './harness/fixtures.js';
+import { fixtureCheckpoint, fixturePath, fixtureReference } from './harness/fixtures.js';
 import { greedyRequest } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
@@ -30,6 +30,7 @@ const THREADS = { intraOpThreads: 1 };
 const Reference = z.object({
   cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
 });
+const FamilyReference = Reference.extend({ eos_ids: z.array(z.number()) });
 
 const PROMPTS = [[15496, 995], [7454, 2402, 257, 640, 11, 612], [464], [50256, 464, 886], [818, 262, 3726, 373, 262, 1573, 11, 290, 262, 1573, 373, 351, 1793, 13]];
 
@@ -345,6 +346,55 @@ describe('slot engine: EOS, min_new_tokens and stop ids (a model that always pre
     // min_new_tokens = max_new_tokens: EOS never comes, the row ends at its length.
     const held = await engine.generate({ ...greedy([15496, 995], 9), minNewTokens: 9 });
     assert.deepEqual([held.tokenIds.length, held.finishReason], [9, 'length']);
+  });
+});
+
+// Llama-family fixtures: grouped K/V heads (caches of kv heads), rotary positions per row (GroupQueryAttention's own
+// rotary for head size 16, RotaryEmbedding at each row's position_ids for head size 8), Mistral's sliding window,
+// and Llama 3.1's three EOS ids on the device.
+const FAMILY = [
+  { name: 'llama31-tiny', tie: 2e-2 },
+  { name: 'qwen2-tiny', tie: 1e-3 },
+  { name: 'llama-linear-tiny', tie: 1e-3 },
+  { name: 'mistral-tiny', tie: 1e-3 },
+];
+
+describe('slot engine on Llama-family fixtures (CPU provider)', { skip }, () => {
+  for (const plan of FAMILY) {
+    it(`${plan.name}: HF's greedy tokens up to the first near-tie, every prompt joining one run (prefill chunks of 4)`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), `genqueue-slots-${plan.name}-`));
+      try {
+        buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp32' });
+        const ref = FamilyReference.parse(fixtureReference(plan.name));
+        const engine = SlotEngine.open(dir, { device: CPU, ...THREADS, slots: 8, capacity: 64, chunkSteps: 4, prefillChunk: 4 });
+        try {
+          assert.deepEqual(engine.limits.eosTokenIds, ref.eos_ids);
+          const out = await Promise.all(ref.cases.map((c) => engine.generate(greedy(c.ids, c.greedy.length))));
+          let compared = 0;
+          ref.cases.forEach((c, i) => {
+            const near = c.greedy_margins.findIndex((m) => m < plan.tie);
+            const n = near === -1 ? c.greedy.length : near;
+            assert.deepEqual(out[i]!.tokenIds.slice(0, n), c.greedy.slice(0, n), c.prompt);
+            compared += n;
+          });
+          assert.ok(compared >= ref.cases.length * 8, `only ${compared} tokens compared`);
+        } finally {
+          await engine.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('llama-dynamic-tiny (dynamic rope: no GroupQueryAttention step) is refused with the reason', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'genqueue-slots-dynamic-'));
+    try {
+      buildModel(fixtureCheckpoint('llama-dynamic-tiny'), dir, { precision: 'fp32' });
+      assert.throws(() => SlotEngine.open(dir, { device: CPU }), /has no slot-engine steps/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

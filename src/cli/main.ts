@@ -6,7 +6,6 @@ import { registerWorkerCommand } from './commands/worker-command.js';
 import { registerEnqueueCommand } from './commands/enqueue-command.js';
 import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
-import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
 import { registerWorkersCommand } from './commands/workers-command.js';
 
@@ -29,7 +28,6 @@ registerWorkersCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerDashboardCommand(program);
-registerBenchCommand(program);
 
 // A reader that stops early (`genqueue enqueue --wait | head -1`) closes the pipe: stop quietly, as other CLI tools
 // do, with the exit code chosen so far; the jobs themselves stay in Redis.

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hasFusedDecodeAttention } from '../model/device-loop-graph.js';
+import { type DeviceLoopBindings, EOS_CHECK_EVERY, deviceLoopBindings } from '../model/contract.js';
 import type { ModelManifest } from '../model/manifest.js';
 import type { DeviceSpec } from './execution-provider.js';
 import { type GenerationRequest, type GenerationResult, resultFromGenerated } from './generation-types.js';
@@ -17,9 +17,12 @@ interface AddonOptions {
   deviceId: number;
   cudaGraph: boolean;
   numLayers: number;
-  numHeads: number;
+  /** Each layer's K and V buffers are [batch, kvHeads, capacity, headSize]. */
+  kvHeads: number;
   headSize: number;
   kvFloat16: boolean;
+  /** The step graph's state and cache names (contract.ts). */
+  bindings: DeviceLoopBindings;
   smallBatchStep?: string;
   smallBatchRows?: number;
   profilePrefix?: string;
@@ -71,8 +74,6 @@ export interface DeviceLoopRunnerOptions {
 }
 
 const CAPACITY_STEP = 64;
-/** Steps between looks for EOS on the host (a token-buffer copy each); 16 costs ~2 µs per step. */
-const EOS_CHECK_EVERY = 16;
 
 const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
@@ -93,21 +94,26 @@ export class DeviceLoopRunner {
   ) {}
 
   static open(modelDir: string, manifest: ModelManifest, options: DeviceLoopRunnerOptions): DeviceLoopRunner {
-    const addon = loadDeviceLoopAddon();
-    const { spec } = manifest;
+    const { spec, capabilities, files } = manifest;
     const cuda = options.device.kind !== 'cpu';
-    if (cuda && spec.precision !== 'fp16' && !hasFusedDecodeAttention(spec)) {
-      throw new Error(`the device loop on CUDA needs an fp16 build for head size ${spec.headSize} (GroupQueryAttention has no fp32 CUDA kernel)`);
+    const step = cuda ? files.deviceLoop : files.deviceLoopCpu;
+    if (!capabilities.deviceLoop || !step) {
+      throw new Error(`${spec.architecture} model has no device-loop step${spec.rope?.type === 'dynamic' ? ' (dynamic rope scaling depends on the whole prompt length)' : ''}`);
     }
-    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, cuda ? manifest.files.deviceLoop : manifest.files.deviceLoopCpu), {
+    if (cuda && spec.precision !== 'fp16' && !capabilities.maskedDecodeAttention) {
+      throw new Error(`the device loop on CUDA needs an fp16 build for this model (its step runs GroupQueryAttention, which has no fp32 CUDA kernel)`);
+    }
+    const addon = loadDeviceLoopAddon();
+    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, step), {
       cuda,
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
       cudaGraph: cuda && (options.cudaGraph ?? true),
       numLayers: spec.numLayers,
-      numHeads: spec.numHeads,
+      kvHeads: spec.numKvHeads,
       headSize: spec.headSize,
       kvFloat16: spec.precision === 'fp16',
-      ...(cuda && manifest.files.deviceLoopSmallBatch ? { smallBatchStep: join(modelDir, manifest.files.deviceLoopSmallBatch) } : {}),
+      bindings: deviceLoopBindings(),
+      ...(cuda && files.deviceLoopSmallBatch ? { smallBatchStep: join(modelDir, files.deviceLoopSmallBatch) } : {}),
       ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
     });

@@ -1,8 +1,7 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
-import type { SearchKind } from '../model/generation-graph.js';
-import { SAMPLING_INPUTS } from '../model/sampling-head.js';
+import { SAMPLING_INPUTS, type SearchKind } from '../model/contract.js';
 import { leftPad, planRuns, type PlannedRun } from './batch-plan.js';
 import { DeviceLoopRunner } from './device-loop-runner.js';
 import { type DeviceSpec, executionProviders, formatDevice } from './execution-provider.js';
@@ -106,7 +105,7 @@ export class Generator implements TextGenerationEngine {
 
   private get greedyKind(): SearchKind {
     const shared = this.options.sharedKvBuffer ?? this.options.device.kind !== 'cpu';
-    return shared ? 'greedyShared' : 'greedy';
+    return shared && this.manifest.files.greedyShared ? 'greedyShared' : 'greedy';
   }
 
   get device(): string {
@@ -239,7 +238,9 @@ export class Generator implements TextGenerationEngine {
   private session(kind: SearchKind): Promise<ort.InferenceSession> {
     let s = this.sessions.get(kind);
     if (!s) {
-      s = this.createSession(join(this.modelDir, this.manifest.files[kind]));
+      const file = this.manifest.files[kind];
+      if (!file) return Promise.reject(new Error(`${this.modelDir} has no ${kind} graph`));
+      s = this.createSession(join(this.modelDir, file));
       this.sessions.set(kind, s);
       s.catch(() => this.sessions.delete(kind));
     }

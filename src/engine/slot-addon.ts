@@ -1,5 +1,5 @@
 import { loadDeviceLoopAddon } from './device-loop-runner.js';
-import type { SLOT_BINDINGS } from '../model/slot-step-graph.js';
+import type { SlotBindings } from '../model/contract.js';
 
 /** native/slot-loop.h SlotLoopOptions, as slotOpen() reads them. */
 export interface SlotLoopOptions {
@@ -20,7 +20,7 @@ export interface SlotLoopOptions {
   readonly vocabSize: number;
   /** ONNX Runtime's intra-op threads per session (0: its default). */
   readonly intraOpThreads: number;
-  readonly bindings: typeof SLOT_BINDINGS;
+  readonly bindings: SlotBindings;
 }
 
 /** One row joining the running batch (native/slot-loop.h SlotAdmission). */

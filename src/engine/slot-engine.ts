@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
-import { SLOT_BINDINGS, SLOT_STATUS } from '../model/slot-step-graph.js';
+import { SLOT_STATUS, slotBindings } from '../model/contract.js';
 import { onnxRuntimeLibrary } from './device-loop-runner.js';
 import { type DeviceSpec, formatDevice } from './execution-provider.js';
 import { type SlotAdmission, type SlotChunk, type SlotLoopAddon, loadSlotLoopAddon } from './slot-addon.js';
@@ -38,8 +38,6 @@ export interface SlotEngineOptions {
    * models on a busy machine, where the thread pool's synchronization costs more than the work it splits.
    */
   readonly intraOpThreads?: number;
-  /** Token ids that end a row on the device (default: the model's EOS id). */
-  readonly eosTokenIds?: readonly number[];
   /** A callback threw: the engine carries on and says so here. */
   readonly onWarning?: (message: string) => void;
 }
@@ -98,7 +96,9 @@ export class SlotEngine implements SlotGenerationEngine {
   static open(modelDir: string, options: SlotEngineOptions): SlotEngine {
     const manifest = readManifest(modelDir);
     const { spec, files } = manifest;
-    if (!files.slotDecode || !files.slotPrefill) throw new Error(`${modelDir} was built before the slot engine's steps existed; rebuild it`);
+    if (!files.slotDecode || !files.slotPrefill) {
+      throw new Error(`${modelDir} has no slot-engine steps (its architecture has no GroupQueryAttention step, or it was built before they existed)`);
+    }
     const cuda = options.device.kind !== 'cpu';
     if (cuda && spec.precision !== 'fp16') throw new Error(`the slot engine on CUDA needs an fp16 build (GroupQueryAttention has no fp32 CUDA kernel)`);
     if (!cuda && spec.precision !== 'fp32') throw new Error(`${modelDir} is an fp16 build: the CPU provider runs fp32 builds`);
@@ -110,7 +110,8 @@ export class SlotEngine implements SlotGenerationEngine {
       slots: options.slots ?? (cuda ? 256 : 8),
       capacity,
       vocabSize: spec.vocabSize,
-      eosTokenIds: [...(options.eosTokenIds ?? [spec.eosTokenId])],
+      // Every EOS id of the model ends a row on the device (the decode step's genqueue.NextToken holds them).
+      eosTokenIds: [...spec.eosTokenIds],
       chunkSteps: options.chunkSteps ?? DEFAULT_CHUNK_STEPS,
       prefillChunk: Math.min(options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, capacity),
       prefillRows: options.prefillRows ?? DEFAULT_PREFILL_ROWS,
@@ -125,9 +126,6 @@ export class SlotEngine implements SlotGenerationEngine {
     }
     const threads = options.intraOpThreads ?? 0;
     if (!Number.isInteger(threads) || threads < 0) throw new Error(`slot engine option intraOpThreads must be an integer ≥ 0, not ${threads}`);
-    if (limits.eosTokenIds.join() !== String(spec.eosTokenId)) {
-      throw new Error('eosTokenIds other than the model\'s EOS id need a rebuild of the decode step with them (not supported yet)');
-    }
     const addon = loadSlotLoopAddon();
     const handle = addon.slotOpen(onnxRuntimeLibrary(), {
       decodeStep: join(modelDir, files.slotDecode),
@@ -136,7 +134,7 @@ export class SlotEngine implements SlotGenerationEngine {
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
       cudaGraph: cuda && (options.cudaGraph ?? true),
       numLayers: spec.numLayers,
-      kvHeads: spec.numHeads,
+      kvHeads: spec.numKvHeads,
       headSize: spec.headSize,
       kvFloat16: spec.precision === 'fp16',
       slots: limits.slots,
@@ -146,7 +144,7 @@ export class SlotEngine implements SlotGenerationEngine {
       prefillRows: limits.prefillRows,
       vocabSize: spec.vocabSize,
       intraOpThreads: threads,
-      bindings: SLOT_BINDINGS,
+      bindings: slotBindings(),
     });
     return new SlotEngine(addon, handle, manifest, limits, `${formatDevice(options.device)} (slots)`, options.onWarning);
   }

@@ -1,51 +1,12 @@
 import type onnxProto from 'onnx-proto';
-import type { DecoderGraph, DecoderSpec } from './architectures/decoder-graph.js';
+import type { DecoderGraph } from './architectures/architecture.js';
+import { DEVICE_LOOP_STATE, SEARCH_STEP_IO } from './contract.js';
 import { GraphBuilder, encodeModel } from './onnx/graph-builder.js';
 import { encodeFloats, floatElemType } from './onnx/tensor-types.js';
 
 type IGraphProto = onnxProto.onnx.IGraphProto;
 
 const PRODUCER = 'genqueue';
-
-/**
- * DecoderMaskedMultiHeadAttention's CUDA kernel exists for these head sizes (GPT-2 small to XL: 64); other models'
- * CUDA step uses the CPU variant's GroupQueryAttention, whose CUDA kernel is fp16-only.
- */
-export function hasFusedDecodeAttention(spec: DecoderSpec): boolean {
-  return [32, 64, 128].includes(spec.headSize);
-}
-
-/**
- * Whether an fp16 build gets the small-batch step: genqueue.SmallBatchMatMul normalizes rows of at most 2,048
- * values in registers and reads 16-byte pieces (native/small-batch-matmul.cc).
- */
-export function fitsSmallBatchStep(spec: DecoderSpec): boolean {
-  return spec.precision === 'fp16' && hasFusedDecodeAttention(spec) && spec.hiddenSize <= 2048 && spec.hiddenSize % 8 === 0;
-}
-
-/**
- * The step for CUDA, for small batches on CUDA (fp16: the projections as genqueue.SmallBatchMatMul) and for the
- * CPU provider (another attention operator: see the static-cpu decoder variant).
- */
-export const DEVICE_LOOP_FILES = {
-  cuda: 'device-loop-step.onnx',
-  cudaSmallBatch: 'device-loop-step-small-batch.onnx',
-  cpu: 'device-loop-step-cpu.onnx',
-} as const;
-
-/**
- * Names of the device loop's state. The native addon (native/device-loop.cc) binds the same names as string
- * literals (it reads no manifest), so a rename here must be made there too; the addon's tests catch a mismatch.
- */
-export const DEVICE_LOOP_STATE = {
-  tokens: 'tokens',
-  step: 'step',
-  pastLength: 'past_sequence_length',
-  promptLengths: 'prompt_lengths',
-  minLengths: 'min_lengths',
-  tokensNext: 'tokens_next',
-  stepNext: 'step_next',
-} as const;
 
 /**
  * One decode step whose whole state lives in bound device buffers, so that steps can be replayed as CUDA graphs
@@ -76,14 +37,14 @@ export function buildDeviceLoopStepGraph(decoder: DecoderGraph, options: DeviceL
   // Reshapes alias their input on ONNX Runtime's providers: they cost no kernel.
   const column = g.int64s('loop_column_shape', [-1, 1]);
   const [row] = g.op('Gather', [tokens, step], ['loop_row'], { axis: 0 });
-  g.op('Reshape', [row!, column], ['input_ids']);
-  g.op('Reshape', [step, g.int64s('loop_position_shape', [1, 1])], ['position_ids']);
+  g.op('Reshape', [row!, column], [SEARCH_STEP_IO.inputIds]);
+  g.op('Reshape', [step, g.int64s('loop_position_shape', [1, 1])], [SEARCH_STEP_IO.positionIds]);
   const pre = g.build();
 
   const post = new GraphBuilder('device_loop_next');
   if (options.tail === 'genqueue') {
     if (spec.precision !== 'fp16') throw new Error('device loop: GreedyNextToken reads fp16 logits');
-    post.genqueueOp('GreedyNextToken', ['logits', tokens, step, promptLengths, minLengths], [S.tokensNext, S.stepNext], { eos_token_id: spec.eosTokenId });
+    post.genqueueOp('GreedyNextToken', [SEARCH_STEP_IO.logits, tokens, step, promptLengths, minLengths], [S.tokensNext, S.stepNext], { eos_token_id: spec.eosTokenId });
     return splice(pre, decoder, post.build());
   }
   const one = post.int64s('loop_one', [1]);
@@ -98,7 +59,7 @@ export function buildDeviceLoopStepGraph(decoder: DecoderGraph, options: DeviceL
   const suppressRow = post.initializer('loop_eos_bias', ft, [vocab], encodeFloats(eosBias, spec.precision));
   const noBias = post.initializer('loop_no_bias', ft, [vocab], encodeFloats(new Float32Array(vocab), spec.precision));
   const [bias] = post.op('Where', [suppress3!, suppressRow, noBias], ['loop_bias']);
-  const [logits] = post.op('Add', ['logits', bias!], ['loop_logits']);
+  const [logits] = post.op('Add', [SEARCH_STEP_IO.logits, bias!], ['loop_logits']);
   const argmax = appendChunkedArgmax(post, logits!, vocab, () => post.initializer('loop_lowest', ft, [], encodeFloats(Float32Array.of(lowestValue), spec.precision)));
   const [inPrompt] = post.op('Less', [next!, promptLengths], ['loop_in_prompt']);
   const [inPromptCol] = post.op('Reshape', [inPrompt!, column], ['loop_in_prompt_col']);
@@ -113,9 +74,9 @@ export function buildDeviceLoopStepGraph(decoder: DecoderGraph, options: DeviceL
 
 /** The step: the decoder's input_ids/position_ids come from `pre`, its logits go to `tail`. */
 function splice(pre: IGraphProto, decoder: DecoderGraph, tail: IGraphProto): IGraphProto {
-  const computed = new Set(['input_ids', 'position_ids']);
+  const computed = new Set<string>([SEARCH_STEP_IO.inputIds, SEARCH_STEP_IO.positionIds]);
   const dec = decoder.graph;
-  const decOutputs = (dec.output ?? []).filter((o) => o.name !== 'logits');
+  const decOutputs = (dec.output ?? []).filter((o) => o.name !== SEARCH_STEP_IO.logits);
   if (decOutputs.length === (dec.output ?? []).length) throw new Error('device loop: the decoder must output logits (variant logits "last")');
   return {
     name: 'device_loop_step',

@@ -1,18 +1,6 @@
+import type { DecoderGraph } from './architectures/architecture.js';
+import { SAMPLING_INPUTS } from './contract.js';
 import { GraphBuilder, encodeModel } from './onnx/graph-builder.js';
-import type { DecoderGraph } from './architectures/decoder-graph.js';
-import { SAMPLING_INPUTS } from './sampling-head.js';
-
-/** Search operators a decoder can be wrapped in; each becomes its own small .onnx sharing one weight file. */
-export type SearchKind = 'greedy' | 'greedyShared' | 'beam' | 'sample';
-
-export const SEARCH_FILES: Record<SearchKind, string> = {
-  greedy: 'greedy.onnx',
-  /** GreedySearch over a decoder with one in-place KV buffer (past_present_share_buffer): CUDA only. */
-  greedyShared: 'greedy-shared-kv.onnx',
-  beam: 'beam.onnx',
-  /** GreedySearch over the decoder with the sampling head (Gumbel-max): sampling on every provider. */
-  sample: 'sample.onnx',
-};
 
 const PRODUCER = 'genqueue';
 

@@ -1,10 +1,13 @@
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { architectureFor } from './architectures/registry.js';
-import { openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
-import { DEVICE_LOOP_FILES, encodeDeviceLoopStepModel, fitsSmallBatchStep, hasFusedDecodeAttention } from './device-loop-graph.js';
-import { SEARCH_FILES, encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
-import { SLOT_FILES, encodeSlotDecodeModel, encodeSlotPrefillModel } from './slot-step-graph.js';
+import type { DecoderArchitecture, DecoderGraph, DecoderVariant } from './architectures/architecture.js';
+import { openArchitecture } from './architectures/registry.js';
+import { CHECKPOINT_FILES, type HfCheckpoint, openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
+import { buildDecoderStep } from './components/decoder-step.js';
+import { DEVICE_LOOP_FILES, MODEL_FILES, SEARCH_FILES, SLOT_FILES } from './contract.js';
+import { encodeDeviceLoopStepModel } from './device-loop-graph.js';
+import { encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
+import { encodeSlotDecodeModel, encodeSlotPrefillModel } from './slot-step-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
 import { WeightFile } from './onnx/weight-file.js';
@@ -16,71 +19,87 @@ export interface BuildOptions {
   readonly name?: string;
 }
 
-const WEIGHTS_FILE = 'decoder.onnx.data';
-const TOKENIZER_FILE = 'tokenizer.json';
+/** One decoder step of a checkpoint, for tests and tools that run a step graph alone (weights to `weights`). */
+export function buildDecoderGraph(checkpoint: HfCheckpoint, options: { precision: FloatPrecision; weights: WeightFile; variant?: DecoderVariant }): DecoderGraph {
+  return buildDecoderStep(openArchitecture(checkpoint), checkpoint, options);
+}
 
 /**
  * Builds an ONNX model directory from a Hugging Face checkpoint: one weight file, one small graph per search
- * operator (greedy, beam) that all reference it, the tokenizer, and a manifest the engine loads.
+ * operator (greedy, beam, sampling) and per device-loop step that all reference it, the tokenizer, and a
+ * manifest the engine loads. Which steps exist follows the architecture's declared capabilities.
  */
 export function buildModel(checkpointDir: string, outDir: string, options: BuildOptions): ModelManifest {
   const started = performance.now();
   const checkpoint = openHfCheckpoint(checkpointDir);
-  const builder = architectureFor(checkpoint.modelType);
-  const weights = new WeightFile(join(outDir, WEIGHTS_FILE));
-  let decoder;
-  let sharedKvDecoder;
-  let samplingDecoder;
-  let staticDecoder;
-  let staticCpuDecoder;
-  let smallBatchDecoder;
+  const arch: DecoderArchitecture = openArchitecture(checkpoint);
+  const caps = arch.capabilities;
+  const weights = new WeightFile(join(outDir, MODEL_FILES.weights));
+  const { precision } = options;
+  const build = (variant: DecoderVariant): DecoderGraph => buildDecoderStep(arch, checkpoint, { precision, weights, variant });
   // The CUDA device-loop steps in fp16 use the addon's own operators (native/), which read fp16 only.
-  const fp16 = options.precision === 'fp16';
+  const fp16 = precision === 'fp16';
+  let decoder: DecoderGraph;
+  let sharedKvDecoder: DecoderGraph | undefined;
+  let samplingDecoder: DecoderGraph;
+  let staticDecoder: DecoderGraph | undefined;
+  let staticCpuDecoder: DecoderGraph | undefined;
+  let smallBatchDecoder: DecoderGraph | undefined;
+  let slotDecoder: DecoderGraph | undefined;
   try {
-    decoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights });
-    sharedKvDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'shared', logits: 'last' } });
-    samplingDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'growing', logits: 'sample' } });
-    staticCpuDecoder = builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static-cpu', logits: 'last' } });
-    const fused = hasFusedDecodeAttention(decoder.spec);
-    staticDecoder = fused ? builder.buildDecoder(checkpoint, { precision: options.precision, weights, variant: { kvCache: 'static', logits: 'last' } }) : staticCpuDecoder;
-    if (fitsSmallBatchStep(decoder.spec)) {
-      smallBatchDecoder = builder.buildDecoder(checkpoint, {
-        precision: options.precision,
-        weights,
-        variant: { kvCache: 'static', logits: 'last', matmul: 'small-batch' },
-      });
+    decoder = build({ kvCache: 'growing', logits: 'last' });
+    if (caps.sharedKvSearch) sharedKvDecoder = build({ kvCache: 'shared', logits: 'last' });
+    samplingDecoder = build({ kvCache: 'growing', logits: 'sample' });
+    if (caps.deviceLoop) {
+      staticCpuDecoder = build({ kvCache: 'static-cpu', logits: 'last' });
+      staticDecoder = caps.maskedDecodeAttention ? build({ kvCache: 'static', logits: 'last' }) : staticCpuDecoder;
+      if (fp16 && caps.smallBatchStep) smallBatchDecoder = build({ kvCache: 'static', logits: 'last', matmul: 'small-batch' });
+      slotDecoder = build({ kvCache: 'slots', logits: 'last' });
     }
   } finally {
     weights.close();
   }
   writeFileSync(join(outDir, SEARCH_FILES.greedy), encodeGreedySearchModel(decoder));
-  writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
+  if (sharedKvDecoder) writeFileSync(join(outDir, SEARCH_FILES.greedyShared), encodeGreedySearchModel(sharedKvDecoder));
   writeFileSync(join(outDir, SEARCH_FILES.beam), encodeBeamSearchModel(decoder));
   writeFileSync(join(outDir, SEARCH_FILES.sample), encodeSamplingModel(samplingDecoder));
-  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
-  writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
+  if (staticDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
+  if (staticCpuDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   if (smallBatchDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cudaSmallBatch), encodeDeviceLoopStepModel(smallBatchDecoder, { tail: 'genqueue' }));
-  writeFileSync(join(outDir, SLOT_FILES.decode), encodeSlotDecodeModel(staticCpuDecoder));
-  writeFileSync(join(outDir, SLOT_FILES.prefill), encodeSlotPrefillModel(staticCpuDecoder));
-  copyFileSync(checkpoint.tokenizerPath, join(outDir, TOKENIZER_FILE));
+  if (slotDecoder) {
+    writeFileSync(join(outDir, SLOT_FILES.decode), encodeSlotDecodeModel(slotDecoder));
+    writeFileSync(join(outDir, SLOT_FILES.prefill), encodeSlotPrefillModel(slotDecoder));
+  }
+  copyFileSync(checkpoint.tokenizerPath, join(outDir, MODEL_FILES.tokenizer));
+  // The chat template and special tokens, for jobs that send messages.
+  const copied = (from: string, to: string): boolean => {
+    const source = join(checkpoint.dir, from);
+    if (!existsSync(source)) return false;
+    copyFileSync(source, join(outDir, to));
+    return true;
+  };
+  const hasTokenizerConfig = copied(CHECKPOINT_FILES.tokenizerConfig, MODEL_FILES.tokenizerConfig);
+  const hasChatTemplate = copied(CHECKPOINT_FILES.chatTemplate, MODEL_FILES.chatTemplate);
   const manifest: ModelManifest = {
     builderVersion: BUILDER_VERSION,
     key: options.key ?? '',
     name: options.name ?? basename(resolve(checkpointDir)),
     sourceDir: resolve(checkpointDir),
-    spec: decoder.spec,
+    spec: { ...decoder.spec, eosTokenIds: [...decoder.spec.eosTokenIds] },
+    capabilities: caps,
     files: {
       greedy: SEARCH_FILES.greedy,
-      greedyShared: SEARCH_FILES.greedyShared,
+      ...(sharedKvDecoder ? { greedyShared: SEARCH_FILES.greedyShared } : {}),
       beam: SEARCH_FILES.beam,
       sample: SEARCH_FILES.sample,
-      deviceLoop: DEVICE_LOOP_FILES.cuda,
-      deviceLoopCpu: DEVICE_LOOP_FILES.cpu,
+      ...(staticDecoder ? { deviceLoop: DEVICE_LOOP_FILES.cuda } : {}),
+      ...(staticCpuDecoder ? { deviceLoopCpu: DEVICE_LOOP_FILES.cpu } : {}),
       ...(smallBatchDecoder ? { deviceLoopSmallBatch: DEVICE_LOOP_FILES.cudaSmallBatch } : {}),
-      slotDecode: SLOT_FILES.decode,
-      slotPrefill: SLOT_FILES.prefill,
-      weights: WEIGHTS_FILE,
-      tokenizer: TOKENIZER_FILE,
+      ...(slotDecoder ? { slotDecode: SLOT_FILES.decode, slotPrefill: SLOT_FILES.prefill } : {}),
+      weights: MODEL_FILES.weights,
+      tokenizer: MODEL_FILES.tokenizer,
+      ...(hasTokenizerConfig ? { tokenizerConfig: MODEL_FILES.tokenizerConfig } : {}),
+      ...(hasChatTemplate ? { chatTemplate: MODEL_FILES.chatTemplate } : {}),
     },
     decoderNodes: decoder.nodeCount,
     weightBytes: weights.bytesWritten,

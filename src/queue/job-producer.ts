@@ -241,7 +241,7 @@ export class JobProducer {
         yield { lineNumber, job: { error: parsed.error } };
         continue;
       }
-      const tooLong = promptLengthError(parsed.job.prompt, this.maxPromptChars);
+      const tooLong = promptLengthError(parsed.job, this.maxPromptChars);
       yield { lineNumber, job: tooLong ? { error: tooLong } : parsed.job };
     }
   }

@@ -23,11 +23,14 @@ export const DEFAULT_MAX_NEW_TOKENS = 64;
  */
 export const DEFAULT_MAX_PROMPT_CHARS = 100_000;
 
-/** The reason a prompt is too long to take, or undefined when it is within maxChars. */
-export function promptLengthError(prompt: string, maxChars: number): string | undefined {
-  return prompt.length > maxChars
-    ? `prompt: ${prompt.length} characters exceeds the limit of ${maxChars} (limits.maxPromptChars)`
-    : undefined;
+/**
+ * The reason a job's prompt is too long to take, or undefined when it is within maxChars. A `messages` job counts
+ * the characters of its contents (the template adds a bounded amount around them).
+ */
+export function promptLengthError(job: Pick<JobData, 'prompt' | 'messages'>, maxChars: number): string | undefined {
+  const field = job.prompt !== undefined ? 'prompt' : 'messages';
+  const chars = job.prompt?.length ?? (job.messages ?? []).reduce((n, m) => n + m.content.length, 0);
+  return chars > maxChars ? `${field}: ${chars} characters exceeds the limit of ${maxChars} (limits.maxPromptChars)` : undefined;
 }
 
 /**
@@ -44,7 +47,9 @@ const boundedFloat = (min: number, max: number) => z.number().min(min, `must be 
 export const JobInput = z
   .object({
     id: JobId.optional(),
-    prompt: z.string().min(1, 'must not be empty'),
+    prompt: z.string().min(1, 'must not be empty').optional(),
+    /** Instead of prompt: a conversation, rendered with the model's chat template (add_generation_prompt). */
+    messages: z.array(z.object({ role: z.string().min(1), content: z.string() }).strict()).min(1, 'must not be empty').optional(),
     max_new_tokens: z.number().int().min(1).max(32768).default(DEFAULT_MAX_NEW_TOKENS),
     min_new_tokens: z.number().int().min(0).default(0),
     decoding: z.enum(['greedy', 'beam', 'sample']).default('greedy'),
@@ -58,6 +63,10 @@ export const JobInput = z
     model: ModelName.optional(),
   })
   .strict()
+  .refine((j) => (j.prompt === undefined) !== (j.messages === undefined), {
+    message: 'give exactly one of prompt or messages',
+    path: ['prompt'],
+  })
   .refine((j) => j.min_new_tokens <= j.max_new_tokens, {
     message: 'min_new_tokens must not exceed max_new_tokens',
     path: ['min_new_tokens'],

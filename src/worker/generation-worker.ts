@@ -7,6 +7,7 @@ import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
 import type { JobResult } from '../queue/result-schema.js';
+import { ChatTemplateError } from '../tokenizer/chat-template.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
@@ -172,10 +173,18 @@ export class GenerationWorker {
     if (data.model !== undefined && data.model !== this.options.modelName) {
       throw new JobContentError(`job asks for model "${data.model}" but this worker serves "${this.options.modelName}"`);
     }
-    const tooLong = promptLengthError(data.prompt, this.options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS);
+    const tooLong = promptLengthError(data, this.options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS);
     if (tooLong) throw new JobContentError(tooLong);
     const t0 = performance.now();
-    const promptTokenIds = await this.options.tokenizer.encode(data.prompt);
+    let encoded;
+    try {
+      [encoded] = await this.options.tokenizer.encodeJobs([data]);
+    } catch (e) {
+      // A messages job for a model without a chat template (or one its template rejects): the job's content.
+      if (e instanceof ChatTemplateError) throw new JobContentError(e.message);
+      throw e;
+    }
+    const { text: prompt, ids: promptTokenIds } = encoded!;
     const tokenizeMs = performance.now() - t0;
     const request = generationRequestFor(data, promptTokenIds);
     let outcome: BatchOutcome;
@@ -190,7 +199,7 @@ export class GenerationWorker {
       // The BullMQ id is the one results are looked up by; data.id could say anything.
       id: String(job.id),
       model: this.options.modelName,
-      prompt: data.prompt,
+      prompt,
       promptTokenIds,
       tokenIds: outcome.result.tokenIds,
       text: outcome.text,

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
@@ -70,7 +69,7 @@ export async function startWorker(
   const worker = new GenerationWorker({
     connection,
     engine,
-    tokenizer: TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer)),
+    tokenizer: TextTokenizer.fromModelDir(model.dir, model.manifest.files),
     modelName: model.name,
     maxBatch,
     maxWaitMs: o.maxWaitMs ?? config.worker.maxWaitMs,

@@ -3,7 +3,8 @@ import { onnxRuntimeLibrary } from '../../src/engine/device-loop-runner.js';
 import type { HostTensor, SlotLoopAddon } from '../../src/engine/slot-addon.js';
 import { GraphBuilder, encodeModel } from '../../src/model/onnx/graph-builder.js';
 import { float32ToFloat16Bits } from '../../src/model/onnx/tensor-types.js';
-import { SLOT_BINDINGS, SLOT_PARAMS, SLOT_STATE_FIELDS, SLOT_STATUS, appendNextToken } from '../../src/model/slot-step-graph.js';
+import { SLOT_PARAMS, SLOT_STATE_FIELDS, SLOT_STATUS, slotBindings } from '../../src/model/contract.js';
+import { appendNextToken } from '../../src/model/slot-step-graph.js';
 import type { DeviceSpec } from '../../src/engine/execution-provider.js';
 
 /** A model holding genqueue.NextToken alone: logits [rows, 1, V] in, the operator's outputs out. */
@@ -77,7 +78,7 @@ export function runNextToken(
   });
   const type = options.logitsType ?? 'float32';
   const logitsData = type === 'float32' ? Float32Array.from(logits) : Uint16Array.from(logits, (v) => float32ToFloat16Bits(v));
-  const B = SLOT_BINDINGS;
+  const B = slotBindings();
   const feeds: Record<string, HostTensor> = {
     logits: { type, dims: [R, 1, V], data: logitsData },
     [B.state]: { type: 'int64', dims: [R, SLOT_STATE_FIELDS.length], data: state },

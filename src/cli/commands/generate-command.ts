@@ -6,7 +6,6 @@ import { JsonlLines } from '../../queue/jsonl-lines.js';
 import { TextTokenizer } from '../../tokenizer/text-tokenizer.js';
 import { generationRequestFor } from '../../worker/job-request.js';
 import { loadConfig } from '../../config/load-config.js';
-import { join } from 'node:path';
 import { createLogger } from '../logger.js';
 import { resolveModelArg } from '../../model/model-reference.js';
 import { configOption, deviceOption, nonNegativeInt, positiveInt, precisionOption } from '../options.js';
@@ -99,29 +98,29 @@ export function registerGenerateCommand(program: Command): void {
         deviceLoopMaxBatch: o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
         onWarning: (m) => logger.warn(m),
       });
-      const tokenizer = TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer));
+      const tokenizer = TextTokenizer.fromModelDir(model.dir, model.manifest.files);
       try {
         for (let start = 0; start < jobs.length; start += o.batchSize) {
           const chunk = jobs.slice(start, start + o.batchSize);
           const t0 = performance.now();
-          const promptIds = await tokenizer.encodeBatch(chunk.map((j) => j.prompt));
+          const encoded = await tokenizer.encodeJobs(chunk);
+          const promptIds = encoded.map((e) => e.ids);
           const tokenizeMs = performance.now() - t0;
           const { results, timings } = await generator.generate(chunk.map((j, i) => generationRequestFor(j, promptIds[i]!)));
           for (const [i, r] of results.entries()) {
-            const job = chunk[i]!;
             if ('error' in r) {
-              if (o.json) process.stdout.write(`${JSON.stringify({ prompt: job.prompt, error: r.error })}\n`);
+              if (o.json) process.stdout.write(`${JSON.stringify({ prompt: encoded[i]!.text, error: r.error })}\n`);
               else process.stderr.write(`error for prompt ${start + i + 1}: ${r.error}\n`);
               process.exitCode = 1;
               continue;
             }
             const text = await tokenizer.decode(r.tokenIds);
             if (!o.json) {
-              process.stdout.write(`${job.prompt}${text}\n`);
+              process.stdout.write(`${encoded[i]!.text}${text}\n`);
               continue;
             }
             const line = {
-              prompt: job.prompt,
+              prompt: encoded[i]!.text,
               promptTokenIds: promptIds[i],
               tokenIds: r.tokenIds,
               text,

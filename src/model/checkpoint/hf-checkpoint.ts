@@ -8,6 +8,8 @@ export const CHECKPOINT_FILES = {
   config: 'config.json',
   generationConfig: 'generation_config.json',
   tokenizer: 'tokenizer.json',
+  tokenizerConfig: 'tokenizer_config.json',
+  chatTemplate: 'chat_template.jinja',
   weights: 'model.safetensors',
   weightsIndex: 'model.safetensors.index.json',
 } as const;
@@ -42,9 +44,22 @@ export class CheckpointTensors {
   }
 
   read(name: string): FloatTensor {
+    return this.file(name).readFloat(name);
+  }
+
+  shape(name: string): number[] {
+    return this.file(name).entry(name).shape;
+  }
+
+  /** The tensor as float32 pieces of at most maxElements values (SafetensorsFile.forEachFloatChunk). */
+  forEachChunk(name: string, maxElements: number, visit: (values: Float32Array) => void): void {
+    this.file(name).forEachFloatChunk(name, maxElements, visit);
+  }
+
+  private file(name: string): SafetensorsFile {
     const f = this.fileOf.get(name);
     if (!f) throw new Error(`checkpoint has no tensor ${name}`);
-    return f.readFloat(name);
+    return f;
   }
 }
 
@@ -95,7 +110,8 @@ export function openHfCheckpoint(dir: string): HfCheckpoint {
     weightFiles = [...new Set(Object.values(index.weight_map))].sort().map((f) => join(dir, f));
   } else throw new Error(`${dir}: no model.safetensors nor model.safetensors.index.json`);
 
-  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...weightFiles];
+  const tokenizerFiles = [CHECKPOINT_FILES.tokenizerConfig, CHECKPOINT_FILES.chatTemplate].map((f) => join(dir, f)).filter((f) => existsSync(f));
+  const inputFiles = [configPath, ...(existsSync(genPath) ? [genPath] : []), tokenizerPath, ...tokenizerFiles, ...weightFiles];
   return {
     dir,
     config,

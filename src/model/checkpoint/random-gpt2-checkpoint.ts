@@ -27,7 +27,7 @@ export const GPT2_LARGE_SHAPE: RandomGpt2Shape = { layers: 36, heads: 20, embd: 
 export const DEMO_SHAPE: RandomGpt2Shape = { layers: 4, heads: 4, embd: 256, positions: 512, vocab: 50257, seed: 42, init: 0.2 };
 
 /** Mulberry32: a tiny seeded PRNG, so that the same shape+seed always gives byte-identical weights. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -91,27 +91,67 @@ export class SafetensorsFile {
   /** Reads a floating-point tensor and widens it to float32. */
   readFloat(name: string): FloatTensor {
     const e = this.entry(name);
-    const bytes = this.readBytes(name);
-    const count = e.shape.reduce((a, b) => a * b, 1);
-    const out = new Float32Array(count);
-    switch (e.dtype) {
-      case 'F32':
-        out.set(new Float32Array(bytes.buffer, bytes.byteOffset, count));
-        break;
-      case 'F16':
-        for (let i = 0; i < count; i++) out[i] = float16BitsToFloat32(bytes.readUInt16LE(i * 2));
-        break;
-      case 'BF16':
-        for (let i = 0; i < count; i++) out[i] = bfloat16BitsToFloat32(bytes.readUInt16LE(i * 2));
-        break;
-      case 'F64':
-        for (let i = 0; i < count; i++) out[i] = bytes.readDoubleLE(i * 8);
-        break;
-      default:
-        throw new Error(`${this.path}: tensor ${name} has dtype ${e.dtype}, expected a float type`);
-    }
+    const out = new Float32Array(e.shape.reduce((a, b) => a * b, 1));
+    let at = 0;
+    this.forEachFloatChunk(name, out.length, (chunk) => {
+      out.set(chunk, at);
+      at += chunk.length;
+    });
     return { shape: e.shape, data: out };
   }
+
+  /**
+   * Reads a floating-point tensor in pieces of at most `maxElements` values, each widened to float32, so that a
+   * large tensor (an embedding of 128k rows) is converted without ever being held whole.
+   */
+  forEachFloatChunk(name: string, maxElements: number, visit: (values: Float32Array) => void): void {
+    const e = this.entry(name);
+    const width = FLOAT_WIDTH[e.dtype];
+    if (width === undefined) throw new Error(`${this.path}: tensor ${name} has dtype ${e.dtype}, expected a float type`);
+    const count = e.shape.reduce((a, b) => a * b, 1);
+    if ((e.data_offsets[1] - e.data_offsets[0]) !== count * width) throw new Error(`${this.path}: tensor ${name} has ${e.data_offsets[1] - e.data_offsets[0]} bytes for ${count} ${e.dtype} values`);
+    const fd = openSync(this.path, 'r');
+    try {
+      const step = Math.max(1, Math.min(maxElements, count));
+      const buf = Buffer.alloc(step * width);
+      for (let first = 0; first < count; first += step) {
+        const n = Math.min(step, count - first);
+        const bytes = n * width;
+        let done = 0;
+        while (done < bytes) {
+          const got = readSync(fd, buf, done, bytes - done, this.dataStart + e.data_offsets[0] + first * width + done);
+          if (got === 0) throw new Error(`${this.path}: tensor ${name} is truncated`);
+          done += got;
+        }
+        visit(widen(e.dtype, buf, n));
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+const FLOAT_WIDTH: Partial<Record<SafetensorsEntry['dtype'], number>> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
+
+function widen(dtype: SafetensorsEntry['dtype'], bytes: Buffer, count: number): Float32Array {
+  const out = new Float32Array(count);
+  switch (dtype) {
+    case 'F32':
+      for (let i = 0; i < count; i++) out[i] = bytes.readFloatLE(i * 4);
+      break;
+    case 'F16':
+      for (let i = 0; i < count; i++) out[i] = float16BitsToFloat32(bytes.readUInt16LE(i * 2));
+      break;
+    case 'BF16':
+      for (let i = 0; i < count; i++) out[i] = bfloat16BitsToFloat32(bytes.readUInt16LE(i * 2));
+      break;
+    case 'F64':
+      for (let i = 0; i < count; i++) out[i] = bytes.readDoubleLE(i * 8);
+      break;
+    default:
+      throw new Error(`dtype ${dtype} is not a float type`);
+  }
+  return out;
 }
 
 /** Writes float32 tensors as one .safetensors file (used for the demo and benchmark checkpoints). */

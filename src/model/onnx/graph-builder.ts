@@ -98,6 +98,18 @@ export class GraphBuilder {
     return name;
   }
 
+  /** A large weight produced in pieces (WeightFile.streamedTensor); without a weight file, the pieces are joined inline. */
+  streamedInitializer(name: string, type: ElemTypeName, dims: readonly number[], produce: (write: (piece: Uint8Array) => void) => void): string {
+    if (!this.weights) {
+      const pieces: Uint8Array[] = [];
+      produce((p) => pieces.push(p.slice()));
+      return this.initializer(name, type, dims, Buffer.concat(pieces));
+    }
+    this.claim(name);
+    this.initializers.push(this.weights.streamedTensor(name, type, dims, produce));
+    return name;
+  }
+
   int64s(name: string, values: readonly number[]): string {
     return this.initializer(name, 'int64', [values.length], new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer));
   }

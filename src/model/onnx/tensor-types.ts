@@ -72,6 +72,14 @@ export function float16BitsToFloat32(bits: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** float32 → bfloat16 bits, round to nearest even (as torch's .to(torch.bfloat16)). */
+export function bfloat16Bits(value: number): number {
+  f32[0] = value;
+  const x = u32[0]!;
+  if ((x & 0x7fffffff) > 0x7f800000) return (x >>> 16) | 0x40; // nan stays nan
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
 /** bfloat16 bits → float32 value (bf16 is the top half of a float32). */
 export function bfloat16BitsToFloat32(bits: number): number {
   u32[0] = bits << 16;

@@ -1,8 +1,8 @@
-import { Generator, type GeneratorOptions, runsDeviceLoop } from '../engine/generator.js';
-import type { GenerationRequest } from '../engine/generation-types.js';
-import { ThreadedGenerator } from '../engine/threaded-generator.js';
-import type { DeviceSpec } from '../engine/execution-provider.js';
-import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
+import { Generator, type GeneratorOptions, runsDeviceLoop } from '../src/engine/generator.js';
+import type { GenerationRequest } from '../src/engine/generation-types.js';
+import { ThreadedGenerator } from '../src/engine/threaded-generator.js';
+import type { DeviceSpec } from '../src/engine/execution-provider.js';
+import type { TextGenerationEngine } from '../src/engine/text-generation-engine.js';
 import { type BenchRow, type BenchShape, okRow, promptOf, timeIt } from './bench-types.js';
 import { gpuMemoryOf } from './gpu-memory.js';
 

@@ -1,9 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
-import type { ModelManifest } from '../model/manifest.js';
-import { BASELINE_VARIANTS, type BaselineName, baselineDecoders, benchCheckpoint, benchModel } from './bench-models.js';
+import { type DeviceSpec, executionProviders } from '../src/engine/execution-provider.js';
+import type { ModelManifest } from '../src/model/manifest.js';
+import { BASELINE_VARIANTS, type BaselineName, type BenchModelShape, baselineDecoders, benchCheckpoint, benchModel } from './bench-models.js';
 import { type BenchRow, type BenchShape, okRow, timeIt } from './bench-types.js';
 import { gpuMemoryOf, gpuName } from './gpu-memory.js';
 import { hfRows } from './hf-baseline.js';
@@ -18,7 +18,7 @@ import {
   warmupMeasurements,
 } from './search-bench.js';
 import { tensorrtRow } from './tensorrt-probe.js';
-import { loadDeviceLoopAddon } from '../engine/device-loop-runner.js';
+import { loadDeviceLoopAddon } from '../src/engine/device-loop-runner.js';
 
 /** Why the device-loop addon cannot load here, or undefined when it can. */
 function deviceLoopUnavailable(): string | undefined {
@@ -41,8 +41,8 @@ export interface BenchOptions {
   readonly sections: readonly BenchSection[];
   readonly batches: readonly number[];
   readonly repeats: number;
-  /** GPT-2 shape of the main model (small on the GPU; tiny for a CPU smoke run). */
-  readonly shape: 'tiny' | 'small';
+  /** Shape of the main model (GPT-2 small on the GPU; tiny for a CPU smoke run; llama-3.2-1b, qwen2.5-0.5b). */
+  readonly shape: BenchModelShape;
   readonly hfScript?: string;
   /** Jobs for queue-e2e. */
   readonly queueJobs: number;
@@ -51,8 +51,8 @@ export interface BenchOptions {
 
 export interface SectionResult {
   readonly section: BenchSection;
-  /** GPT-2 shape of the main model ('small' for the reported runs). */
-  readonly modelShape: 'tiny' | 'small';
+  /** Shape of the main model ('small' for the reported GPT-2 runs). */
+  readonly modelShape: BenchModelShape;
   readonly gpu: string;
   readonly device: string;
   readonly rows: BenchRow[];
@@ -238,7 +238,7 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
 
 /** Session creation from the built graph vs from ONNX Runtime's saved optimized graph. */
 async function optimizedModelMeasurements(modelDir: string, manifest: ModelManifest, device: DeviceSpec, onGpu: boolean): Promise<Measurement[]> {
-  const source = join(modelDir, onGpu ? manifest.files.greedyShared : manifest.files.greedy);
+  const source = join(modelDir, onGpu && manifest.files.greedyShared ? manifest.files.greedyShared : manifest.files.greedy);
   const optimized = join(modelDir, 'bench-optimized.onnx');
   const create = async (path: string, extra: Record<string, unknown> = {}): Promise<number> => {
     const t = performance.now();

@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
-import { type DeviceSpec, executionProviders } from '../engine/execution-provider.js';
-import type { DecoderSpec } from '../model/architectures/decoder-graph.js';
+import { type DeviceSpec, executionProviders } from '../src/engine/execution-provider.js';
+import type { DecoderSpec } from '../src/model/architectures/architecture.js';
 import type { BaselineName } from './bench-models.js';
 import { type BenchShape, promptOf } from './bench-types.js';
 
@@ -24,11 +24,12 @@ export class HostLoopBench {
     const prompt = promptOf(shape.promptTokens);
     const rows: number[][] = Array.from({ length: batch }, () => [...prompt]);
     const steps = shape.totalTokens - shape.promptTokens;
-    const { numLayers, numHeads, headSize, vocabSize } = this.spec;
-    let past: ort.Tensor[] = [];
-    if (this.kind === 'hostKv') {
-      past = Array.from({ length: numLayers }, () => new ort.Tensor('float32', new Float32Array(0), [2, batch, numHeads, 0, headSize]));
-    }
+    const { numLayers, numKvHeads, headSize, vocabSize, precision } = this.spec;
+    const floatType = precision === 'fp16' ? 'float16' : 'float32';
+    // Without a cache every step starts from an empty past and recomputes the whole sequence.
+    const empty = (): ort.Tensor[] =>
+      Array.from({ length: numLayers }, () => new ort.Tensor(floatType, floatType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [2, batch, numKvHeads, 0, headSize]));
+    let past = empty();
     for (let step = 0; step < steps; step++) {
       const len = rows[0]!.length;
       const feedLen = this.kind === 'hostKv' && step > 0 ? 1 : len;
@@ -38,10 +39,9 @@ export class HostLoopBench {
         input_ids: new ort.Tensor('int32', ids, [batch, feedLen]),
         attention_mask: new ort.Tensor('int32', new Int32Array(batch * len).fill(1), [batch, len]),
       };
-      if (this.kind === 'hostKv') {
-        feeds.position_ids = new ort.Tensor('int32', new Int32Array(batch * feedLen), [batch, feedLen]);
-        past.forEach((p, i) => (feeds[`past_${i}`] = p));
-      }
+      // position_ids is part of the search ops' contract; the graph takes positions from the mask.
+      feeds.position_ids = new ort.Tensor('int32', new Int32Array(batch * feedLen), [batch, feedLen]);
+      past.forEach((p, i) => (feeds[`past_${i}`] = p));
       const out = await this.session.run(feeds);
       if (this.kind === 'argmaxNoCache') {
         const next = out.next_token!.data as BigInt64Array;
@@ -56,7 +56,7 @@ export class HostLoopBench {
         for (let v = 1; v < vocabSize; v++) if (logits[base + v]! > logits[base + best]!) best = v;
         r.push(best);
       });
-      if (this.kind === 'hostKv') past = Array.from({ length: numLayers }, (_, i) => out[`present_${i}`]!);
+      past = this.kind === 'hostKv' ? Array.from({ length: numLayers }, (_, i) => out[`present_${i}`]!) : empty();
     }
     return rows[0]!.slice(shape.promptTokens);
   }

@@ -1,17 +1,6 @@
-import type { GraphBuilder } from './onnx/graph-builder.js';
-import type { ElemTypeName } from './onnx/tensor-types.js';
-
-/**
- * Main-graph inputs the sampling head reads from inside the decoder (outer-scope values of the search op's
- * subgraph), so one built graph serves every temperature / top-k / top-p.
- */
-export const SAMPLING_INPUTS = {
-  temperature: 'sample_temperature',
-  topK: 'sample_top_k',
-  topP: 'sample_top_p',
-  /** true when top_k > 0 or top_p < 1: only then is the vocabulary sorted. */
-  filter: 'sample_filter',
-} as const;
+import { SAMPLING_INPUTS } from '../contract.js';
+import type { GraphBuilder } from '../onnx/graph-builder.js';
+import type { ElemTypeName } from '../onnx/tensor-types.js';
 
 /**
  * Sampling as a greedy search: adds Gumbel noise to temperature-scaled, top-k/top-p-filtered logits, so that the

@@ -1,9 +1,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { z } from 'zod';
-import { JobProducer } from '../queue/job-producer.js';
-import { jobFromFields } from '../queue/job-schema.js';
-import { createRedisConnection } from '../queue/redis-connection.js';
-import { ResultCollector } from '../queue/result-collector.js';
+import { JobProducer } from '../src/queue/job-producer.js';
+import { jobFromFields } from '../src/queue/job-schema.js';
+import { createRedisConnection } from '../src/queue/redis-connection.js';
+import { ResultCollector } from '../src/queue/result-collector.js';
 
 /**
  * The producer side of a queue-e2e run, on a thread of its own: in a deployment producers are other processes,

@@ -1,11 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
-import { loadConfig } from '../config/load-config.js';
-import { type DeviceSpec, formatDevice } from '../engine/execution-provider.js';
-import { runsDeviceLoop } from '../engine/generator.js';
-import type { ResolvedModel } from '../model/model-cache.js';
-import { RedisServerProcess } from '../queue/redis-server-process.js';
-import { startWorker } from '../worker/worker-process.js';
+import { loadConfig } from '../src/config/load-config.js';
+import { type DeviceSpec, formatDevice } from '../src/engine/execution-provider.js';
+import { runsDeviceLoop } from '../src/engine/generator.js';
+import type { ResolvedModel } from '../src/model/model-cache.js';
+import { RedisServerProcess } from '../src/queue/redis-server-process.js';
+import { startWorker } from '../src/worker/worker-process.js';
 import type { BenchRow, BenchShape } from './bench-types.js';
 import { gpuMemoryOf } from './gpu-memory.js';
 import type { QueueClientInput, QueueClientOutput } from './queue-client-thread.js';

@@ -1,15 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { JobProducer } from '../queue/job-producer.js';
-import { jobFromFields } from '../queue/job-schema.js';
-import { createRedisConnection } from '../queue/redis-connection.js';
-import { RedisServerProcess } from '../queue/redis-server-process.js';
-import { ResultCollector } from '../queue/result-collector.js';
-import { readFleet } from '../worker/fleet-heartbeat.js';
+import { JobProducer } from '../src/queue/job-producer.js';
+import { jobFromFields } from '../src/queue/job-schema.js';
+import { createRedisConnection } from '../src/queue/redis-connection.js';
+import { RedisServerProcess } from '../src/queue/redis-server-process.js';
+import { ResultCollector } from '../src/queue/result-collector.js';
+import { readFleet } from '../src/worker/fleet-heartbeat.js';
 import type { BenchRow, BenchShape } from './bench-types.js';
 import { gpuMemoryByPid } from './gpu-memory.js';
 
-const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 export interface MultiWorkerOptions {
   /** Checkpoint or built model directory (build it beforehand so the workers do not race to build). */
