@@ -105,6 +105,22 @@ inline std::vector<int32_t> int32s(napi_env env, napi_value v, const char* name)
   return std::vector<int32_t>(p, p + t.length);
 }
 
+// An Int32Array of exactly `expected` elements, read in place (valid while the JS call lasts).
+inline const int32_t* int32View(napi_env env, napi_value v, size_t expected, const char* name) {
+  TypedArray t = typedArray(env, v, name);
+  if (t.type != napi_int32_array) throw std::invalid_argument(std::string(name) + " must be an Int32Array");
+  if (t.length != expected) throw std::invalid_argument(std::string(name) + " has " + std::to_string(t.length) + " elements, expected " + std::to_string(expected));
+  return static_cast<const int32_t*>(t.data);
+}
+
+// A string property, or "" where it is not a string (absent).
+inline std::string optionalString(napi_env env, napi_value obj, const char* name) {
+  napi_value v = property(env, obj, name);
+  napi_valuetype type;
+  call(napi_typeof(env, v, &type), "napi_typeof");
+  return type == napi_string ? string(env, v, name) : std::string();
+}
+
 inline uint32_t arrayLength(napi_env env, napi_value v, const char* name) {
   uint32_t n = 0;
   if (napi_get_array_length(env, v, &n) != napi_ok) throw std::invalid_argument(std::string(name) + " must be an array");

@@ -3,15 +3,13 @@
 // the NextToken tests use to run the operator alone.
 #include "slot-loop-napi.h"
 
-#include <map>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "custom-op-context.h"
+#include "handle-registry.h"
 #include "napi-util.h"
 #include "next-token.h"
 #include "ort-api.h"
@@ -20,42 +18,7 @@
 namespace genqueue {
 namespace {
 
-// A JS handle is an external over a SlotHandle, which lives exactly as long as the external: close() deletes the
-// loop and leaves the SlotHandle (so a closed handle is an error, never a newer loop at a reused address); the
-// external's finalizer deletes both, releasing a loop that was never closed. The set of live SlotHandles is what
-// makes a foreign external an error, not a crash; worker threads share it, hence the lock.
-struct SlotHandle {
-  SlotLoop* loop;
-};
-std::set<SlotHandle*> handles;
-std::mutex handlesLock;
-
-SlotHandle* handleOf(napi_env env, napi_value v) {
-  void* p = nullptr;
-  bool ours = napi_get_value_external(env, v, &p) == napi_ok;
-  if (ours) {
-    std::lock_guard<std::mutex> lock(handlesLock);
-    ours = handles.count(static_cast<SlotHandle*>(p)) > 0;
-  }
-  if (!ours) throw std::invalid_argument("not an open slot loop");
-  return static_cast<SlotHandle*>(p);
-}
-
-SlotLoop* loopOf(napi_env env, napi_value v) {
-  SlotLoop* loop = handleOf(env, v)->loop;
-  if (loop == nullptr) throw std::invalid_argument("not an open slot loop");
-  return loop;
-}
-
-void finalizeHandle(napi_env, void* data, void*) {
-  auto* handle = static_cast<SlotHandle*>(data);
-  {
-    std::lock_guard<std::mutex> lock(handlesLock);
-    handles.erase(handle);
-  }
-  delete handle->loop;
-  delete handle;
-}
+HandleRegistry<SlotLoop> loops("slot loop");
 
 SlotBindings bindingsOf(napi_env env, napi_value b) {
   using napi::stringProperty;
@@ -109,15 +72,7 @@ napi_value SlotOpen(napi_env env, napi_callback_info info) {
     options.vocabSize = intOption(env, o, "vocabSize");
     options.intraOpThreads = intOption(env, o, "intraOpThreads");
     options.names = bindingsOf(env, napi::property(env, o, "bindings"));
-    auto handle = std::make_unique<SlotHandle>(SlotHandle{new SlotLoop(api, options)});
-    napi_value external;
-    if (napi_create_external(env, handle.get(), finalizeHandle, nullptr, &external) != napi_ok) {
-      delete handle->loop;
-      throw std::runtime_error("N-API: napi_create_external");
-    }
-    std::lock_guard<std::mutex> lock(handlesLock);
-    handles.insert(handle.release());  // the external's finalizer owns it now
-    return external;
+    return loops.wrap(env, new SlotLoop(api, options));
   });
 }
 
@@ -126,7 +81,7 @@ napi_value SlotOpen(napi_env env, napi_callback_info info) {
 napi_value SlotAdmit(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 2);
-    SlotLoop* loop = loopOf(env, argv[0]);
+    SlotLoop* loop = loops.get(env, argv[0]);
     const uint32_t count = napi::arrayLength(env, argv[1], "rows");
     std::vector<SlotAdmission> rows(count);
     for (uint32_t i = 0; i < count; i++) {
@@ -152,7 +107,7 @@ napi_value SlotAdmit(napi_env env, napi_callback_info info) {
 napi_value SlotRelease(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 2);
-    SlotLoop* loop = loopOf(env, argv[0]);
+    SlotLoop* loop = loops.get(env, argv[0]);
     const std::vector<int32_t> slots = napi::int32s(env, argv[1], "slots");
     loop->release(std::vector<int>(slots.begin(), slots.end()));
     return nullptr;
@@ -163,7 +118,7 @@ napi_value SlotRelease(napi_env env, napi_callback_info info) {
 napi_value SlotRun(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 1);
-    const SlotChunk chunk = loopOf(env, argv[0])->run();
+    const SlotChunk chunk = loops.get(env, argv[0])->run();
     napi_value result = napi::object(env);
     napi::set(env, result, "ring", napi::newTypedArray(env, napi_int32_array, chunk.ring.data(), chunk.ring.size(), sizeof(int32_t)));
     napi::set(env, result, "status", napi::newTypedArray(env, napi_int32_array, chunk.status.data(), chunk.status.size(), sizeof(int32_t)));
@@ -175,7 +130,7 @@ napi_value SlotRun(napi_env env, napi_callback_info info) {
 napi_value SlotStats(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 1);
-    const SlotLoopStats s = loopOf(env, argv[0])->stats();
+    const SlotLoopStats s = loops.get(env, argv[0])->stats();
     napi_value result = napi::object(env);
     napi::set(env, result, "chunks", napi::fromInt(env, s.chunks));
     napi::set(env, result, "decodeSteps", napi::fromInt(env, s.decodeSteps));
@@ -192,10 +147,7 @@ napi_value SlotStats(napi_env env, napi_callback_info info) {
 napi_value SlotClose(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 1);
-    SlotHandle* handle = handleOf(env, argv[0]);
-    SlotLoop* loop = handle->loop;
-    handle->loop = nullptr;
-    delete loop;
+    loops.close(env, argv[0]);
     return nullptr;
   });
 }
@@ -243,7 +195,6 @@ struct OneRun {
   OrtMemoryInfo* cpu = nullptr;
   std::unique_ptr<NextToken> nextToken;
   OrtCustomOpDomain* domain = nullptr;
-  OrtSessionOptions* options = nullptr;
   OrtSession* session = nullptr;
   std::vector<OrtValue*> inputs, outputs;
   std::vector<std::vector<char>> inputData;  // copies: the JS memory may move while the session runs
@@ -254,7 +205,6 @@ struct OneRun {
       if (v != nullptr) api->ReleaseValue(v);
     for (OrtValue* v : inputs) api->ReleaseValue(v);
     if (session != nullptr) api->ReleaseSession(session);
-    if (options != nullptr) api->ReleaseSessionOptions(options);
     if (domain != nullptr) api->ReleaseCustomOpDomain(domain);
     nextToken.reset();
     if (cpu != nullptr) api->ReleaseMemoryInfo(cpu);
@@ -277,20 +227,11 @@ napi_value RunGraph(napi_env env, napi_callback_info info) {
     run.nextToken = std::make_unique<NextToken>(api, cuda, deviceId);
     checkOrt(api, api->CreateCustomOpDomain(kGenqueueDomain, &run.domain));
     checkOrt(api, api->CustomOpDomain_Add(run.domain, run.nextToken.get()));
-    checkOrt(api, api->CreateSessionOptions(&run.options));
-    if (cuda) {
-      OrtCUDAProviderOptionsV2* providerOptions = nullptr;
-      checkOrt(api, api->CreateCUDAProviderOptions(&providerOptions));
-      const std::string device = std::to_string(deviceId);
-      const char* keys[] = {"device_id"};
-      const char* values[] = {device.c_str()};
-      OrtStatus* failed = api->UpdateCUDAProviderOptions(providerOptions, keys, values, 1);
-      if (failed == nullptr) failed = api->SessionOptionsAppendExecutionProvider_CUDA_V2(run.options, providerOptions);
-      api->ReleaseCUDAProviderOptions(providerOptions);
-      checkOrt(api, failed);
-    }
-    checkOrt(api, api->AddCustomOpDomain(run.options, run.domain));
-    checkOrt(api, api->CreateSession(run.env, model.c_str(), run.options, &run.session));
+    SessionSettings settings;
+    settings.cuda = cuda;
+    settings.deviceId = deviceId;
+    settings.customOps = run.domain;
+    run.session = createSession(api, run.env, model, settings);
 
     napi_value feeds = argv[3], names;
     napi::call(napi_get_property_names(env, feeds, &names), "napi_get_property_names");

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "custom-op-context.h"
+#include "graph-capture.h"
 #include "next-token-rules.h"
 #include "ort-api.h"
 
@@ -16,22 +17,6 @@ namespace genqueue {
 std::atomic<int> SlotLoop::live{0};
 
 namespace {
-
-size_t elementBytes(ONNXTensorElementDataType type) {
-  switch (type) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return 4;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return 2;
-    default: throw std::invalid_argument("slot loop: unexpected tensor element type");
-  }
-}
-
-int64_t elementCount(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 constexpr auto kInt64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
 constexpr auto kInt32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
@@ -158,35 +143,13 @@ void SlotLoop::releaseAll() {
 }
 
 OrtSession* SlotLoop::createSession(const std::string& path) {
-  OrtSessionOptions* so = nullptr;
-  checkOrt(ort_, ort_->CreateSessionOptions(&so));
-  struct Release {
-    const OrtApi* api;
-    OrtSessionOptions* so;
-    ~Release() { api->ReleaseSessionOptions(so); }
-  } release{ort_, so};
-  checkOrt(ort_, ort_->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
-  if (o_.intraOpThreads > 0) checkOrt(ort_, ort_->SetIntraOpNumThreads(so, o_.intraOpThreads));
-  if (o_.cuda) {
-    OrtCUDAProviderOptionsV2* cuda = nullptr;
-    checkOrt(ort_, ort_->CreateCUDAProviderOptions(&cuda));
-    struct ReleaseCuda {
-      const OrtApi* api;
-      OrtCUDAProviderOptionsV2* cuda;
-      ~ReleaseCuda() { api->ReleaseCUDAProviderOptions(cuda); }
-    } releaseCuda{ort_, cuda};
-    const std::string device = std::to_string(o_.deviceId);
-    const char* keys[] = {"device_id"};
-    const char* values[] = {device.c_str()};
-    checkOrt(ort_, ort_->UpdateCUDAProviderOptions(cuda, keys, values, 1));
-    // The loop captures its own CUDA graphs on this stream (ONNX Runtime's enable_cuda_graph keeps one per id).
-    checkOrt(ort_, ort_->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
-    checkOrt(ort_, ort_->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
-  }
-  checkOrt(ort_, ort_->AddCustomOpDomain(so, customOps_));
-  OrtSession* session = nullptr;
-  checkOrt(ort_, ort_->CreateSession(env_, path.c_str(), so, &session));
-  return session;
+  SessionSettings settings;
+  settings.cuda = o_.cuda;
+  settings.deviceId = o_.deviceId;
+  settings.stream = stream_;
+  settings.customOps = customOps_;
+  settings.intraOpThreads = o_.intraOpThreads;
+  return genqueue::createSession(ort_, env_, path, settings);
 }
 
 // A zero-filled tensor in the loop's own memory (device memory on CUDA, host memory on the CPU provider), never
@@ -475,28 +438,21 @@ void SlotLoop::runSteps() {
   warm_ = true;
 }
 
-// Records K decode steps into one CUDA graph (recording runs nothing). Every step has the same shapes and host
-// inputs, so the graph is valid for every chunk. A failed capture leaves the loop on plain runs, with a warning.
+// Records K decode steps into one CUDA graph. Every step has the same shapes and host inputs, so the graph is valid
+// for every chunk. A failed capture leaves the loop on plain runs, with a warning.
 bool SlotLoop::captureSteps() {
-  cudart.check(cudart.streamBeginCapture(stream_, CudaRuntime::kCaptureModeRelaxed), "cudaStreamBeginCapture");
-  OrtStatus* failed = nullptr;
-  for (int k = 0; k < o_.chunkSteps && failed == nullptr; k++) failed = ort_->RunWithBinding(decode_, runAsync_, decodeBinding_);
-  CudaRuntime::Graph graph = nullptr;
-  const int ended = cudart.streamEndCapture(stream_, &graph);
-  int instantiated = 1;
-  CudaRuntime::GraphExec exec = nullptr;
-  if (failed == nullptr && ended == 0 && graph != nullptr) instantiated = cudart.graphInstantiateWithFlags(&exec, graph, 0);
-  if (graph != nullptr) cudart.graphDestroy(graph);
-  if (failed != nullptr || ended != 0 || instantiated != 0) {
-    std::string why = failed != nullptr ? ort_->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
-    if (failed != nullptr) ort_->ReleaseStatus(failed);
-    cudart.getLastError();  // clear the (non-sticky) error the failed capture left
-    fprintf(stderr, "genqueue slot loop: CUDA graph capture failed (%s); the decode steps run without graphs\n", why.c_str());
-    captureFailed_ = true;
-    return false;
-  }
-  graph_ = exec;
-  return true;
+  const std::string failed = captureGraph(
+      ort_, stream_,
+      [&]() -> OrtStatus* {
+        OrtStatus* status = nullptr;
+        for (int k = 0; k < o_.chunkSteps && status == nullptr; k++) status = ort_->RunWithBinding(decode_, runAsync_, decodeBinding_);
+        return status;
+      },
+      &graph_);
+  if (failed.empty()) return true;
+  fprintf(stderr, "genqueue slot loop: CUDA graph capture failed (%s); the decode steps run without graphs\n", failed.c_str());
+  captureFailed_ = true;
+  return false;
 }
 
 SlotLoopStats SlotLoop::stats() const {
