@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startEngineThread } from './engine-thread.js';
 import type { SlotEngineOptions } from './slot-engine.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
 import type { SlotThreadInit, SlotThreadRequest, SlotThreadResponse } from './slot-thread-protocol.js';
@@ -254,32 +255,10 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
 }
 
 /** Starts a thread and waits for its SlotEngine to open; rejects if the thread fails or ends before that. */
-function spawnThread(modelDir: string, options: ThreadedSlotEngineOptions): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const { onWarning, threadEntry, ...engineOptions } = options;
-    const init: SlotThreadInit = { modelDir, options: engineOptions };
-    const thread = new Worker(threadEntry ?? THREAD_ENTRY, { workerData: init });
-    const settle = (error?: Error): void => {
-      thread.off('message', onMessage);
-      thread.off('error', onError);
-      thread.off('exit', onExit);
-      if (error) {
-        thread.on('error', () => undefined); // whatever else it reports while it ends
-        void thread.terminate();
-        reject(error);
-      }
-    };
-    const onMessage = (msg: SlotThreadResponse): void => {
-      if (msg.type === 'warning') onWarning?.(msg.message);
-      else if (msg.type === 'ready') {
-        settle();
-        resolve({ thread, limits: msg.limits, device: msg.device });
-      } else if (msg.type === 'failed') settle(new Error(msg.message));
-    };
-    const onError = (e: Error): void => settle(e);
-    const onExit = (code: number): void => settle(new Error(`slot thread exited with code ${code} before it was ready`));
-    thread.on('message', onMessage);
-    thread.on('error', onError);
-    thread.on('exit', onExit);
-  });
+async function spawnThread(modelDir: string, options: ThreadedSlotEngineOptions): Promise<Started> {
+  const { onWarning, threadEntry, ...engineOptions } = options;
+  const init: SlotThreadInit = { modelDir, options: engineOptions };
+  type Ready = Extract<SlotThreadResponse, { type: 'ready' }>;
+  const { thread, ready } = await startEngineThread<Ready>(threadEntry ?? THREAD_ENTRY, init, 'slot thread', onWarning);
+  return { thread, limits: ready.limits, device: ready.device };
 }
