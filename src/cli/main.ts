@@ -8,6 +8,8 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
+import { registerDoctorCommand } from './commands/doctor-command.js';
+import { registerInstallCudaCommand } from './commands/install-cuda-command.js';
 
 
 
@@ -28,6 +30,8 @@ registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerDashboardCommand(program);
 registerBenchCommand(program);
+registerDoctorCommand(program);
+registerInstallCudaCommand(program);
 
 
 
