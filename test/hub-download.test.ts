@@ -8,7 +8,7 @@ import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { loadConfig } from '../src/config/load-config.js';
 import { downloadHubModel, HubModelUnavailableError, parseHubReference } from '../src/model/checkpoint/hub-download.js';
-import { resolveModelArg } from '../src/model/model-reference.js';
+import { jobModelName, resolveModelArg } from '../src/model/model-reference.js';
 import { fixturePath } from './harness/fixtures.js';
 import { FakeHub, type FakeRepo } from './harness/hub-server.js';
 
@@ -124,8 +124,18 @@ describe('models by hub id (a local server with the hub URL layout)', () => {
     const odd = join(dir, 'my model');
     await run('cp', ['-r', fixturePath('gpt2-tiny'), odd]);
     const config = { ...loadConfig({ env: {} }), cacheDir: join(dir, 'cache') };
-    await assert.rejects(resolveModelArg(odd, config), /"my model" cannot name a model in jobs .*give it a name in the config's models/);
+    await assert.rejects(resolveModelArg(odd, config), /gives no model name jobs can carry \("my model": .*name it in the config's models$/);
     assert.equal((await resolveModelArg('tiny', { ...config, models: { tiny: { path: odd } } })).name, 'tiny');
+    assert.equal((await resolveModelArg(odd, { ...config, models: { tiny: { path: odd } } })).name, 'tiny', 'the registry name wins');
+  });
+
+  it('jobModelName maps an OpenAI file\'s model (hub id, config name, config path) to the queue a worker serves', () => {
+    const models = { qwen: { path: 'Qwen/Qwen2.5-0.5B-Instruct' }, local: { path: '/models/gpt2' } };
+    assert.equal(jobModelName('qwen', { models }), 'qwen');
+    assert.equal(jobModelName('Qwen/Qwen2.5-0.5B-Instruct', { models }), 'qwen');
+    assert.equal(jobModelName('/models/gpt2', { models }), 'local');
+    assert.equal(jobModelName('meta-llama/Meta-Llama-3-8B-Instruct@main', { models }), 'Meta-Llama-3-8B-Instruct');
+    assert.throws(() => jobModelName('/data/my model', { models }), /name it in the config's models/);
   });
 
   it('genqueue generate --model owner/name works through HF_ENDPOINT, then offline from the cache', async () => {

@@ -77,9 +77,9 @@ export async function openEngine(options: OpenEngineOptions): Promise<OpenedEngi
     deviceLoopMaxBatch: options.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch,
     ...(options.onWarning ? { onWarning: options.onWarning } : {}),
   };
+  const tokenizer = TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer));
   const engine: TextGenerationEngine =
     options.thread === false ? await Generator.open(model.dir, engineOptions) : await ThreadedGenerator.open(model.dir, engineOptions);
-  const tokenizer = TextTokenizer.fromFile(join(model.dir, model.manifest.files.tokenizer));
   let closed: Promise<void> | undefined;
   return {
     modelName: model.name,

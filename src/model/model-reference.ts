@@ -9,10 +9,26 @@ import type { FloatPrecision } from './onnx/tensor-types.js';
 /**
  * `--model` takes a name from the config's `models`, a directory (HF checkpoint or built model) or a hub id
  * (`owner/name[@revision]`, downloaded into the Hugging Face cache); a config entry's path may be a hub id too.
- * Returns the built model (building and caching it on first use) and the name jobs use to ask for it: the config
- * name, else the directory's basename or the hub repository's name. Jobs name models, never paths: the name must
- * be a valid job model name, or the model has to be named in the config.
+ * Returns the built model (building and caching it on first use) and the name jobs use to ask for it
+ * (jobModelName). Jobs name models, never paths: a reference whose name jobs cannot carry must be named in the config.
  */
+/**
+ * The name jobs use for a model reference, without resolving it: a config name is itself, a config entry's path
+ * (directory or hub id) is that entry's name, a hub id is its repository's name, a directory its basename.
+ * OpenAI Batch files name models by hub id (`"model": "Qwen/Qwen2.5-0.5B-Instruct"`): this maps them to the
+ * queue a worker given the same reference serves. Throws when the result cannot name a model in jobs.
+ */
+export function jobModelName(reference: string, config: Pick<GenqueueConfig, 'models'>): string {
+  if (config.models[reference]) return reference;
+  const named = Object.entries(config.models).find(([, e]) => e.path === reference);
+  const hub = parseHubReference(reference);
+  const name = named ? named[0] : hub ? hubModelName(hub) : basename(resolve(reference));
+  if (!ModelName.safeParse(name).success) {
+    throw new Error(`"${reference}" gives no model name jobs can carry ("${name}": letters, digits, "_", "." or "-"); name it in the config's models`);
+  }
+  return name;
+}
+
 export async function resolveModelArg(
   arg: string,
   config: GenqueueConfig,
@@ -21,7 +37,6 @@ export async function resolveModelArg(
 ): Promise<ResolvedModel & { name: string }> {
   const entry = config.models[arg];
   let path = entry ? entry.path : arg;
-  let name = entry ? arg : basename(resolve(path));
   if (!existsSync(path)) {
     const ref = parseHubReference(path);
     if (!ref) {
@@ -30,11 +45,8 @@ export async function resolveModelArg(
       throw new Error(`--model ${arg}: no such directory, not a hub id (owner/name[@revision]), and no model of that name in the config${names.length ? ` (known: ${names.join(', ')})` : ''}`);
     }
     path = await downloadHubModel(ref, hub);
-    if (!entry) name = hubModelName(ref);
   }
-  if (!ModelName.safeParse(name).success) {
-    throw new Error(`model ${arg}: "${name}" cannot name a model in jobs (letters, digits, "_", "." or "-"); give it a name in the config's models`);
-  }
+  const name = jobModelName(arg, config);
   const precision = precisionFlag ?? entry?.precision ?? config.worker.precision;
   const cache = new ModelCache(config.cacheDir);
   const resolved = await cache.resolve(path, precision, name);
