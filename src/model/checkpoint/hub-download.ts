@@ -1,18 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-  unlinkSync,
-  utimesSync,
-  writeFileSync,
-  createReadStream,
-} from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -301,19 +288,11 @@ function tryLock(lock: string): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     try {
-      if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) unlinkLock(lock); // its holder died
+      if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) rmSync(lock, { recursive: true, force: true }); // its holder died
     } catch {
       // removed meanwhile: try again
     }
     return false;
-  }
-}
-
-function unlinkLock(lock: string): void {
-  try {
-    rmSync(lock, { recursive: true, force: true });
-  } catch {
-    unlinkSync(lock);
   }
 }
 
