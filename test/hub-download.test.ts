@@ -70,11 +70,23 @@ describe('models by hub id (a local server with the hub URL layout)', () => {
 
   it('resumes a download cut mid-file from where it stopped', async () => {
     hub.cut = { path: 'model.safetensors', bytes: 1_000_000 };
-    await assert.rejects(downloadHubModel(parseHubReference(REPO)!, { env }));
+    let received = 0;
+    let cut: () => void = () => undefined;
+    const arrived = new Promise<void>((resolve) => (cut = resolve));
+    const first = downloadHubModel(parseHubReference(REPO)!, {
+      env,
+      onProgress: (file, done) => {
+        received = file === 'model.safetensors' ? done : received;
+        if (received >= 1_000_000) cut();
+      },
+    });
+    await arrived; // every byte the server sent has reached the download
+    hub.cutHeldDownload();
+    await assert.rejects(first);
     const partial = readdirSync(join(storage(), 'blobs')).find((f) => f.endsWith('.incomplete'));
     assert.ok(partial, 'the partial file is kept');
     const kept = statSync(join(storage(), 'blobs', partial)).size;
-    assert.ok(kept > 0 && kept <= 1_000_000);
+    assert.equal(kept, 1_000_000);
     const notes: string[] = [];
     const snapshot = await downloadHubModel(parseHubReference(REPO)!, { env, log: (l) => notes.push(l) });
     assert.ok(hub.requests.some((r) => r.path.endsWith('/model.safetensors') && r.range === `bytes=${kept}-${readFileSync(fixturePath('gpt2-tiny/model.safetensors')).length - 1}`));

@@ -26,8 +26,9 @@ export interface HubRequest {
  */
 export class FakeHub {
   readonly requests: HubRequest[] = [];
-  /** The next full download of this file stops after this many bytes (the connection is cut). */
+  /** The next full download of this file sends this many bytes, then waits for cutHeldDownload(). */
   cut: { path: string; bytes: number } | undefined;
+  private held: ServerResponse | undefined;
 
   private constructor(
     private readonly server: Server,
@@ -40,6 +41,12 @@ export class FakeHub {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     hub = new FakeHub(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`);
     return hub;
+  }
+
+  /** Cuts the connection of the download held by `cut`, as a network failure would. */
+  cutHeldDownload(): void {
+    this.held?.socket?.destroy();
+    this.held = undefined;
   }
 
   async stop(): Promise<void> {
@@ -112,7 +119,8 @@ export class FakeHub {
     if (this.cut && this.cut.path === resolve![3]) {
       const { bytes } = this.cut;
       this.cut = undefined;
-      res.write(file.data.subarray(0, bytes), () => setTimeout(() => res.socket?.destroy(), 50));
+      res.write(file.data.subarray(0, bytes));
+      this.held = res;
       return;
     }
     res.end(file.data);

@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CHECKPOINT_FILES } from './hf-checkpoint.js';
 
@@ -250,21 +250,15 @@ async function downloadBlob(
     if (offset < entry.size) {
       const file = await hub.downloadFile({ ...common, repo, path, revision: commit, xet: false });
       if (!file) throw new HubModelUnavailableError(`${repo}@${commit}: ${path} is listed but cannot be downloaded`);
-      let done = offset;
       let touched = Date.now();
-      const count = new Transform({
-        transform(chunk: Buffer, _enc, callback) {
-          done += chunk.length;
-          progress(path, done, entry.size);
-          if (Date.now() - touched > 5_000) {
-            touched = Date.now();
-            utimesSync(lock, new Date(), new Date());
-          }
-          callback(null, chunk);
-        },
-      });
       const body = Readable.fromWeb((offset > 0 ? file.slice(offset) : file).stream() as WebReadableStream);
-      await pipeline(body, count, createWriteStream(partial, { flags: 'a' }));
+      await appendBody(body, partial, (done) => {
+        progress(path, offset + done, entry.size);
+        if (Date.now() - touched > 5_000) {
+          touched = Date.now();
+          utimesSync(lock, new Date(), new Date());
+        }
+      });
     }
     const size = statSync(partial).size;
     if (size !== entry.size) {
@@ -279,6 +273,28 @@ async function downloadBlob(
   } finally {
     rmSync(lock, { recursive: true, force: true });
   }
+}
+
+/**
+ * Appends a response body to a file. When the connection breaks, every byte received is still written before
+ * the error is passed on, so the next attempt resumes exactly where this one stopped.
+ */
+async function appendBody(body: Readable, path: string, onBytes: (done: number) => void): Promise<void> {
+  const out = createWriteStream(path, { flags: 'a' });
+  let writeError: Error | undefined;
+  out.on('error', (e) => (writeError = e));
+  let done = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (writeError) throw writeError;
+      done += chunk.length;
+      onBytes(done);
+      if (!out.write(chunk)) await once(out, 'drain');
+    }
+  } finally {
+    await new Promise<void>((resolve) => out.end(() => resolve()));
+  }
+  if (writeError) throw writeError;
 }
 
 function tryLock(lock: string): boolean {
