@@ -8,6 +8,8 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
 import { registerWorkersCommand } from './commands/workers-command.js';
+import { registerDoctorCommand } from './commands/doctor-command.js';
+import { registerInstallCudaCommand } from './commands/install-cuda-command.js';
 
 
 
@@ -28,6 +30,8 @@ registerWorkersCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerDashboardCommand(program);
+registerDoctorCommand(program);
+registerInstallCudaCommand(program);
 
 // A reader that stops early (`genqueue enqueue --wait | head -1`) closes the pipe: stop quietly, as other CLI tools
 // do, with the exit code chosen so far; the jobs themselves stay in Redis.
