@@ -8,6 +8,7 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
+import { redisClientFailure } from './redis-client.js';
 
 
 
@@ -32,8 +33,9 @@ registerBenchCommand(program);
 
 
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof CommanderError) process.exit(e.exitCode);
+program.parseAsync(process.argv).catch((caught: unknown) => {
+  if (caught instanceof CommanderError) process.exit(caught.exitCode);
+  const e = redisClientFailure() ?? caught;
   process.stderr.write(`genqueue: ${e instanceof Error ? e.message : String(e)}\n`);
   // A command may have chosen a more specific code (2: refused input) before failing.
   process.exit(typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : 1);

@@ -44,6 +44,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_PRECISION) worker.precision = env.GENQUEUE_PRECISION;
   if (env.GENQUEUE_WORKER_ID) worker.id = env.GENQUEUE_WORKER_ID;
   if (env.GENQUEUE_DEVICE_LOOP_MAX_BATCH) worker.deviceLoopMaxBatch = intFromEnv('GENQUEUE_DEVICE_LOOP_MAX_BATCH', env.GENQUEUE_DEVICE_LOOP_MAX_BATCH);
+  if (env.GENQUEUE_SHUTDOWN_TIMEOUT_MS) worker.shutdownTimeoutMs = intFromEnv('GENQUEUE_SHUTDOWN_TIMEOUT_MS', env.GENQUEUE_SHUTDOWN_TIMEOUT_MS);
+  if (env.GENQUEUE_LOCK_DURATION_MS) worker.lockDurationMs = intFromEnv('GENQUEUE_LOCK_DURATION_MS', env.GENQUEUE_LOCK_DURATION_MS);
+  if (env.GENQUEUE_STALLED_INTERVAL_MS) worker.stalledIntervalMs = intFromEnv('GENQUEUE_STALLED_INTERVAL_MS', env.GENQUEUE_STALLED_INTERVAL_MS);
   if (env.GENQUEUE_WARMUP_LENGTHS !== undefined) {
     worker.warmupLengths = env.GENQUEUE_WARMUP_LENGTHS.split(',')
       .filter((s) => s.trim() !== '')
@@ -51,6 +54,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   }
   const out: Json = { worker };
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS) {
+    out.redisConnectTimeoutMs = intFromEnv('GENQUEUE_REDIS_CONNECT_TIMEOUT_MS', env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS);
+  }
   if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;
   if (env.GENQUEUE_LOG_LEVEL) out.logLevel = env.GENQUEUE_LOG_LEVEL;
   if (env.GENQUEUE_MODEL) out.defaultModel = env.GENQUEUE_MODEL;

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_QUEUE } from '../queue/queue-names.js';
+import { reportErrors } from '../queue/redis-connection.js';
 import { type FleetMember, readFleet } from '../worker/fleet-heartbeat.js';
 
 export interface QueueCounts {
@@ -54,6 +55,7 @@ export class QueueOverview {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      reportErrors(q, this.connection, `queue ${name}`);
       this.queues.set(name, q);
     }
     return q;

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { type JobData, parseJob } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 
 export interface RefusedLine {
   readonly line: number;
@@ -152,6 +153,7 @@ export class JobProducer {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.options.connection, prefix: this.prefix });
+      reportErrors(q, this.options.connection, `queue ${name}`);
       this.queues.set(name, q);
     }
     return q;

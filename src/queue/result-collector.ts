@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { JsonlLines } from './jsonl-lines.js';
 import { JobId } from './job-schema.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 import { JobResult } from './result-schema.js';
 
 export interface JobRef {
@@ -87,6 +88,7 @@ export class ResultCollector {
         // in between would otherwise be neither in the state sweep below nor in the events.
         const [newest] = await this.options.connection.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1);
         const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: newest?.[0] ?? '0-0' });
+        reportErrors(qe, connection, `queue events ${name}`);
         qe.on('completed', ({ jobId, returnvalue }) => {
           if (remaining.delete(keyOf(name, jobId))) {
             finished.push(toResult(jobId, returnvalue));

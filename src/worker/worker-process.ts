@@ -8,9 +8,9 @@ import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
-import { createRedisConnection } from '../queue/redis-connection.js';
+import { assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
-import { GenerationWorker } from './generation-worker.js';
+import { GenerationWorker, type ShutdownReport } from './generation-worker.js';
 
 export interface WorkerProcessOptions {
   readonly model?: string;
@@ -37,8 +37,11 @@ export interface StartedWorker {
   readonly worker: GenerationWorker;
   /** The worker's Redis connection, also usable by a producer in the same process. */
   readonly connection: Redis;
-  /** Finishes active jobs, then releases the engine and the connection. */
-  close(): Promise<void>;
+  /**
+   * Finishes the active batch and gives BullMQ config.worker.shutdownTimeoutMs to record it, then releases the
+   * engine and the connections (cut, if the deadline passed).
+   */
+  close(): Promise<ShutdownReport>;
 }
 
 /** Opens the engine for a built model in its worker thread and starts serving its queues. */
@@ -56,7 +59,7 @@ export async function startWorker(
   });
   const maxBatch = o.maxBatch ?? config.worker.maxBatch;
   await warmUp(engine, maxBatch, o.warmupLengths ?? config.worker.warmupLengths, logger);
-  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
+  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl, { logger });
   const worker = new GenerationWorker({
     connection,
     engine,
@@ -69,6 +72,8 @@ export async function startWorker(
     fetchers: o.fetchers,
     prefix: o.prefix,
     logger,
+    lockDurationMs: config.worker.lockDurationMs,
+    stalledIntervalMs: config.worker.stalledIntervalMs,
   });
   worker.start();
   return {
@@ -76,9 +81,10 @@ export async function startWorker(
     worker,
     connection,
     close: async () => {
-      await worker.close();
+      const report = await worker.close(config.worker.shutdownTimeoutMs);
       await engine.close();
-      await connection.quit();
+      await closeRedis(connection);
+      return report;
     },
   };
 }
@@ -95,23 +101,35 @@ async function warmUp(engine: ThreadedGenerator, maxBatch: number, lengths: read
 }
 
 /**
- * A worker process's whole life: resolve (and build) the model, serve until SIGINT/SIGTERM, then finish active
- * jobs and release everything. Used by `genqueue worker` and workers/worker.ts.
+ * A worker process's whole life: check Redis, resolve (and build) the model, serve until SIGINT/SIGTERM, then
+ * finish the active batch and release everything. The caller exits with shutdownExitCode(report): after a forced
+ * shutdown BullMQ's timers would keep the process alive. Used by `genqueue worker` and workers/worker.ts.
  */
-export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<void> {
+export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<ShutdownReport> {
   const modelArg = o.model ?? config.defaultModel;
   if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
+  // A wrong URL or password is one clear error now, not a warning repeated for ever once the model is loaded.
+  await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
   const model = await resolveModelArg(modelArg, config, o.precision);
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
   const started = await startWorker(config, model, o, logger);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
-      logger.info({ signal }, 'shutting down: finishing active jobs');
+      logger.info({ signal, deadlineMs: config.worker.shutdownTimeoutMs }, 'shutting down: finishing the active batch');
       resolve();
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  await started.close();
+  const report = await started.close();
+  if (report.abandoned > 0) {
+    logger.error({ abandoned: report.abandoned }, 'shutdown deadline passed: abandoned jobs return to the queue through stalled-job recovery');
+  } else if (report.forced) logger.warn('shutdown deadline passed with no job held: connections cut');
   logger.info({ stats: started.worker.stats.snapshot() }, 'worker stopped');
+  return report;
+}
+
+/** Non-zero when jobs were abandoned at shutdown. */
+export function shutdownExitCode(report: ShutdownReport): number {
+  return report.abandoned > 0 ? 1 : 0;
 }

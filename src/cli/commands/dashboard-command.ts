@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { DashboardServer } from '../../dashboard/dashboard-server.js';
 import { QueueOverview } from '../../dashboard/queue-overview.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { assertRedisReachable, closeRedis, createRedisConnection, redactUrl } from '../../queue/redis-connection.js';
+import { createLogger } from '../logger.js';
 import { configOption, nonNegativeInt } from '../options.js';
 
 export function registerDashboardCommand(program: Command): void {
@@ -14,17 +15,20 @@ export function registerDashboardCommand(program: Command): void {
     .addOption(configOption())
     .action(async (o: { port: number; host: string; config?: string }) => {
       const config = loadConfig({ file: o.config });
-      const connection = createRedisConnection(config.redisUrl);
+      const logger = createLogger(config.logLevel);
+      // A wrong URL or password fails here; later outages are ridden out (the API answers 503 meanwhile).
+      await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
+      const connection = createRedisConnection(config.redisUrl, { logger });
       const overview = new QueueOverview(connection);
       const server = new DashboardServer(overview);
       const port = await server.listen(o.port, o.host);
-      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${config.redisUrl})\n`);
+      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${redactUrl(config.redisUrl)})\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
       await server.close();
       await overview.close();
-      await connection.quit();
+      await closeRedis(connection);
     });
 }

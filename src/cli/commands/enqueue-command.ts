@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { InvalidJobsError, JobProducer } from '../../queue/job-producer.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { closeRedis } from '../../queue/redis-connection.js';
 import { ResultCollector } from '../../queue/result-collector.js';
 import { configOption, positiveInt } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
+import { connectRedisClient } from '../redis-client.js';
 import { openOutput, writeResults } from '../result-lines.js';
 
 interface EnqueueOptions {
@@ -31,7 +32,7 @@ export function registerEnqueueCommand(program: Command): void {
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
-      const connection = createRedisConnection(config.redisUrl);
+      const connection = connectRedisClient(config);
       const producer = new JobProducer({ connection });
       const bar = new ProgressBar('enqueue');
       try {
@@ -66,7 +67,7 @@ export function registerEnqueueCommand(program: Command): void {
         if (summary.failed || summary.pending) process.exitCode = 1;
       } finally {
         await producer.close();
-        await connection.quit();
+        await closeRedis(connection);
       }
     });
 }
