@@ -14,7 +14,7 @@ import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/r
 import { resolveModelArg } from '../src/model/model-reference.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import { closeRedis, createRedisConnection } from '../src/queue/redis-connection.js';
+import { closeRedis, createRedisConnection, redactUrl } from '../src/queue/redis-connection.js';
 import { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { ResultCollector } from '../src/queue/result-collector.js';
 import { type StartedWorker, startWorker } from '../src/worker/worker-process.js';
@@ -88,6 +88,14 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60
 }
 
 describe('Redis unreachable or refusing credentials: clear errors, no secrets', () => {
+  it('redactUrl hides the password wherever a URL carries it', () => {
+    assert.equal(redactUrl('redis://:s3cret@10.0.0.5:6380/2'), 'redis://:***@10.0.0.5:6380/2');
+    assert.equal(redactUrl('rediss://user:s3cret@redis.internal:6379'), 'rediss://user:***@redis.internal:6379');
+    assert.equal(redactUrl('redis://10.0.0.5:6379?password=s3cret&db=1'), 'redis://10.0.0.5:6379?password=***&db=1');
+    assert.equal(redactUrl('redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
+    assert.equal(redactUrl('not a url //user:s3cret@host'), 'not a url //***@host');
+  });
+
   let dir: string;
   let env: NodeJS.ProcessEnv;
   let jobsFile: string;
@@ -159,6 +167,7 @@ describe('Redis unreachable or refusing credentials: clear errors, no secrets', 
       assert.match(dashboard.stderr, /\(Redis redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\)/);
       worker.child.kill('SIGTERM');
       assert.equal(await worker.exit(60_000), 0, worker.stderr);
+      assert.doesNotMatch(worker.stderr, /shutdown deadline passed/, 'a healthy Redis: BullMQ closes in time');
       outputs.push(e.out, r.out, demo.out, dashboard.stdout + dashboard.stderr, worker.stdout + worker.stderr);
       for (const out of outputs) assert.ok(!out.includes(password), `printed the password:\n${out}`);
     } finally {

@@ -16,7 +16,7 @@ export function redactUrl(url: string): string {
   return u.toString();
 }
 
-/** A client command gave up on Redis: refused, timed out, unknown host or refused credentials. */
+/** A connection with a retry budget gave up on Redis: refused, timed out, unknown host or refused credentials. */
 export class RedisUnavailableError extends Error {
   override readonly name = 'RedisUnavailableError';
   constructor(
@@ -29,17 +29,20 @@ export class RedisUnavailableError extends Error {
   }
 }
 
-const isAuthError = (message: string): boolean => /^(WRONGPASS|NOAUTH|NOPERM)\b|invalid password|invalid username-password/i.test(message);
+const WRONG_PASSWORD = /^WRONGPASS\b|invalid password|invalid username-password/i;
+const NO_PASSWORD = /^NOAUTH\b/;
+const isAuthError = (message: string): boolean => WRONG_PASSWORD.test(message) || NO_PASSWORD.test(message) || /^NOPERM\b/.test(message);
 
 /**
  * One line saying why a Redis call failed, from the error's code or its message's first line. Never the command
  * or its arguments: ioredis attaches them to reply errors, and the handshake's carry the password (AUTH, HELLO).
  */
-export function describeRedisError(err: unknown): string {
+function describeRedisError(err: unknown): string {
   if (!(err instanceof Error)) return String(err).split('\n')[0]!;
   const code = (err as NodeJS.ErrnoException).code;
-  if (/^WRONGPASS\b|invalid password|invalid username-password/i.test(err.message)) return 'wrong password (WRONGPASS)';
-  if (/^NOAUTH\b/.test(err.message)) return 'Redis requires a password (NOAUTH)';
+  if (WRONG_PASSWORD.test(err.message)) return 'wrong password (WRONGPASS)';
+  if (NO_PASSWORD.test(err.message)) return 'Redis requires a password (NOAUTH)';
+  if (/^Unknown RESP type/.test(err.message)) return 'the server there does not speak the Redis protocol';
   switch (code) {
     case 'ECONNREFUSED':
       return 'connection refused';
@@ -206,7 +209,7 @@ export function whenRedisReady(connection: Redis): Promise<void> {
 }
 
 /** The failure of a connection that gave up, if it did. */
-export function redisFailure(connection: Redis): RedisUnavailableError | undefined {
+function redisFailure(connection: Redis): RedisUnavailableError | undefined {
   return connection instanceof GenqueueRedis ? connection.failure : undefined;
 }
 

@@ -99,7 +99,8 @@ export class GenerationWorker {
   private readonly held = new Set<string>();
   private stopping = false;
   private closing: Promise<ShutdownReport> | undefined;
-  private whenIdle: (() => void) | undefined;
+  /** Resolves shutdown's wait for the jobs already taken. */
+  private idleWaiter: (() => void) | undefined;
 
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
@@ -181,7 +182,7 @@ export class GenerationWorker {
     this.stopping = true;
     const heartbeatStopped = this.heartbeat.stop();
     const workersClosed = Promise.allSettled(this.workers.map((w) => w.close()));
-    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.whenIdle = resolve));
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idleWaiter = resolve));
     const released = (async () => {
       await workersClosed;
       this.collector.close();
@@ -203,7 +204,7 @@ export class GenerationWorker {
     try {
       return await this.answer(job);
     } finally {
-      if (--this.inFlight === 0) this.whenIdle?.();
+      if (--this.inFlight === 0) this.idleWaiter?.();
     }
   }
 
