@@ -95,7 +95,7 @@ export class GenerationWorker {
   private readonly connections: Redis[] = [];
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
-  /** Jobs taken from BullMQ whose outcome Redis has not confirmed yet (queue + id). */
+  /** Jobs BullMQ took from Redis (some maybe not handed to process() yet) whose outcome Redis has not confirmed (queue + id). */
   private readonly held = new Set<string>();
   private stopping = false;
   private closing: Promise<ShutdownReport> | undefined;
@@ -147,6 +147,7 @@ export class GenerationWorker {
           ...(lockDurationMs === undefined ? {} : { lockDuration: lockDurationMs }),
           ...(stalledIntervalMs === undefined ? {} : { stalledInterval: stalledIntervalMs }),
         });
+        worker.on('active', (job) => this.held.add(`${name}:${job.id}`));
         worker.on('failed', (job, err) => {
           if (job) this.held.delete(`${name}:${job.id}`);
           this.stats.recordJob(false);
@@ -200,7 +201,6 @@ export class GenerationWorker {
 
   private async process(job: Job): Promise<JobResult> {
     this.inFlight++;
-    this.held.add(`${job.queueName}:${job.id}`);
     try {
       return await this.answer(job);
     } finally {

@@ -112,15 +112,13 @@ export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessO
   await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
   const model = await resolveModelArg(modelArg, config, o.precision);
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
-  const started = await startWorker(config, model, o, logger);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info({ signal, deadlineMs: config.worker.shutdownTimeoutMs }, 'shutting down: finishing the active batch');
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+  // Listening before the worker announces itself, so that a signal right after that is a clean shutdown.
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
   });
+  const started = await startWorker(config, model, o, logger);
+  logger.info({ signal: await stopped, deadlineMs: config.worker.shutdownTimeoutMs }, 'shutting down: finishing the active batch');
   const report = await started.close();
   if (report.abandoned > 0) {
     logger.error({ abandoned: report.abandoned }, 'shutdown deadline passed: abandoned jobs return to the queue through stalled-job recovery');

@@ -22,11 +22,12 @@ export function registerDashboardCommand(program: Command): void {
       const overview = new QueueOverview(connection);
       const server = new DashboardServer(overview);
       const port = await server.listen(o.port, o.host);
-      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${redactUrl(config.redisUrl)})\n`);
-      await new Promise<void>((resolve) => {
+      const stopped = new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${redactUrl(config.redisUrl)})\n`);
+      await stopped;
       await server.close();
       await overview.close();
       await closeRedis(connection);
