@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
 import { createRedisConnection, type RedisUnavailableError } from '../queue/redis-connection.js';
 import { createLogger } from './logger.js';
@@ -7,12 +6,12 @@ import { createLogger } from './logger.js';
 let failure: RedisUnavailableError | undefined;
 
 /**
- * The Redis connection of a client command (enqueue, results, dashboard, demo): while Redis is unreachable it
- * retries for config.redisConnectTimeoutMs, then gives up, and the command fails with redisClientFailure().
+ * The Redis connection of a client command (enqueue, results): while Redis is unreachable it retries for
+ * config.redisConnectTimeoutMs, then gives up, and the command fails with redisClientFailure().
  */
-export function connectRedisClient(config: GenqueueConfig, logger: Logger = createLogger(config.logLevel), url = config.redisUrl): Redis {
-  return createRedisConnection(url, {
-    logger,
+export function connectRedisClient(config: GenqueueConfig): Redis {
+  return createRedisConnection(config.redisUrl, {
+    logger: createLogger(config.logLevel),
     giveUpAfterMs: config.redisConnectTimeoutMs,
     onUnavailable: (e) => (failure ??= e),
   });
