@@ -10,6 +10,7 @@ import { registerDashboardCommand } from './commands/dashboard-command.js';
 import { registerWorkersCommand } from './commands/workers-command.js';
 import { registerDoctorCommand } from './commands/doctor-command.js';
 import { registerInstallCudaCommand } from './commands/install-cuda-command.js';
+import { redisClientFailure } from './redis-client.js';
 
 
 
@@ -41,8 +42,9 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
 });
 
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof CommanderError) process.exit(e.exitCode);
+program.parseAsync(process.argv).catch((caught: unknown) => {
+  if (caught instanceof CommanderError) process.exit(caught.exitCode);
+  const e = redisClientFailure() ?? caught;
   process.stderr.write(`genqueue: ${e instanceof Error ? e.message : String(e)}\n`);
   // A command may have chosen a more specific code (2: refused input) before failing.
   process.exit(typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : 1);

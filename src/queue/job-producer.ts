@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import { DEFAULT_MAX_PROMPT_CHARS, type JobData, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 
 export interface RefusedLine {
   readonly line: number;
@@ -250,6 +251,7 @@ export class JobProducer {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.options.connection, prefix: this.prefix });
+      reportErrors(q, this.options.connection, `queue ${name}`);
       this.queues.set(name, q);
     }
     return q;

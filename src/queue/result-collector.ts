@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { JsonlLines } from './jsonl-lines.js';
 import { JobId } from './job-schema.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 import { JobResult } from './result-schema.js';
 
 export interface JobRef {
@@ -136,8 +137,8 @@ export class ResultCollector {
           qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
           qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'failed', error: failedReason })));
           qe.on('removed', ({ jobId }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'missing', error: REMOVED })));
-          // A reader that stops (an event it cannot parse, a lost connection) leaves the state sweeps to report.
-          qe.on('error', () => undefined);
+          // A reader that stops (an event it cannot parse, a lost connection) is logged, and the state sweeps report.
+          reportErrors(qe, connection, `queue events ${name}`);
         }
         await Promise.all(events.map((e) => e.waitUntilReady()));
       }

@@ -6,6 +6,7 @@ import { type GenerationRequest, type GenerationResult, searchKey } from '../eng
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
+import { closeRedis, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
 import type { JobResult } from '../queue/result-schema.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
@@ -39,7 +40,21 @@ export interface GenerationWorkerOptions {
   readonly logger: Logger;
   /** BullMQ key prefix (tests isolate themselves with it). */
   readonly prefix?: string;
+  /** A job's lock lasts this long unless renewed (every half of it); BullMQ's default (30 s) when unset. */
+  readonly lockDurationMs?: number;
+  /** How often this worker looks for jobs whose lock expired; BullMQ's default (30 s) when unset. */
+  readonly stalledIntervalMs?: number;
 }
+
+export interface ShutdownReport {
+  /** The deadline passed before BullMQ had recorded every job (Redis out of reach): the connections were cut. */
+  readonly forced: boolean;
+  /** Jobs this worker took whose outcome Redis never got: stalled-job recovery returns them to the queue. */
+  readonly abandoned: number;
+}
+
+/** A partial batch waits for jobs still in Redis only if Redis says so this quickly (it answers in about 1 ms). */
+const WAITING_PROBE_TIMEOUT_MS = 250;
 
 interface BatchItem {
   readonly request: GenerationRequest;
@@ -86,6 +101,12 @@ export class GenerationWorker {
   private readonly connections: Redis[] = [];
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
+  /** Jobs BullMQ took from Redis (some maybe not handed to process() yet) whose outcome Redis has not confirmed (queue + id). */
+  private readonly held = new Set<string>();
+  private stopping = false;
+  private closing: Promise<ShutdownReport> | undefined;
+  /** Resolves shutdown's wait for the jobs already taken. */
+  private idleWaiter: (() => void) | undefined;
 
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
@@ -123,36 +144,67 @@ export class GenerationWorker {
       for (let f = 0; f < fetchers; f++) {
         const connection = this.options.connection.duplicate();
         this.connections.push(connection);
+        const { lockDurationMs, stalledIntervalMs } = this.options;
         const worker = new Worker(name, (job: Job) => this.process(job), {
           connection,
           concurrency: Math.ceil(concurrency / fetchers),
           prefix: this.options.prefix,
+          // BullMQ merges these over its defaults, so an unset one must be absent rather than undefined.
+          ...(lockDurationMs === undefined ? {} : { lockDuration: lockDurationMs }),
+          ...(stalledIntervalMs === undefined ? {} : { stalledInterval: stalledIntervalMs }),
         });
+        worker.on('active', (job) => this.held.add(`${name}:${job.id}`));
         worker.on('failed', (job, err) => {
+          if (job) this.held.delete(`${name}:${job.id}`);
           this.stats.recordJob(false);
           this.metrics.recordFailed();
           this.options.logger.warn({ jobId: job?.id, err: err.message }, 'job failed');
         });
-        worker.on('completed', (_job, result: JobResult | undefined) => {
+        worker.on('completed', (job, result: JobResult | undefined) => {
+          this.held.delete(`${name}:${job.id}`);
           this.stats.recordJob(true);
           if (result?.timings) this.metrics.recordCompleted(result.timings);
         });
-        worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
+        reportErrors(worker, connection, `worker ${name}`);
         this.workers.push(worker);
       }
-      this.waitingProbes.push(new Queue(name, { connection: this.options.connection, prefix: this.options.prefix }));
+      const probe = new Queue(name, { connection: this.options.connection, prefix: this.options.prefix });
+      reportErrors(probe, this.options.connection, `queue ${name}`);
+      this.waitingProbes.push(probe);
     }
     this.heartbeat.start();
     this.options.logger.info({ workerId: this.workerId, queues: this.queues, device: this.options.engine.device }, 'worker started');
   }
 
-  /** Stops taking jobs, lets active ones finish, then releases the engine. */
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+  /**
+   * Stops taking jobs and lets the jobs already taken run to the end of their batch (the engine needs no Redis).
+   * BullMQ then has timeoutMs to record their outcomes and close; past that (Redis out of reach: BullMQ would
+   * wait for it for ever), every connection is cut and the jobs not recorded are abandoned to stalled-job
+   * recovery. The engine is the caller's to close.
+   */
+  close(timeoutMs = Infinity): Promise<ShutdownReport> {
+    this.closing ??= this.shutdown(timeoutMs);
+    return this.closing;
+  }
+
+  private async shutdown(timeoutMs: number): Promise<ShutdownReport> {
+    this.stopping = true;
+    const heartbeatStopped = this.heartbeat.stop();
+    const workersClosed = Promise.allSettled(this.workers.map((w) => w.close()));
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idleWaiter = resolve));
+    const released = (async () => {
+      await workersClosed;
+      this.collector.close();
+      await Promise.allSettled(this.waitingProbes.map((q) => q.close()));
+      await heartbeatStopped;
+      await Promise.all(this.connections.map((c) => closeRedis(c)));
+    })();
+    if (await settlesWithin(released, timeoutMs)) return { forced: false, abandoned: 0 };
+    const abandoned = this.held.size;
+    // BullMQ's own duplicates of our connections are reachable only this way.
+    disconnectAll(this.options.connection);
     this.collector.close();
-    await Promise.all(this.waitingProbes.map((q) => q.close()));
-    await this.heartbeat.stop();
-    await Promise.all(this.connections.map((c) => c.quit().catch(() => undefined)));
+    return { forced: true, abandoned };
   }
 
   private async process(job: Job): Promise<JobResult> {
@@ -160,7 +212,7 @@ export class GenerationWorker {
     try {
       return await this.answer(job);
     } finally {
-      this.inFlight--;
+      if (--this.inFlight === 0) this.idleWaiter?.();
     }
   }
 
@@ -223,9 +275,12 @@ export class GenerationWorker {
    * should wait for them. With every slot busy, nothing more can join, so it must not wait.
    */
   private async jobsWaiting(): Promise<boolean> {
-    if (this.inFlight >= this.concurrency) return false;
-    const counts = await Promise.all(this.waitingProbes.map((q) => q.getWaitingCount()));
-    return counts.some((n) => n > 0);
+    if (this.stopping || this.inFlight >= this.concurrency) return false;
+    // Unanswered (Redis out of reach) counts as no: the batch must not wait on Redis, least of all at shutdown.
+    let waiting = false;
+    const probe = Promise.all(this.waitingProbes.map((q) => q.getWaitingCount())).then((counts) => (waiting = counts.some((n) => n > 0)));
+    await settlesWithin(probe, WAITING_PROBE_TIMEOUT_MS);
+    return waiting;
   }
 
   private async runBatch(items: BatchItem[], release: () => void): Promise<(BatchOutcome | Error)[]> {

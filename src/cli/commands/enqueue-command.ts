@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { closeRedis } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
+import { connectRedisClient } from '../redis-client.js';
 import { openOutput, summaryLine, writeResults } from '../result-lines.js';
 
 interface EnqueueOptions {
@@ -33,7 +34,7 @@ export function registerEnqueueCommand(program: Command): void {
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
-      const connection = createRedisConnection(config.redisUrl);
+      const connection = connectRedisClient(config);
       const producer = new JobProducer({ connection, maxPromptChars: config.limits.maxPromptChars });
       const bar = new ProgressBar('enqueue');
       try {
@@ -77,7 +78,7 @@ export function registerEnqueueCommand(program: Command): void {
         }
       } finally {
         await producer.close();
-        await connection.quit();
+        await closeRedis(connection);
       }
     });
 }
