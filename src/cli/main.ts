@@ -8,6 +8,7 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
+import { registerCancelCommand } from './commands/cancel-command.js';
 
 
 
@@ -26,6 +27,7 @@ registerGenerateCommand(program);
 registerWorkerCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
+registerCancelCommand(program);
 registerDashboardCommand(program);
 registerBenchCommand(program);
 

@@ -41,6 +41,22 @@ export const Limits = z
   })
   .strict();
 
+/** How many finished jobs Redis keeps: by age (seconds since they finished) and/or count (the newest N). */
+export const KeepJobsSettings = z
+  .object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() })
+  .strict();
+
+export const RetentionSettings = z.object({ completed: KeepJobsSettings, failed: KeepJobsSettings }).strict();
+
+export const JobSettings = z
+  .object({
+    /** Tries per job; only transient failures (engine or runtime errors) are tried again. */
+    attempts: z.number().int().min(1).max(100),
+    /** Wait before the first retry; each further retry waits twice as long. */
+    backoffMs: z.number().int().min(0).max(24 * 3600 * 1000),
+  })
+  .strict();
+
 /** Everything genqueue reads from config files and the environment. */
 export const GenqueueConfig = z
   .object({
@@ -53,6 +69,8 @@ export const GenqueueConfig = z
     defaultModel: z.string().optional(),
     worker: WorkerSettings,
     limits: Limits,
+    jobs: JobSettings,
+    retention: RetentionSettings,
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
   .strict();
