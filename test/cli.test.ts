@@ -132,6 +132,15 @@ describe('genqueue CLI', () => {
     const [a, b] = [await opts('ctl-1'), await opts('ctl-2')];
     assert.deepEqual([a.priority, a.delay, a.attempts, a.removeOnComplete, a.removeOnFail], [9, 5000, 4, { age: 7200, count: 50 }, false]);
     assert.deepEqual([b.priority, b.attempts], [1, 1]);
+    // Without flags, the config file's settings apply; a retention given there replaces the default week.
+    const config = join(dir, 'controls-config.json');
+    writeFileSync(config, JSON.stringify({ jobs: { attempts: 2, backoffMs: 50 }, retention: { completed: { count: 3 } } }));
+    const plain = join(dir, 'controls-plain.jsonl');
+    writeFileSync(plain, '{"id": "ctl-3", "prompt": "c", "model": "ctl"}\n');
+    const c = await genqueue(['enqueue', plain, '--config', config], env);
+    assert.equal(c.code, 0, c.stderr);
+    const d = await opts('ctl-3');
+    assert.deepEqual([d.attempts, d.backoff, d.removeOnComplete, d.removeOnFail], [2, { type: 'exponential', delay: 50 }, { count: 3 }, { age: 604_800 }]);
     const bad = await genqueue(['enqueue', jobs, '--keep-completed', 'forever'], env);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /--keep-completed: expected age=N\[s\|m\|h\|d\], count=N, both \(comma-separated\) or all; got "forever"/);

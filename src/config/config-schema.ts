@@ -46,7 +46,11 @@ export const KeepJobsSettings = z
   .object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() })
   .strict();
 
-export const RetentionSettings = z.object({ completed: KeepJobsSettings, failed: KeepJobsSettings }).strict();
+/**
+ * Absent: a week by age (JobProducer's default). Not in config/default.json, so that a file's setting replaces the
+ * default rather than merging into it ({} keeps every job; {"count": 100} keeps the newest 100 whatever their age).
+ */
+export const RetentionSettings = z.object({ completed: KeepJobsSettings.optional(), failed: KeepJobsSettings.optional() }).strict();
 
 export const JobSettings = z
   .object({
