@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Attempts, BackoffMs, KeepJobs } from '../queue/job-schema.js';
 
 export const ModelEntry = z
   .object({
@@ -41,23 +42,18 @@ export const Limits = z
   })
   .strict();
 
-/** How many finished jobs Redis keeps: by age (seconds since they finished) and/or count (the newest N). */
-export const KeepJobsSettings = z
-  .object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() })
-  .strict();
-
 /**
  * Absent: a week by age (JobProducer's default). Not in config/default.json, so that a file's setting replaces the
  * default rather than merging into it ({} keeps every job; {"count": 100} keeps the newest 100 whatever their age).
  */
-export const RetentionSettings = z.object({ completed: KeepJobsSettings.optional(), failed: KeepJobsSettings.optional() }).strict();
+export const RetentionSettings = z.object({ completed: KeepJobs.optional(), failed: KeepJobs.optional() }).strict();
 
 export const JobSettings = z
   .object({
     /** Tries per job; only transient failures (engine or runtime errors) are tried again. */
-    attempts: z.number().int().min(1).max(100),
+    attempts: Attempts,
     /** Wait before the first retry; each further retry waits twice as long. */
-    backoffMs: z.number().int().min(0).max(24 * 3600 * 1000),
+    backoffMs: BackoffMs,
   })
   .strict();
 

@@ -5,7 +5,7 @@ import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { clearCancelMarks } from './cancel-marks.js';
-import { Attempts, DEFAULT_MAX_PROMPT_CHARS, DelayMs, type JobData, Priority, describeZodError, parseJob, promptLengthError } from './job-schema.js';
+import { Attempts, BackoffMs, DEFAULT_MAX_PROMPT_CHARS, DelayMs, type JobData, KeepJobs, Priority, describeZodError, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
 
@@ -88,14 +88,6 @@ export interface EnqueuedJob {
   readonly queue: string;
 }
 
-/** How many finished jobs BullMQ keeps (config retention.completed / retention.failed); neither field: all of them. */
-export interface KeepJobs {
-  /** Seconds since the job finished. */
-  readonly age?: number;
-  /** The newest this many. */
-  readonly count?: number;
-}
-
 /**
  * Queue controls for every job a producer adds; a job line's `priority`, `delay_ms` and `attempts` override the
  * first three for that job.
@@ -132,14 +124,13 @@ const WEEK_SECONDS = 7 * 24 * 3600;
 export const DEFAULT_ATTEMPTS = 3;
 export const DEFAULT_BACKOFF_MS = 1000;
 
-const KeepJobsSchema = z.object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() }).strict();
 const JobControlsSchema = z.object({
   priority: Priority.optional(),
   delayMs: DelayMs.optional(),
   attempts: Attempts.optional(),
-  backoffMs: z.number().int().min(0).max(24 * 3600 * 1000).optional(),
-  keepCompleted: KeepJobsSchema.optional(),
-  keepFailed: KeepJobsSchema.optional(),
+  backoffMs: BackoffMs.optional(),
+  keepCompleted: KeepJobs.optional(),
+  keepFailed: KeepJobs.optional(),
 });
 
 /** BullMQ's form of a retention: by default a week; with neither age nor count, every job is kept. */

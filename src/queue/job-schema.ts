@@ -44,6 +44,11 @@ export const MAX_DELAY_MS = 2 ** 31 - 1;
 export const DelayMs = z.number().int().min(0).max(MAX_DELAY_MS, `must be at most ${MAX_DELAY_MS} (24.8 days)`);
 export const MAX_ATTEMPTS = 100;
 export const Attempts = z.number().int().min(1).max(MAX_ATTEMPTS);
+/** Wait before a job's first retry (each further one waits twice as long): at most a day. */
+export const BackoffMs = z.number().int().min(0).max(24 * 3600 * 1000);
+/** How many finished jobs Redis keeps: by age (seconds since they finished) and/or count (the newest N); {}: all. */
+export const KeepJobs = z.object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() }).strict();
+export type KeepJobs = z.infer<typeof KeepJobs>;
 
 /** A job's metadata is stored with it and copied into its result, so its size is bounded. */
 export const MAX_METADATA_BYTES = 16 * 1024;

@@ -1,9 +1,9 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { InvalidJobsError, JobProducer, type KeepJobs, describeConflict } from '../../queue/job-producer.js';
+import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
 import { createRedisConnection } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
-import { MAX_ATTEMPTS, MAX_DELAY_MS, MAX_PRIORITY } from '../../queue/job-schema.js';
+import { type KeepJobs, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_PRIORITY } from '../../queue/job-schema.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { openOutput, summaryLine, writeResults } from '../result-lines.js';
