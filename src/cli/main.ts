@@ -8,6 +8,7 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerBenchCommand } from './commands/bench-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
+import { registerWorkersCommand } from './commands/workers-command.js';
 import { registerCancelCommand } from './commands/cancel-command.js';
 
 
@@ -25,6 +26,7 @@ registerDemoCommand(program);
 registerBuildCommand(program);
 registerGenerateCommand(program);
 registerWorkerCommand(program);
+registerWorkersCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
 registerCancelCommand(program);

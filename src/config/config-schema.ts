@@ -32,6 +32,10 @@ export const WorkerSettings = z
     warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
     /** Shown in results and the dashboard; defaults to host:pid:device. */
     id: z.string().min(1).optional(),
+    /** Port of the worker's /metrics and /healthz server (0: any free port); none when absent. */
+    metricsPort: z.number().int().min(0).max(65535).optional(),
+    /** Address that server binds (0.0.0.0 where Prometheus scrapes from another host or container). */
+    metricsHost: z.string().min(1),
   })
   .strict();
 

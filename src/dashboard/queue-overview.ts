@@ -1,15 +1,17 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_QUEUE } from '../queue/queue-names.js';
-import { type FleetMember, readFleet } from '../worker/fleet-heartbeat.js';
+import { type FleetMember, type ThroughputSample, readFleet, readThroughput } from '../worker/fleet-heartbeat.js';
+
+/** Job states as the dashboard reports them: exclusive, so they add up to the queue's jobs. */
+export const JOB_STATES = ['waiting', 'prioritized', 'paused', 'active', 'delayed', 'failed', 'completed', 'waiting-children'] as const;
+export type JobState = (typeof JOB_STATES)[number];
 
 export interface QueueCounts {
   readonly name: string;
-  readonly waiting: number;
-  readonly active: number;
-  readonly delayed: number;
-  readonly completed: number;
-  readonly failed: number;
+  /** Paused queues hand out no jobs; their waiting and prioritized jobs count as `paused`. */
+  readonly isPaused: boolean;
+  readonly counts: Record<JobState, number>;
 }
 
 export interface Overview {
@@ -18,11 +20,18 @@ export interface Overview {
   readonly fleet: FleetMember[];
   /** Sum of the workers' generated tokens/s over their last minute. */
   readonly tokensPerSecond: number;
+  /** The fleet's tokens and jobs per minute over the last hour, oldest first. */
+  readonly throughput: ThroughputSample[];
 }
 
-/** Reads what the dashboard shows: job counts of every queue the fleet serves (and the shared one), and the fleet. */
+/** How often the keyspace is scanned for queues that no live worker serves (jobs for a model nobody loaded). */
+const DISCOVERY_INTERVAL_MS = 30_000;
+
+/** Reads what the dashboard shows: every genqueue queue with its job counts, the fleet and its throughput. */
 export class QueueOverview {
   private readonly queues = new Map<string, Queue>();
+  private discovered: string[] = [];
+  private discoveredAt = 0;
 
   constructor(
     private readonly connection: Redis,
@@ -30,32 +39,68 @@ export class QueueOverview {
   ) {}
 
   async read(): Promise<Overview> {
-    const fleet = await readFleet(this.connection);
-    const names = [...new Set([DEFAULT_QUEUE, ...fleet.flatMap((m) => m.queues)])].sort();
-    const queues = await Promise.all(
-      names.map(async (name) => {
-        const c = await this.queue(name).getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed');
-        return { name, waiting: c.waiting ?? 0, active: c.active ?? 0, delayed: c.delayed ?? 0, completed: c.completed ?? 0, failed: c.failed ?? 0 };
-      }),
-    );
+    const [fleet, discovered, throughput] = await Promise.all([readFleet(this.connection), this.discover(), readThroughput(this.connection)]);
+    const names = [...new Set([DEFAULT_QUEUE, ...discovered, ...fleet.flatMap((m) => m.queues)])].sort();
+    const queues = await Promise.all(names.map((name) => this.counts(name)));
     return {
       at: Date.now(),
       queues,
       fleet: fleet.sort((a, b) => a.workerId.localeCompare(b.workerId)),
       tokensPerSecond: fleet.reduce((a, m) => a + m.stats.recentTokensPerSecond, 0),
+      throughput,
     };
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
-  }
-
-  private queue(name: string): Queue {
+  /** The BullMQ Queue of a name (one per name, sharing the dashboard's connection). */
+  queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.connection, prefix: this.prefix });
       this.queues.set(name, q);
     }
     return q;
+  }
+
+  /** The queue names known so far (read() adds to them). */
+  knownQueues(): string[] {
+    return [...this.queues.keys()];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+  }
+
+  private async counts(name: string): Promise<QueueCounts> {
+    const q = this.queue(name);
+    const bullStates = JOB_STATES.filter((s) => s !== 'paused');
+    const [raw, isPaused] = await Promise.all([q.getJobCounts(...bullStates), q.isPaused()]);
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, raw[s] ?? 0])) as Record<JobState, number>;
+    // BullMQ 6 has no paused state: a paused queue's jobs stay in its wait and prioritized sets. They count
+    // as paused here, so a held backlog is never mistaken for work about to run.
+    if (isPaused) {
+      counts.paused = counts.waiting + counts.prioritized;
+      counts.waiting = 0;
+      counts.prioritized = 0;
+    }
+    return { name, isPaused, counts };
+  }
+
+  /** Queues with a BullMQ meta key under the genqueue names (every queue a job was ever added to). */
+  private async discover(): Promise<string[]> {
+    if (Date.now() - this.discoveredAt < DISCOVERY_INTERVAL_MS) return this.discovered;
+    const head = `${this.prefix}:`;
+    const found = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.connection.scan(cursor, 'MATCH', `${head}${DEFAULT_QUEUE}*:meta`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) {
+        const name = k.slice(head.length, -':meta'.length);
+        if (!name.includes(':')) found.add(name);
+      }
+    } while (cursor !== '0');
+    this.discovered = [...found];
+    this.discoveredAt = Date.now();
+    return this.discovered;
   }
 }

@@ -1,11 +1,24 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { z } from 'zod';
+import { withTimeout } from './metrics-server.js';
 import type { WorkerStatsSnapshot } from './worker-stats.js';
 
 export const FLEET_KEY_PREFIX = 'genqueue:fleet:';
+/**
+ * Set of the ids of workers that have beaten, so the fleet is read with SMEMBERS instead of a SCAN over the
+ * whole keyspace (millions of job keys on a busy queue). Each member's key still expires by its TTL on the
+ * Redis clock; readers drop ids whose key is gone.
+ */
+export const FLEET_INDEX_KEY = 'genqueue:fleet-index';
+/** How long stop() waits for Redis before it gives up (the TTL removes the worker anyway). */
+const STOP_TIMEOUT_MS = 2_000;
+/** Per-minute hashes (`tokens:<worker>`, `jobs:<worker>` → count), kept two hours, for the throughput chart. */
+export const THROUGHPUT_KEY_PREFIX = 'genqueue:throughput:';
 const INTERVAL_MS = 5_000;
 /** A worker that misses three heartbeats disappears from the fleet view. */
 const TTL_SECONDS = 15;
+const THROUGHPUT_TTL_SECONDS = 2 * 3600;
+const MINUTE_MS = 60_000;
 
 export const FleetMember = z.object({
   workerId: z.string(),
@@ -29,47 +42,125 @@ export const FleetMember = z.object({
   }),
   /** Resident memory of the worker process, bytes. */
   rssBytes: z.number(),
+  /** Device memory the engine holds, bytes; null where the engine does not report it (CPU, for now CUDA too). */
+  gpuMemoryBytes: z.number().nullable().optional(),
 });
 export type FleetMember = z.infer<typeof FleetMember>;
 
-/** Publishes this worker's identity and counters to Redis with a TTL, for `genqueue dashboard`. */
+/**
+ * Publishes this worker's identity and counters to Redis with a TTL, and what it generated since its last beat
+ * into the current minute's throughput hash, for `genqueue dashboard` (any instance draws the same chart).
+ */
 export class FleetHeartbeat {
   private timer: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  /** Counters already added to the throughput hashes. */
+  private published = { tokens: 0, jobs: 0 };
 
   constructor(
     private readonly redis: Redis,
-    private readonly describe: () => Omit<FleetMember, 'updatedAt' | 'stats' | 'rssBytes'>,
+    private readonly describe: () => Omit<FleetMember, 'updatedAt' | 'stats' | 'rssBytes' | 'gpuMemoryBytes'>,
     private readonly stats: () => WorkerStatsSnapshot,
+    private readonly gpuMemoryBytes: () => number | null = () => null,
   ) {}
 
   start(): void {
-    void this.beat();
-    this.timer = setInterval(() => void this.beat(), INTERVAL_MS);
+    this.tick();
+    this.timer = setInterval(() => this.tick(), INTERVAL_MS);
     this.timer.unref();
   }
 
+  /** Stops beating, publishes the last counts and removes this worker from the fleet. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.redis.del(FLEET_KEY_PREFIX + this.describe().workerId).catch(() => undefined);
+    this.timer = undefined;
+    const workerId = this.describe().workerId;
+    const last = async (): Promise<void> => {
+      await this.beating;
+      const m = this.redis.multi().del(FLEET_KEY_PREFIX + workerId).srem(FLEET_INDEX_KEY, workerId);
+      this.addThroughput(m, workerId, Date.now());
+      await m.exec();
+    };
+    await withTimeout(last(), STOP_TIMEOUT_MS, 'fleet heartbeat').catch(() => undefined);
+  }
+
+  /** One beat at a time, so two never publish the same counts twice. */
+  private tick(): void {
+    this.beating ??= this.beat().finally(() => (this.beating = undefined));
   }
 
   private async beat(): Promise<void> {
-    const member: FleetMember = { ...this.describe(), updatedAt: Date.now(), stats: this.stats(), rssBytes: process.memoryUsage().rss };
-    // A missed heartbeat must never fail the worker; the TTL takes care of a dead one.
-    await this.redis.set(FLEET_KEY_PREFIX + member.workerId, JSON.stringify(member), 'EX', TTL_SECONDS).catch(() => undefined);
+    const now = Date.now();
+    const member: FleetMember = {
+      ...this.describe(),
+      updatedAt: now,
+      stats: this.stats(),
+      rssBytes: process.memoryUsage().rss,
+      gpuMemoryBytes: this.gpuMemoryBytes(),
+    };
+    const m = this.redis
+      .multi()
+      .set(FLEET_KEY_PREFIX + member.workerId, JSON.stringify(member), 'EX', TTL_SECONDS)
+      .sadd(FLEET_INDEX_KEY, member.workerId);
+    const commit = this.addThroughput(m, member.workerId, now);
+    // A missed heartbeat must never fail the worker; the TTL takes care of a dead one, the next beat of the counts.
+    const replies = await m.exec().catch(() => null);
+    if (replies && replies.every(([err]) => !err)) commit();
+  }
+
+  /** Queues the counts generated since the last publication into this minute's hash; returns what marks them published. */
+  private addThroughput(m: ChainableCommander, workerId: string, now: number): () => void {
+    const { generatedTokens, jobsCompleted } = this.stats();
+    const tokens = generatedTokens - this.published.tokens;
+    const jobs = jobsCompleted - this.published.jobs;
+    if (tokens > 0 || jobs > 0) {
+      const key = throughputKey(now);
+      m.hincrby(key, `tokens:${workerId}`, tokens).hincrby(key, `jobs:${workerId}`, jobs).expire(key, THROUGHPUT_TTL_SECONDS);
+    }
+    return () => (this.published = { tokens: generatedTokens, jobs: jobsCompleted });
   }
 }
 
+function throughputKey(at: number): string {
+  return THROUGHPUT_KEY_PREFIX + Math.floor(at / MINUTE_MS) * MINUTE_MS;
+}
+
+/** What the fleet generated in one minute. */
+export interface ThroughputSample {
+  /** Start of the minute, ms since epoch. */
+  readonly at: number;
+  readonly tokens: number;
+  readonly jobs: number;
+}
+
+/** The fleet's generated tokens and completed jobs per minute over the last `minutes` minutes (oldest first), the current one included. */
+export async function readThroughput(redis: Redis, minutes = 60, now = Date.now()): Promise<ThroughputSample[]> {
+  const current = Math.floor(now / MINUTE_MS) * MINUTE_MS;
+  const starts = Array.from({ length: minutes }, (_, i) => current - (minutes - 1 - i) * MINUTE_MS);
+  const p = redis.pipeline();
+  for (const at of starts) p.hgetall(throughputKey(at));
+  const replies = (await p.exec()) ?? [];
+  return starts.map((at, i) => {
+    const [err, hash] = replies[i]!;
+    if (err) throw err;
+    let tokens = 0;
+    let jobs = 0;
+    for (const [field, value] of Object.entries(hash as Record<string, string>)) {
+      if (field.startsWith('tokens:')) tokens += Number(value);
+      else if (field.startsWith('jobs:')) jobs += Number(value);
+    }
+    return { at, tokens, jobs };
+  });
+}
+
 export async function readFleet(redis: Redis): Promise<FleetMember[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${FLEET_KEY_PREFIX}*`, 'COUNT', 100);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
+  const ids = await redis.smembers(FLEET_INDEX_KEY);
+  const keys = ids.map((id) => FLEET_KEY_PREFIX + id);
   if (keys.length === 0) return [];
   const values = await redis.mget(keys);
+  // A worker whose key has expired (three missed beats) is gone: it leaves the index too.
+  const gone = ids.filter((_, i) => values[i] === null);
+  if (gone.length > 0) await redis.srem(FLEET_INDEX_KEY, ...gone);
   // Anything else under the prefix (another version's heartbeat, a stray key) is skipped, never thrown.
   return values.flatMap((v) => {
     if (!v) return [];

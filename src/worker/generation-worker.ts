@@ -14,6 +14,7 @@ import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
 import { generationRequestFor } from './job-request.js';
 import { generateSplittingOnOom } from './out-of-memory.js';
+import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
 
 export interface GenerationWorkerOptions {
@@ -81,6 +82,8 @@ export class JobCancelledError extends UnrecoverableError {
 export class GenerationWorker {
   readonly workerId: string;
   readonly stats = new WorkerStats();
+  /** Prometheus metrics, fed where `stats` is. */
+  readonly metrics: WorkerMetrics;
   readonly queues: string[];
   private readonly workers: Worker[] = [];
   private readonly waitingProbes: Queue[] = [];
@@ -97,6 +100,7 @@ export class GenerationWorker {
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
+    this.metrics = new WorkerMetrics({ worker: this.workerId, model: options.modelName, device: options.engine.device });
     this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
     // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel; past two, the measured gains
     // were inside the run-to-run spread (bench/results), so a mild rule: one per 64 of batch, at least 2.
@@ -138,10 +142,16 @@ export class GenerationWorker {
         worker.on('failed', (job, err) => {
           // An attempt that BullMQ tries again (a transient error, attempts left) is not a failed job.
           const retried = job !== undefined && !(err instanceof UnrecoverableError) && job.attemptsMade < (job.opts.attempts ?? 1);
-          if (!retried) this.stats.recordJob(false);
+          if (!retried) {
+            this.stats.recordJob(false);
+            this.metrics.recordFailed();
+          }
           this.options.logger.warn({ jobId: job?.id, err: err.message, attemptsMade: job?.attemptsMade }, retried ? 'job attempt failed, will retry' : 'job failed');
         });
-        worker.on('completed', () => this.stats.recordJob(true));
+        worker.on('completed', (_job, result: JobResult | undefined) => {
+          this.stats.recordJob(true);
+          if (result?.timings) this.metrics.recordCompleted(result.timings);
+        });
         worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
         this.workers.push(worker);
       }
@@ -264,6 +274,7 @@ export class GenerationWorker {
     const texts = await this.options.tokenizer.decodeBatch(ok.map((r) => r.tokenIds));
     const tokens = ok.reduce((a, r) => a + r.tokenIds.length, 0);
     this.stats.recordBatch(results.length, tokens, timings.generateMs);
+    this.metrics.recordBatch(results.length, tokens, timings.generateMs);
     let k = 0;
     return results.map((r) =>
       'error' in r

@@ -12,6 +12,7 @@ import type { FloatPrecision } from '../model/onnx/tensor-types.js';
 import { createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { GenerationWorker } from './generation-worker.js';
+import { MetricsServer, redisCheck } from './metrics-server.js';
 
 export interface WorkerProcessOptions {
   readonly model?: string;
@@ -22,6 +23,7 @@ export interface WorkerProcessOptions {
   readonly workerId?: string;
   readonly deviceLoopMaxBatch?: number;
   readonly warmupLengths?: readonly number[];
+  readonly metricsPort?: number;
 }
 
 export interface StartOptions extends WorkerProcessOptions {
@@ -38,6 +40,8 @@ export interface StartedWorker {
   readonly worker: GenerationWorker;
   /** The worker's Redis connection, also usable by a producer in the same process. */
   readonly connection: Redis;
+  /** Serves /metrics and /healthz when a metrics port was given. */
+  readonly metrics: MetricsServer | undefined;
   /** Finishes active jobs, then releases the engine and the connection. */
   close(): Promise<void>;
 }
@@ -77,13 +81,30 @@ export async function startWorker(
     prefix: o.prefix,
     logger,
   });
+  const metricsPort = o.metricsPort ?? config.worker.metricsPort;
+  let closing = false;
+  // Healthy: Redis answers and the engine is open (it closes only when the worker shuts down).
+  const health = async () => ({ redis: await redisCheck(connection), engine: closing ? 'closing' : 'ok' });
+  let metrics: MetricsServer | undefined;
+  try {
+    if (metricsPort !== undefined) {
+      metrics = await MetricsServer.start({ port: metricsPort, host: config.worker.metricsHost, registry: worker.metrics.registry, health });
+    }
+  } catch (e) {
+    await engine.close();
+    connection.disconnect();
+    throw new Error(`metrics server on ${config.worker.metricsHost}:${metricsPort}: ${(e as Error).message}`);
+  }
   worker.start();
   return {
     engine,
     worker,
     connection,
+    metrics,
     close: async () => {
+      closing = true;
       await worker.close();
+      await metrics?.close();
       await engine.close();
       await connection.quit();
     },

@@ -1,22 +1,37 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
+import { DashboardAccess, DashboardConfigError, credentialsFromEnv } from '../../dashboard/dashboard-access.js';
 import { DashboardServer } from '../../dashboard/dashboard-server.js';
 import { QueueOverview } from '../../dashboard/queue-overview.js';
 import { createRedisConnection } from '../../queue/redis-connection.js';
 import { configOption, nonNegativeInt } from '../options.js';
 
+const list = (value: string): string[] => value.split(',').map((s) => s.trim()).filter(Boolean);
+
 export function registerDashboardCommand(program: Command): void {
   program
     .command('dashboard')
-    .description('serve a page (and /api/status, /metrics) showing the queues and the worker fleet')
+    .description('serve the fleet page, bull-board for the jobs, /metrics and /healthz (basic auth: DASHBOARD_USER, DASHBOARD_PASSWORD)')
     .option('--port <n>', 'HTTP port', nonNegativeInt('--port'), 8080)
-    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--host <host>', 'address to bind (other than loopback only with DASHBOARD_USER and DASHBOARD_PASSWORD set)', '127.0.0.1')
+    .option('--allowed-hosts <names>', 'comma list of further host names the dashboard is reached by (env DASHBOARD_ALLOWED_HOSTS)')
     .addOption(configOption())
-    .action(async (o: { port: number; host: string; config?: string }) => {
+    .action(async (o: { port: number; host: string; allowedHosts?: string; config?: string }) => {
       const config = loadConfig({ file: o.config });
+      let access: DashboardAccess;
+      try {
+        access = new DashboardAccess({
+          host: o.host,
+          credentials: credentialsFromEnv(process.env),
+          allowedHosts: list(o.allowedHosts ?? process.env.DASHBOARD_ALLOWED_HOSTS ?? ''),
+        });
+      } catch (e) {
+        if (e instanceof DashboardConfigError) process.exitCode = 2;
+        throw e;
+      }
       const connection = createRedisConnection(config.redisUrl);
       const overview = new QueueOverview(connection);
-      const server = new DashboardServer(overview);
+      const server = new DashboardServer(overview, access);
       const port = await server.listen(o.port, o.host);
       process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${config.redisUrl})\n`);
       await new Promise<void>((resolve) => {

@@ -1,24 +1,36 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { runWorkerProcess, type WorkerProcessOptions } from '../../worker/worker-process.js';
 import { createLogger } from '../logger.js';
 import { configOption, deviceOption, nonNegativeInt, positiveInt, positiveIntList, precisionOption } from '../options.js';
 
+/** The worker options that `genqueue workers` passes on unchanged to each worker process it starts. */
+export function sharedWorkerOptions(): Option[] {
+  return [
+    new Option('--model <dir|name>', 'HF checkpoint dir, built model dir, or config name (default: config defaultModel)'),
+    new Option('--max-batch <b>', 'most jobs per graph run').argParser(positiveInt('--max-batch')),
+    new Option('--max-wait-ms <m>', 'how long a partial batch waits for more jobs').argParser(nonNegativeInt('--max-wait-ms')),
+    precisionOption(),
+    new Option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)').argParser(
+      nonNegativeInt('--device-loop-max-batch'),
+    ),
+    new Option('--warmup-lengths <list>', 'comma list of prompt + new token lengths to run once at --max-batch before taking jobs').argParser(
+      positiveIntList('--warmup-lengths'),
+    ),
+    configOption(),
+  ];
+}
+
 export function registerWorkerCommand(program: Command): void {
-  program
+  const command = program
     .command('worker')
     .description('serve generation jobs from Redis (REDIS_URL) with one model on one device')
-    .option('--model <dir|name>', 'HF checkpoint dir, built model dir, or config name (default: config defaultModel)')
     .addOption(deviceOption())
-    .option('--max-batch <b>', 'most jobs per graph run', positiveInt('--max-batch'))
-    .option('--max-wait-ms <m>', 'how long a partial batch waits for more jobs', nonNegativeInt('--max-wait-ms'))
-    .addOption(precisionOption())
     .option('--worker-id <id>', 'name shown in results and the dashboard')
-    .option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)', nonNegativeInt('--device-loop-max-batch'))
-    .option('--warmup-lengths <list>', 'comma list of prompt + new token lengths to run once at --max-batch before taking jobs', positiveIntList('--warmup-lengths'))
-    .addOption(configOption())
-    .action(async (o: WorkerProcessOptions & { config?: string }) => {
-      const config = loadConfig({ file: o.config });
-      await runWorkerProcess(config, o, createLogger(config.logLevel));
-    });
+    .option('--metrics-port <port>', 'serve /metrics and /healthz on this port (0: any free port)', nonNegativeInt('--metrics-port'));
+  for (const option of sharedWorkerOptions()) command.addOption(option);
+  command.action(async (o: WorkerProcessOptions & { config?: string }) => {
+    const config = loadConfig({ file: o.config });
+    await runWorkerProcess(config, o, createLogger(config.logLevel));
+  });
 }
