@@ -215,7 +215,7 @@ describe('job controls, cancel, transient failures and OOM splits against a real
     }
   });
 
-  it('cancel: waiting, delayed and prioritized jobs are removed, active ones end as cancelled, never with text', async () => {
+  it('cancel: waiting, delayed and prioritized jobs are removed, active ones end as cancelled, never with text', { timeout: 180_000 }, async () => {
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
     let entered!: () => void;
