@@ -213,6 +213,7 @@ describe('genqueue results → OpenAI Batch output lines', () => {
     tokenIds: [11, 12, 13],
     text: ' a b',
     finishReason: 'length',
+    usage: { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 },
     timings: { queuedAt: 1_700_000_000_000, startedAt: 1_700_000_000_100, finishedAt: 1_700_000_001_500, tokenizeMs: 1, generateMs: 10, batchSize: 1, tokensPerSecond: 300, workerId: 'w', device: 'cpu' },
   };
   const ref = (endpoint: 'chat' | 'completions'): OpenAiRequestRef => ({ id: 'request-1', customId: 'request-1', endpoint });

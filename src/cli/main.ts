@@ -11,6 +11,7 @@ import { registerWorkersCommand } from './commands/workers-command.js';
 import { registerDoctorCommand } from './commands/doctor-command.js';
 import { registerInstallCudaCommand } from './commands/install-cuda-command.js';
 import { redisClientFailure } from './redis-client.js';
+import { registerCancelCommand } from './commands/cancel-command.js';
 
 
 
@@ -30,6 +31,7 @@ registerWorkerCommand(program);
 registerWorkersCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
+registerCancelCommand(program);
 registerDashboardCommand(program);
 registerDoctorCommand(program);
 registerInstallCudaCommand(program);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Attempts, BackoffMs, KeepJobs } from '../queue/job-schema.js';
 
 export const ModelEntry = z
   .object({
@@ -58,6 +59,21 @@ export const Limits = z
   })
   .strict();
 
+/**
+ * Absent: a week by age (JobProducer's default). Not in config/default.json, so that a file's setting replaces the
+ * default rather than merging into it ({} keeps every job; {"count": 100} keeps the newest 100 whatever their age).
+ */
+export const RetentionSettings = z.object({ completed: KeepJobs.optional(), failed: KeepJobs.optional() }).strict();
+
+export const JobSettings = z
+  .object({
+    /** Tries per job; only transient failures (engine or runtime errors) are tried again. */
+    attempts: Attempts,
+    /** Wait before the first retry; each further retry waits twice as long. */
+    backoffMs: BackoffMs,
+  })
+  .strict();
+
 /** Everything genqueue reads from config files and the environment. */
 export const GenqueueConfig = z
   .object({
@@ -75,6 +91,8 @@ export const GenqueueConfig = z
     defaultModel: z.string().optional(),
     worker: WorkerSettings,
     limits: Limits,
+    jobs: JobSettings,
+    retention: RetentionSettings,
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
   .strict();

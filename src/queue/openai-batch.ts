@@ -291,11 +291,7 @@ export function openAiOutputLine(ref: OpenAiRequestRef, r: CollectedResult, fail
         created: Math.floor(res.timings.finishedAt / 1000),
         model: res.model,
         choices: [choice],
-        usage: {
-          prompt_tokens: res.promptTokenIds.length,
-          completion_tokens: res.tokenIds.length,
-          total_tokens: res.promptTokenIds.length + res.tokenIds.length,
-        },
+        usage: res.usage,
       };
       return { file: 'out', line: JSON.stringify({ id, custom_id: ref.customId, response: { status_code: 200, request_id: requestId, body }, error: null }) };
     }
