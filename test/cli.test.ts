@@ -43,7 +43,7 @@ describe('genqueue CLI', () => {
   it('--help lists the commands', async () => {
     const r = await genqueue(['--help'], env);
     assert.equal(r.code, 0);
-    for (const c of ['demo', 'build', 'generate', 'worker', 'enqueue', 'results']) assert.match(r.stdout, new RegExp(`\\n  ${c}\\b`));
+    for (const c of ['demo', 'build', 'generate', 'worker', 'enqueue', 'results', 'cancel']) assert.match(r.stdout, new RegExp(`\\n  ${c}\\b`));
   });
 
   it('build writes a model directory; generate --json prints one line per prompt with the contract fields', async () => {
@@ -101,7 +101,7 @@ describe('genqueue CLI', () => {
     await redis.connection.del('bull:genqueue.nobody:v-0', 'bull:genqueue.nobody:v-1', 'bull:genqueue.nobody:v-2');
     const r = await running;
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /jobs 3: completed 0, failed 0, pending 0, missing 3/);
+    assert.match(r.stderr, /jobs 3: completed 0, failed 0, pending 0, missing 3, cancelled 0/);
     const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; status: string; error: string });
     assert.deepEqual(lines.map((l) => `${l.id}:${l.status}`).sort(), ['v-0:missing', 'v-1:missing', 'v-2:missing']);
     assert.match(lines[0]!.error, /not in Redis/);
@@ -122,6 +122,49 @@ describe('genqueue CLI', () => {
     assert.match(l.stderr, /line 1: prompt: 11 characters exceeds the limit of 10 \(limits.maxPromptChars\)/);
   });
 
+  it('enqueue --priority/--delay-ms/--attempts/--keep-* set every job\'s options, a line\'s own fields win', async () => {
+    const jobs = join(dir, 'controls.jsonl');
+    writeFileSync(jobs, '{"id": "ctl-1", "prompt": "a", "model": "ctl"}\n{"id": "ctl-2", "prompt": "b", "model": "ctl", "priority": 1, "attempts": 1}\n');
+    const flags = ['--priority', '9', '--delay-ms', '5000', '--attempts', '4', '--keep-completed', 'age=2h,count=50', '--keep-failed', 'all'];
+    const r = await genqueue(['enqueue', jobs, ...flags], env);
+    assert.equal(r.code, 0, r.stderr);
+    const opts = async (id: string): Promise<Record<string, unknown>> => JSON.parse((await redis.connection.hget(`bull:genqueue.ctl:${id}`, 'opts'))!) as Record<string, unknown>;
+    const [a, b] = [await opts('ctl-1'), await opts('ctl-2')];
+    assert.deepEqual([a.priority, a.delay, a.attempts, a.removeOnComplete, a.removeOnFail], [9, 5000, 4, { age: 7200, count: 50 }, false]);
+    assert.deepEqual([b.priority, b.attempts], [1, 1]);
+    // Without flags, the config file's settings apply; a retention given there replaces the default week.
+    const config = join(dir, 'controls-config.json');
+    writeFileSync(config, JSON.stringify({ jobs: { attempts: 2, backoffMs: 50 }, retention: { completed: { count: 3 } } }));
+    const plain = join(dir, 'controls-plain.jsonl');
+    writeFileSync(plain, '{"id": "ctl-3", "prompt": "c", "model": "ctl"}\n');
+    const c = await genqueue(['enqueue', plain, '--config', config], env);
+    assert.equal(c.code, 0, c.stderr);
+    const d = await opts('ctl-3');
+    assert.deepEqual([d.attempts, d.backoff, d.removeOnComplete, d.removeOnFail], [2, { type: 'exponential', delay: 50 }, { count: 3 }, { age: 604_800 }]);
+    const bad = await genqueue(['enqueue', jobs, '--keep-completed', 'forever'], env);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /--keep-completed: expected age=N\[s\|m\|h\|d\], count=N, both \(comma-separated\) or all; got "forever"/);
+    const high = await genqueue(['enqueue', jobs, '--priority', '2097152'], env);
+    assert.match(high.stderr, /--priority must be an integer from 1 to 2097151/);
+  });
+
+  it('cancel --ids-from removes waiting jobs, and results reports each as cancelled', async () => {
+    const jobs = join(dir, 'cancel.jsonl');
+    writeFileSync(jobs, Array.from({ length: 3 }, (_, i) => JSON.stringify({ id: `can-${i}`, prompt: 'p', model: 'nobody', metadata: { i } })).join('\n'));
+    assert.equal((await genqueue(['enqueue', jobs], env)).code, 0);
+    const ids = join(dir, 'cancel-ids.jsonl');
+    writeFileSync(ids, `${readFileSync(jobs, 'utf8')}\n{"id": "can-unknown"}\n`);
+    const c = await genqueue(['cancel', '--ids-from', ids], env);
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stderr, /jobs 4: removed 3 \(waiting\), marked 0 \(active: they end as cancelled\), already finished 0, missing 1/);
+    const out = join(dir, 'cancel-results.jsonl');
+    const r = await genqueue(['results', '--ids-from', ids, '--out', out], env);
+    assert.equal(r.code, 1, 'not every job completed');
+    assert.match(r.stderr, /jobs 4: completed 0, failed 0, pending 0, missing 1, cancelled 3/);
+    const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; status: string });
+    assert.deepEqual(lines.map((l) => `${l.id}:${l.status}`).sort(), ['can-0:cancelled', 'can-1:cancelled', 'can-2:cancelled', 'can-unknown:missing']);
+  });
+
   it('worker + enqueue --wait + results: every job answered through Redis', async () => {
     const args = ['worker', '--model', fixturePath('gpt2-tiny'), '--max-batch', '4', '--max-wait-ms', '50', '--warmup-lengths', '12,20'];
     worker = spawn(process.execPath, [CLI, ...args], {
@@ -138,7 +181,7 @@ describe('genqueue CLI', () => {
     assert.equal(lines.length, 10);
     for (const l of lines) {
       assert.equal(l.tokenIds.length, 4);
-      assert.deepEqual(Object.keys(l).sort(), ['finishReason', 'id', 'prompt', 'text', 'timings', 'tokenIds']);
+      assert.deepEqual(Object.keys(l).sort(), ['finishReason', 'id', 'model', 'prompt', 'text', 'timings', 'tokenIds', 'usage']);
     }
     const again = join(dir, 'again.jsonl');
     const r = await genqueue(['results', '--ids-from', jobs, '--out', again], env);

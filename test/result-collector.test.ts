@@ -22,6 +22,7 @@ function fakeResult(job: Job): JobResult {
     text: ' done',
     finishReason: 'length',
     timings: { queuedAt: 1, startedAt: 2, finishedAt: 3, tokenizeMs: 0, generateMs: 1, batchSize: 1, tokensPerSecond: 2000, workerId: 'w', device: 'cpu' },
+    usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
   };
 }
 
@@ -69,7 +70,8 @@ describe('ResultCollector against a real redis-server', () => {
   it('reports pending and missing ids without waiting, then everything once a worker ran', async () => {
     const path = join(dir, 'jobs.jsonl');
     writeFileSync(path, ['{"id":"r-1","prompt":"ok"}', '{"id":"r-2","prompt":"fail me"}'].join('\n'));
-    const producer = new JobProducer({ connection });
+    // One attempt: this test's worker fails "fail me" with a plain Error, which would otherwise be tried again.
+    const producer = new JobProducer({ connection, attempts: 1 });
     await producer.enqueueFile(path);
     await producer.close();
     const refs = [...(await readJobRefs(path)), { id: 'r-unknown', queue: 'genqueue' }];

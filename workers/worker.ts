@@ -6,11 +6,14 @@
  */
 import { loadConfig } from '../src/config/load-config.js';
 import { createLogger } from '../src/cli/logger.js';
-import { runWorkerProcess } from '../src/worker/worker-process.js';
+import { runWorkerProcess, shutdownExitCode } from '../src/worker/worker-process.js';
 
 const config = loadConfig();
 const logger = createLogger(config.logLevel);
-runWorkerProcess(config, {}, logger).catch((e: unknown) => {
-  logger.fatal({ err: e instanceof Error ? e.message : String(e) }, 'worker failed to start');
-  process.exit(1);
-});
+runWorkerProcess(config, {}, logger).then(
+  (report) => process.exit(shutdownExitCode(report)),
+  (e: unknown) => {
+    logger.fatal({ err: e instanceof Error ? e.message : String(e) }, 'worker failed to start');
+    process.exit(1);
+  },
+);

@@ -8,6 +8,10 @@ import { registerResultsCommand } from './commands/results-command.js';
 import { registerDemoCommand } from './commands/demo-command.js';
 import { registerDashboardCommand } from './commands/dashboard-command.js';
 import { registerWorkersCommand } from './commands/workers-command.js';
+import { registerDoctorCommand } from './commands/doctor-command.js';
+import { registerInstallCudaCommand } from './commands/install-cuda-command.js';
+import { redisClientFailure } from './redis-client.js';
+import { registerCancelCommand } from './commands/cancel-command.js';
 
 
 
@@ -27,7 +31,10 @@ registerWorkerCommand(program);
 registerWorkersCommand(program);
 registerEnqueueCommand(program);
 registerResultsCommand(program);
+registerCancelCommand(program);
 registerDashboardCommand(program);
+registerDoctorCommand(program);
+registerInstallCudaCommand(program);
 
 // A reader that stops early (`genqueue enqueue --wait | head -1`) closes the pipe: stop quietly, as other CLI tools
 // do, with the exit code chosen so far; the jobs themselves stay in Redis.
@@ -37,8 +44,9 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
 });
 
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof CommanderError) process.exit(e.exitCode);
+program.parseAsync(process.argv).catch((caught: unknown) => {
+  if (caught instanceof CommanderError) process.exit(caught.exitCode);
+  const e = redisClientFailure() ?? caught;
   process.stderr.write(`genqueue: ${e instanceof Error ? e.message : String(e)}\n`);
   // A command may have chosen a more specific code (2: refused input) before failing.
   process.exit(typeof process.exitCode === 'number' && process.exitCode !== 0 ? process.exitCode : 1);

@@ -6,11 +6,13 @@ import type { CollectedResult } from '../queue/result-collector.js';
 export function resultLine(r: CollectedResult): string {
   switch (r.status) {
     case 'completed': {
-      const { id, prompt, tokenIds, text, finishReason, timings } = r.result;
-      return JSON.stringify({ id, prompt, tokenIds, text, finishReason, timings });
+      const { id, model, prompt, tokenIds, text, finishReason, timings, usage, metadata } = r.result;
+      return JSON.stringify({ id, model, prompt, tokenIds, text, finishReason, timings, usage, metadata });
     }
     case 'failed':
-      return JSON.stringify({ id: r.id, error: r.error });
+      return JSON.stringify({ id: r.id, error: r.error, metadata: r.metadata });
+    case 'cancelled':
+      return JSON.stringify({ id: r.id, status: r.status, metadata: r.metadata });
     case 'missing':
       return JSON.stringify({ id: r.id, status: r.status, error: r.error });
     case 'pending':
@@ -25,12 +27,13 @@ export function openOutput(path: string | undefined): { stream: Writable; close:
 }
 
 export interface CollectSummary {
-  /** Jobs accounted for: completed + failed + pending + missing. */
+  /** Jobs accounted for: completed + failed + pending + missing + cancelled. */
   jobs: number;
   completed: number;
   failed: number;
   pending: number;
   missing: number;
+  cancelled: number;
   generatedTokens: number;
 }
 
@@ -39,7 +42,7 @@ export interface CollectSummary {
  * distinct jobs asked for, and a tally that does not add up to it is an error rather than a quiet success.
  */
 export async function writeResults(results: AsyncIterable<CollectedResult>, out: Writable, expected: number): Promise<CollectSummary> {
-  const s: CollectSummary = { jobs: 0, completed: 0, failed: 0, pending: 0, missing: 0, generatedTokens: 0 };
+  const s: CollectSummary = { jobs: 0, completed: 0, failed: 0, pending: 0, missing: 0, cancelled: 0, generatedTokens: 0 };
   for await (const r of results) {
     s.jobs++;
     s[r.status]++;
@@ -52,5 +55,5 @@ export async function writeResults(results: AsyncIterable<CollectedResult>, out:
 
 /** The summary line both `enqueue --wait` and `results` print. */
 export function summaryLine(s: CollectSummary): string {
-  return `jobs ${s.jobs}: completed ${s.completed}, failed ${s.failed}, pending ${s.pending}, missing ${s.missing}`;
+  return `jobs ${s.jobs}: completed ${s.completed}, failed ${s.failed}, pending ${s.pending}, missing ${s.missing}, cancelled ${s.cancelled}`;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Attempts, BackoffMs, KeepJobs } from '../queue/job-schema.js';
 
 export const ModelEntry = z
   .object({
@@ -31,6 +32,19 @@ export const WorkerSettings = z
     warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
     /** Shown in results and the dashboard; defaults to host:pid:device. */
     id: z.string().min(1).optional(),
+    /**
+     * On SIGTERM/SIGINT the active batch runs to its end; after that, BullMQ has this long to record the results
+     * in Redis. Past it, the worker lets go of the jobs it still holds (stalled-job recovery returns them to the
+     * queue) and exits non-zero.
+     */
+    shutdownTimeoutMs: z.number().int().min(0).max(3_600_000),
+    /**
+     * How long a job's lock lasts without renewal (renewed every half of it while the job runs). A killed worker's
+     * jobs return to the queue within about lockDurationMs + stalledIntervalMs.
+     */
+    lockDurationMs: z.number().int().min(1_000).max(600_000),
+    /** How often workers look for jobs whose lock expired. */
+    stalledIntervalMs: z.number().int().min(500).max(600_000),
     /** Port of the worker's /metrics and /healthz server (0: any free port); none when absent. */
     metricsPort: z.number().int().min(0).max(65535).optional(),
     /** Address that server binds (0.0.0.0 where Prometheus scrapes from another host or container). */
@@ -45,10 +59,30 @@ export const Limits = z
   })
   .strict();
 
+/**
+ * Absent: a week by age (JobProducer's default). Not in config/default.json, so that a file's setting replaces the
+ * default rather than merging into it ({} keeps every job; {"count": 100} keeps the newest 100 whatever their age).
+ */
+export const RetentionSettings = z.object({ completed: KeepJobs.optional(), failed: KeepJobs.optional() }).strict();
+
+export const JobSettings = z
+  .object({
+    /** Tries per job; only transient failures (engine or runtime errors) are tried again. */
+    attempts: Attempts,
+    /** Wait before the first retry; each further retry waits twice as long. */
+    backoffMs: BackoffMs,
+  })
+  .strict();
+
 /** Everything genqueue reads from config files and the environment. */
 export const GenqueueConfig = z
   .object({
     redisUrl: z.string().url(),
+    /**
+     * How long a client command (enqueue, results, dashboard, demo, and a worker at start) keeps trying to reach
+     * Redis before it gives up with one line saying why; refused credentials give up at once.
+     */
+    redisConnectTimeoutMs: z.number().int().min(100).max(600_000),
     /** Where built models are cached; defaults to $XDG_CACHE_HOME/genqueue or ~/.cache/genqueue. */
     cacheDir: z.string().min(1).optional(),
     /** Named models a worker or a job can refer to. */
@@ -57,6 +91,8 @@ export const GenqueueConfig = z
     defaultModel: z.string().optional(),
     worker: WorkerSettings,
     limits: Limits,
+    jobs: JobSettings,
+    retention: RetentionSettings,
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
   .strict();

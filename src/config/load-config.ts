@@ -46,6 +46,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_DEVICE_LOOP_MAX_BATCH) worker.deviceLoopMaxBatch = intFromEnv('GENQUEUE_DEVICE_LOOP_MAX_BATCH', env.GENQUEUE_DEVICE_LOOP_MAX_BATCH);
   if (env.GENQUEUE_METRICS_PORT) worker.metricsPort = intFromEnv('GENQUEUE_METRICS_PORT', env.GENQUEUE_METRICS_PORT);
   if (env.GENQUEUE_METRICS_HOST) worker.metricsHost = env.GENQUEUE_METRICS_HOST;
+  if (env.GENQUEUE_SHUTDOWN_TIMEOUT_MS) worker.shutdownTimeoutMs = intFromEnv('GENQUEUE_SHUTDOWN_TIMEOUT_MS', env.GENQUEUE_SHUTDOWN_TIMEOUT_MS);
+  if (env.GENQUEUE_LOCK_DURATION_MS) worker.lockDurationMs = intFromEnv('GENQUEUE_LOCK_DURATION_MS', env.GENQUEUE_LOCK_DURATION_MS);
+  if (env.GENQUEUE_STALLED_INTERVAL_MS) worker.stalledIntervalMs = intFromEnv('GENQUEUE_STALLED_INTERVAL_MS', env.GENQUEUE_STALLED_INTERVAL_MS);
   if (env.GENQUEUE_WARMUP_LENGTHS !== undefined) {
     worker.warmupLengths = env.GENQUEUE_WARMUP_LENGTHS.split(',')
       .filter((s) => s.trim() !== '')
@@ -55,6 +58,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_MAX_PROMPT_CHARS) limits.maxPromptChars = intFromEnv('GENQUEUE_MAX_PROMPT_CHARS', env.GENQUEUE_MAX_PROMPT_CHARS);
   const out: Json = { worker, limits };
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS) {
+    out.redisConnectTimeoutMs = intFromEnv('GENQUEUE_REDIS_CONNECT_TIMEOUT_MS', env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS);
+  }
   if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;
   if (env.GENQUEUE_LOG_LEVEL) out.logLevel = env.GENQUEUE_LOG_LEVEL;
   if (env.GENQUEUE_MODEL) out.defaultModel = env.GENQUEUE_MODEL;

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DEFAULT_QUEUE } from '../queue/queue-names.js';
+import { reportErrors } from '../queue/redis-connection.js';
 import { type FleetMember, type ThroughputSample, readFleet, readThroughput } from '../worker/fleet-heartbeat.js';
 
 /** Job states as the dashboard reports them: exclusive, so they add up to the queue's jobs. */
@@ -56,6 +57,7 @@ export class QueueOverview {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      reportErrors(q, this.connection, `queue ${name}`);
       this.queues.set(name, q);
     }
     return q;

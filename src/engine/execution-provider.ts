@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-node';
 
 /** Where a session runs: `cpu`, `cuda:N` or `tensorrt:N` (TensorRT falls back to CUDA when it cannot load). */
@@ -24,4 +27,49 @@ export function executionProviders(d: DeviceSpec): InferenceSession.ExecutionPro
     case 'tensorrt':
       return [{ name: 'tensorrt', deviceId: d.deviceId }, { name: 'cuda', deviceId: d.deviceId }];
   }
+}
+
+const require = createRequire(import.meta.url);
+
+/** The folder of onnxruntime-node's native files: ONNX Runtime loads execution provider libraries from here. */
+export function onnxRuntimeBinDir(): string {
+  return join(dirname(require.resolve('onnxruntime-node/package.json')), 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+/** What ONNX Runtime loads for the CUDA provider, besides the CUDA libraries those need. */
+export const CUDA_PROVIDER_LIBRARIES = ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so'] as const;
+
+/** The provider libraries missing from onnxRuntimeBinDir() (empty when installed). */
+export function missingCudaProviderLibraries(binDir = onnxRuntimeBinDir()): string[] {
+  return CUDA_PROVIDER_LIBRARIES.filter((f) => !existsSync(join(binDir, f)));
+}
+
+/**
+ * A CUDA device was asked for and ONNX Runtime's CUDA provider cannot load there. The message is one line that
+ * says what failed and where to look; `genqueue doctor` lists every missing piece with its fix.
+ */
+export class CudaProviderUnavailableError extends Error {
+  override readonly name = 'CudaProviderUnavailableError';
+
+  constructor(
+    readonly device: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${device}: ONNX Runtime's CUDA execution provider is unavailable (${reason}); run \`genqueue doctor\` for what is missing and how to fix it`, options);
+  }
+}
+
+/** Before ONNX Runtime tries (and logs its own multi-line error): the provider files must be installed. */
+export function assertCudaProviderInstalled(device: DeviceSpec): void {
+  if (device.kind === 'cpu') return;
+  const missing = missingCudaProviderLibraries();
+  if (missing.length) {
+    throw new CudaProviderUnavailableError(formatDevice(device), `${missing.join(' and ')} not installed in ${onnxRuntimeBinDir()}: run \`genqueue install-cuda\``);
+  }
+}
+
+/** ONNX Runtime's error when a provider's shared library (or one it needs, such as cuBLAS) fails to load. */
+export function isProviderLoadFailure(e: unknown): boolean {
+  return e instanceof Error && /AppendExecutionProvider_(Cuda|CUDA|TensorRT)|Failed to load (shared )?library|providers_cuda/.test(e.message);
 }

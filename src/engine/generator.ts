@@ -4,7 +4,14 @@ import { type ModelManifest, readManifest } from '../model/manifest.js';
 import { SAMPLING_INPUTS, type SearchKind } from '../model/contract.js';
 import { leftPad, planRuns, type PlannedRun } from './batch-plan.js';
 import { DeviceLoopRunner } from './device-loop-runner.js';
-import { type DeviceSpec, executionProviders, formatDevice } from './execution-provider.js';
+import {
+  assertCudaProviderInstalled,
+  CudaProviderUnavailableError,
+  type DeviceSpec,
+  executionProviders,
+  formatDevice,
+  isProviderLoadFailure,
+} from './execution-provider.js';
 import type { TextGenerationEngine } from './text-generation-engine.js';
 import {
   type GenerationBatchResult,
@@ -249,15 +256,25 @@ export class Generator implements TextGenerationEngine {
 
   private async createSession(path: string): Promise<ort.InferenceSession> {
     const { device } = this.options;
+    assertCudaProviderInstalled(device);
     const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: this.options.graphOptimizationLevel ?? 'all' };
     try {
       return await ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders(device) });
     } catch (e) {
-      if (device.kind !== 'tensorrt') throw e;
+      if (device.kind !== 'tensorrt') throw providerError(device, e);
       const message = `TensorRT execution provider unavailable (${(e as Error).message.split('\n')[0]}); falling back to CUDA`;
       this.options.onWarning?.(message);
       this.providerNote = ' (tensorrt unavailable, cuda fallback)';
-      return ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders({ kind: 'cuda', deviceId: device.deviceId }) });
+      const cuda: DeviceSpec = { kind: 'cuda', deviceId: device.deviceId };
+      return ort.InferenceSession.create(path, { ...base, executionProviders: executionProviders(cuda) }).catch((e2: unknown) => {
+        throw providerError(cuda, e2);
+      });
     }
   }
+}
+
+/** A CUDA provider that fails to load becomes CudaProviderUnavailableError (one line, pointing to doctor). */
+function providerError(device: DeviceSpec, e: unknown): unknown {
+  if (device.kind === 'cpu' || !isProviderLoadFailure(e)) return e;
+  return new CudaProviderUnavailableError(formatDevice(device), (e as Error).message.split('\n')[0]!, { cause: e });
 }

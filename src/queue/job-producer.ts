@@ -3,9 +3,12 @@ import { once } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { DEFAULT_MAX_PROMPT_CHARS, type JobData, parseJob, promptLengthError } from './job-schema.js';
+import { z } from 'zod';
+import { clearCancelMarks } from './cancel-marks.js';
+import { Attempts, BackoffMs, DEFAULT_MAX_PROMPT_CHARS, DelayMs, type JobData, KeepJobs, Priority, describeZodError, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 
 export interface RefusedLine {
   readonly line: number;
@@ -86,16 +89,81 @@ export interface EnqueuedJob {
   readonly queue: string;
 }
 
-export interface JobProducerOptions {
+/**
+ * Queue controls for every job a producer adds; a job line's `priority`, `delay_ms` and `attempts` override the
+ * first three for that job.
+ */
+export interface JobControls {
+  /** 1 is the highest, MAX_PRIORITY the lowest; jobs without a priority run before every prioritized job. */
+  readonly priority?: number;
+  /** The job waits this long (ms) before a worker may take it. */
+  readonly delayMs?: number;
+  /**
+   * Tries per job (default DEFAULT_ATTEMPTS). Only transient failures (an engine or runtime error) are tried again;
+   * a job whose content is wrong fails at once.
+   */
+  readonly attempts?: number;
+  /** Wait before the first retry; each further retry waits twice as long as the one before (default 1000 ms). */
+  readonly backoffMs?: number;
+  /** Completed jobs (and their results) kept in Redis; default: a week. */
+  readonly keepCompleted?: KeepJobs;
+  /** Failed jobs kept in Redis; default: a week. */
+  readonly keepFailed?: KeepJobs;
+}
+
+export interface JobProducerOptions extends JobControls {
   readonly connection: Redis;
   /** BullMQ key prefix (default "bull"). */
   readonly prefix?: string;
+  /** Raw BullMQ job options, applied over the controls (a job line's own fields still win). */
   readonly jobOptions?: JobsOptions;
   /** Longer prompts are refused (config limits.maxPromptChars; default DEFAULT_MAX_PROMPT_CHARS). */
   readonly maxPromptChars?: number;
 }
 
 const WEEK_SECONDS = 7 * 24 * 3600;
+export const DEFAULT_ATTEMPTS = 3;
+export const DEFAULT_BACKOFF_MS = 1000;
+
+const JobControlsSchema = z.object({
+  priority: Priority.optional(),
+  delayMs: DelayMs.optional(),
+  attempts: Attempts.optional(),
+  backoffMs: BackoffMs.optional(),
+  keepCompleted: KeepJobs.optional(),
+  keepFailed: KeepJobs.optional(),
+});
+
+/** BullMQ's form of a retention: by default a week; with neither age nor count, every job is kept. */
+function keepOption(keep: KeepJobs | undefined): JobsOptions['removeOnComplete'] {
+  if (!keep) return { age: WEEK_SECONDS };
+  if (keep.age !== undefined) return { age: keep.age, ...(keep.count !== undefined ? { count: keep.count } : {}) };
+  return keep.count !== undefined ? { count: keep.count } : false;
+}
+
+/** BullMQ options for a producer's controls; a RangeError names the field that is out of bounds. */
+function jobOptionsFor(controls: JobControls): JobsOptions {
+  const parsed = JobControlsSchema.safeParse(controls);
+  if (!parsed.success) throw new RangeError(`job controls: ${describeZodError(parsed.error)}`);
+  const c = parsed.data;
+  return {
+    removeOnComplete: keepOption(c.keepCompleted),
+    removeOnFail: keepOption(c.keepFailed),
+    attempts: c.attempts ?? DEFAULT_ATTEMPTS,
+    backoff: { type: 'exponential', delay: c.backoffMs ?? DEFAULT_BACKOFF_MS },
+    ...(c.priority !== undefined ? { priority: c.priority } : {}),
+    ...(c.delayMs !== undefined ? { delay: c.delayMs } : {}),
+  };
+}
+
+/** A job line's own controls, which win over the producer's. */
+function lineJobOptions(job: JobData): JobsOptions {
+  return {
+    ...(job.priority !== undefined ? { priority: job.priority } : {}),
+    ...(job.delay_ms !== undefined ? { delay: job.delay_ms } : {}),
+    ...(job.attempts !== undefined ? { attempts: job.attempts } : {}),
+  };
+}
 /** Lines of this run's jobs stay in Redis at most this long if the producer dies before deleting them. */
 const RUN_LINES_TTL_SECONDS = 24 * 3600;
 
@@ -140,12 +208,7 @@ export class JobProducer {
   constructor(private readonly options: JobProducerOptions) {
     this.prefix = options.prefix ?? 'bull';
     this.maxPromptChars = options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS;
-    this.jobOptions = {
-      removeOnComplete: { age: WEEK_SECONDS },
-      removeOnFail: { age: WEEK_SECONDS },
-      attempts: 1,
-      ...options.jobOptions,
-    };
+    this.jobOptions = { ...jobOptionsFor(options), ...options.jobOptions };
   }
 
   /**
@@ -250,6 +313,7 @@ export class JobProducer {
     let q = this.queues.get(name);
     if (!q) {
       q = new Queue(name, { connection: this.options.connection, prefix: this.prefix });
+      reportErrors(q, this.options.connection, `queue ${name}`);
       this.queues.set(name, q);
     }
     return q;
@@ -284,7 +348,7 @@ export class JobProducer {
       if (queued == null && !earlier) {
         firstInChunk.set(key, { job, line });
         const list = fresh.get(p.queue) ?? [];
-        list.push({ name: 'generate', data: job, opts: { ...this.jobOptions, jobId: p.id } });
+        list.push({ name: 'generate', data: job, opts: { ...this.jobOptions, ...lineJobOptions(job), jobId: p.id } });
         fresh.set(p.queue, list);
         if (line !== undefined) freshLines.push(key, line);
         return;
@@ -295,6 +359,8 @@ export class JobProducer {
       if (fields.length) conflicts.push({ line, id: p.id, fields, firstLine: earlier?.line, key });
     });
     let added = 0;
+    // A cancelled job's id that is enqueued again names a new job, which that cancellation must not reach.
+    await clearCancelMarks(this.options.connection, this.prefix, [...fresh].flatMap(([queue, list]) => list.map((j) => ({ queue, id: j.opts.jobId! }))));
     for (const [name, list] of fresh) {
       await this.queue(name).addBulk(list);
       added += list.length;

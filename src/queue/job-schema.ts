@@ -39,6 +39,55 @@ export function promptLengthError(job: Pick<JobData, 'prompt' | 'messages'>, max
  */
 const boundedFloat = (min: number, max: number) => z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 
+/** BullMQ's priorities: 1 is the highest; jobs without one run before every prioritized job. */
+export const MAX_PRIORITY = 2 ** 21 - 1;
+export const Priority = z.number().int().min(1).max(MAX_PRIORITY, `must be at most ${MAX_PRIORITY} (1 is the highest)`);
+/** Longest delay: Node's timers (and BullMQ's) hold at most 2^31 - 1 ms (24.8 days). */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+export const DelayMs = z.number().int().min(0).max(MAX_DELAY_MS, `must be at most ${MAX_DELAY_MS} (24.8 days)`);
+export const MAX_ATTEMPTS = 100;
+export const Attempts = z.number().int().min(1).max(MAX_ATTEMPTS);
+/** Wait before a job's first retry (each further one waits twice as long): at most a day. */
+export const BackoffMs = z.number().int().min(0).max(24 * 3600 * 1000);
+/** How many finished jobs Redis keeps: by age (seconds since they finished) and/or count (the newest N); {}: all. */
+export const KeepJobs = z.object({ age: z.number().int().min(1).optional(), count: z.number().int().min(1).optional() }).strict();
+export type KeepJobs = z.infer<typeof KeepJobs>;
+
+/** A job's metadata is stored with it and copied into its result, so its size is bounded. */
+export const MAX_METADATA_BYTES = 16 * 1024;
+const MAX_METADATA_DEPTH = 32;
+
+/**
+ * Why a value cannot be a job's metadata (a JSON object of at most MAX_METADATA_BYTES), or undefined. It walks the
+ * value without recursion: JSON.parse accepts a line nested 100,000 levels deep, which a recursive check (zod's
+ * json schema, JSON.stringify) answers with a stack overflow instead of a refusal.
+ */
+export function metadataProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'must be a JSON object';
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v === 'string' || typeof v === 'boolean') continue;
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) return 'must hold only finite numbers';
+      continue;
+    }
+    if (typeof v !== 'object') return `must hold only JSON values (found a ${typeof v})`;
+    if (depth > MAX_METADATA_DEPTH) return `must not be nested deeper than ${MAX_METADATA_DEPTH} levels`;
+    const proto = Object.getPrototypeOf(v) as unknown;
+    if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) return 'must hold only JSON values (plain objects and arrays)';
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(value));
+  return bytes > MAX_METADATA_BYTES ? `${bytes} bytes of JSON exceeds the limit of ${MAX_METADATA_BYTES}` : undefined;
+}
+
+export type JobMetadata = Record<string, unknown>;
+const Metadata = z.custom<JobMetadata>().superRefine((value, ctx) => {
+  const problem = metadataProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 /**
  * One generation job, as producers write it (one JSON object per line of a .jsonl file) and as it is stored in
  * Redis after defaults are filled in. Unknown fields are refused so that a typo (max_tokens) is an error, not a
@@ -61,6 +110,12 @@ export const JobInput = z
     top_p: boundedFloat(0.001, 1).default(1),
     repetition_penalty: boundedFloat(0.01, 100).default(1),
     model: ModelName.optional(),
+    /** Any JSON object: copied into the job's result and output line as it is. */
+    metadata: Metadata.optional(),
+    // Queue controls (BullMQ job options); each overrides the producer's setting for this job.
+    priority: Priority.optional(),
+    delay_ms: DelayMs.optional(),
+    attempts: Attempts.optional(),
   })
   .strict()
   .refine((j) => (j.prompt === undefined) !== (j.messages === undefined), {

@@ -22,15 +22,22 @@ export class RedisServerProcess {
   private constructor(
     private readonly child: ChildProcess,
     readonly port: number,
+    private readonly password: string | undefined,
   ) {}
 
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return `redis://${this.password === undefined ? '' : `:${encodeURIComponent(this.password)}@`}127.0.0.1:${this.port}`;
   }
 
-  static async start(options: { timeoutMs?: number } = {}): Promise<RedisServerProcess> {
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** password: the server requires it (requirepass), and url carries it. */
+  static async start(options: { timeoutMs?: number; password?: string } = {}): Promise<RedisServerProcess> {
     const port = await freePort();
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    const auth = options.password === undefined ? [] : ['--requirepass', options.password];
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const spawnError = new Promise<never>((_, reject) =>
@@ -44,11 +51,16 @@ export class RedisServerProcess {
         ),
       ),
     );
-    const server = new RedisServerProcess(child, port);
+    const server = new RedisServerProcess(child, port, options.password);
     const deadline = Date.now() + (options.timeoutMs ?? 10_000);
     const ready = (async () => {
       for (;;) {
-        const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        const probe = new Redis(port, '127.0.0.1', {
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+          password: options.password,
+        });
         probe.on('error', () => undefined); // refused connections are expected until the server is up
         try {
           await probe.connect();

@@ -1,9 +1,11 @@
 import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { CANCELLED_REASON, cancelMarksKey, execOrThrow } from './cancel-marks.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { JobId } from './job-schema.js';
 import { queueNameFor } from './queue-names.js';
+import { reportErrors } from './redis-connection.js';
 import { JobResult } from './result-schema.js';
 
 export interface JobRef {
@@ -11,9 +13,14 @@ export interface JobRef {
   readonly queue: string;
 }
 
+/** The job's `metadata` (failed and cancelled jobs still in Redis; a completed job's is in its result). */
+type WithMetadata = { readonly metadata?: Record<string, unknown> };
+
 export type CollectedResult =
   | { readonly id: string; readonly status: 'completed'; readonly result: JobResult }
-  | { readonly id: string; readonly status: 'failed'; readonly error: string }
+  | ({ readonly id: string; readonly status: 'failed'; readonly error: string } & WithMetadata)
+  /** Cancelled (JobCanceller): failed by its worker with the reason "cancelled", or removed while it waited. */
+  | ({ readonly id: string; readonly status: 'cancelled' } & WithMetadata)
   | { readonly id: string; readonly status: 'pending' }
   /** Not in Redis: never enqueued, removed, or lost (evicted, flushed, Redis restarted without persistence). */
   | { readonly id: string; readonly status: 'missing'; readonly error: string };
@@ -45,6 +52,23 @@ export async function readJobRefs(path: string): Promise<JobRef[]> {
 }
 
 const keyOf = (queue: string, id: string): string => `${queue}\u0000${id}`;
+
+/** A job's result before annotate() has looked at it. */
+interface Settled {
+  readonly ref: JobRef;
+  readonly result: CollectedResult;
+}
+
+/** The metadata in a job's stored data, if it has any (data a foreign producer wrote may be anything). */
+function metadataOf(data: string | null | undefined): Record<string, unknown> | undefined {
+  if (!data) return undefined;
+  try {
+    const parsed = z.object({ metadata: z.record(z.string(), z.unknown()).optional() }).safeParse(JSON.parse(data));
+    return parsed.success ? parsed.data.metadata : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Each job once, in first-seen order: a file may name the same job on several lines. */
 export function distinctRefs(refs: Iterable<JobRef>): JobRef[] {
@@ -101,11 +125,11 @@ export class ResultCollector {
     const outstanding = new Map<string, JobRef>();
     for (const r of refs) if (!outstanding.has(keyOf(r.queue, r.id))) outstanding.set(keyOf(r.queue, r.id), r);
     const total = outstanding.size;
-    const outbox: CollectedResult[] = [];
+    const outbox: Settled[] = [];
     let wake: (() => void) | undefined;
     const settle = (ref: JobRef, result: CollectedResult): void => {
       if (!outstanding.delete(keyOf(ref.queue, ref.id))) return; // already settled (an event and a sweep both saw it)
-      outbox.push(result);
+      outbox.push({ ref, result });
       wake?.();
     };
     const settleEvent = (queue: string, jobId: string, result: () => CollectedResult): void => {
@@ -136,8 +160,8 @@ export class ResultCollector {
           qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
           qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'failed', error: failedReason })));
           qe.on('removed', ({ jobId }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'missing', error: REMOVED })));
-          // A reader that stops (an event it cannot parse, a lost connection) leaves the state sweeps to report.
-          qe.on('error', () => undefined);
+          // A reader that stops (an event it cannot parse, a lost connection) is logged, and the state sweeps report.
+          reportErrors(qe, connection, `queue events ${name}`);
         }
         await Promise.all(events.map((e) => e.waitUntilReady()));
       }
@@ -153,8 +177,8 @@ export class ResultCollector {
       let reported = 0;
       while (reported < total) {
         if (outbox.length > 0) {
-          // splice() takes the whole backlog at once, which keeps 100k completions linear (shift() per item is not).
-          for (const r of outbox.splice(0)) {
+          // splice() takes a chunk of the backlog at once, which keeps 100k completions linear (shift() per item is not).
+          for (const r of await this.annotate(outbox.splice(0, STATE_CHUNK))) {
             reported++;
             options.onProgress?.(reported, total);
             yield r;
@@ -200,6 +224,31 @@ export class ResultCollector {
       await Promise.all(events.map(async (e) => e.close()));
       eventConnections.forEach((c) => c.disconnect());
     }
+  }
+
+  /**
+   * Results as they are reported: a job that failed with the cancel reason, or is gone while a cancellation of it
+   * is recorded (a waiting job is removed when it is cancelled), is cancelled; a failed or cancelled job still in
+   * Redis gets the metadata its data holds. One pipelined round trip, only when such jobs are among them.
+   */
+  private async annotate(settled: readonly Settled[]): Promise<CollectedResult[]> {
+    const gone = settled.filter((s) => s.result.status === 'missing');
+    const failed = settled.filter((s) => s.result.status === 'failed');
+    if (gone.length === 0 && failed.length === 0) return settled.map((s) => s.result);
+    const pipeline = this.options.connection.pipeline();
+    for (const { ref } of gone) pipeline.zscore(cancelMarksKey(this.prefix, ref.queue), ref.id);
+    for (const { ref } of failed) pipeline.hget(`${this.prefix}:${ref.queue}:${ref.id}`, 'data');
+    const replies = await execOrThrow(pipeline);
+    const cancelled = new Set(gone.filter((_, k) => replies[k] != null));
+    const data = new Map(failed.map((s, k) => [s, replies[gone.length + k] as string | null]));
+    return settled.map((s): CollectedResult => {
+      const { id } = s.ref;
+      if (cancelled.has(s)) return { id, status: 'cancelled' };
+      if (s.result.status !== 'failed') return s.result;
+      const metadata = metadataOf(data.get(s));
+      const extra = metadata ? { metadata } : {};
+      return s.result.error === CANCELLED_REASON ? { id, status: 'cancelled', ...extra } : { ...s.result, ...extra };
+    });
   }
 
   /**

@@ -17,7 +17,22 @@ export const Timings = z.object({
 });
 export type Timings = z.infer<typeof Timings>;
 
-/** What a worker returns for a job (stored by BullMQ as the job's return value). */
+/** Token counts of a job, named as OpenAI-style consumers expect them. */
+export const Usage = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+});
+export type Usage = z.infer<typeof Usage>;
+
+export function usageOf(promptTokens: number, completionTokens: number): Usage {
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+/**
+ * What a worker returns for a job (stored by BullMQ as the job's return value). A result stored before `usage`
+ * existed gets it from its token ids when it is read, so every parsed result has one.
+ */
 export const JobResult = z.object({
   id: z.string(),
   model: z.string(),
@@ -28,5 +43,8 @@ export const JobResult = z.object({
   text: z.string(),
   finishReason: z.enum(['stop', 'length']),
   timings: Timings,
-});
-export type JobResult = z.infer<typeof JobResult>;
+  usage: Usage.optional(),
+  /** The job's `metadata`, as it was given. */
+  metadata: z.record(z.string(), z.unknown()).optional(),
+}).transform((r) => ({ ...r, usage: r.usage ?? usageOf(r.promptTokenIds.length, r.tokenIds.length) }));
+export type JobResult = z.output<typeof JobResult>;

@@ -2,16 +2,20 @@ import { hostname } from 'node:os';
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
+import { type GenerationBatchResult, type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
+import { CANCELLED_REASON, CancelMarks } from '../queue/cancel-marks.js';
 import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
-import type { JobResult } from '../queue/result-schema.js';
+import { closeRedis, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
+import type { JobRef } from '../queue/result-collector.js';
+import { type JobResult, usageOf } from '../queue/result-schema.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
 import { generationRequestFor } from './job-request.js';
+import { generateSplittingOnOom } from './out-of-memory.js';
 import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
 
@@ -39,7 +43,21 @@ export interface GenerationWorkerOptions {
   readonly logger: Logger;
   /** BullMQ key prefix (tests isolate themselves with it). */
   readonly prefix?: string;
+  /** A job's lock lasts this long unless renewed (every half of it); BullMQ's default (30 s) when unset. */
+  readonly lockDurationMs?: number;
+  /** How often this worker looks for jobs whose lock expired; BullMQ's default (30 s) when unset. */
+  readonly stalledIntervalMs?: number;
 }
+
+export interface ShutdownReport {
+  /** The deadline passed before BullMQ had recorded every job (Redis out of reach): the connections were cut. */
+  readonly forced: boolean;
+  /** Jobs this worker took whose outcome Redis never got: stalled-job recovery returns them to the queue. */
+  readonly abandoned: number;
+}
+
+/** A partial batch waits for jobs still in Redis only if Redis says so this quickly (it answers in about 1 ms). */
+const WAITING_PROBE_TIMEOUT_MS = 250;
 
 interface BatchItem {
   readonly request: GenerationRequest;
@@ -64,6 +82,13 @@ export function batchKey(request: GenerationRequest): string {
 /** A job's content is wrong: retrying cannot help, so BullMQ fails it at once with this message. */
 class JobContentError extends UnrecoverableError {}
 
+/** The job was cancelled (JobCanceller) while it ran: it fails at once, with the reason the collector looks for. */
+export class JobCancelledError extends UnrecoverableError {
+  constructor() {
+    super(CANCELLED_REASON);
+  }
+}
+
 /**
  * Takes jobs from the shared queue and this model's queue, tokenizes each, hands it to a BatchCollector and
  * answers it from one batched graph run. Each queue may hold twice a batch of jobs active (by default), so a
@@ -86,6 +111,13 @@ export class GenerationWorker {
   private readonly connections: Redis[] = [];
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
+  /** Jobs BullMQ took from Redis (some maybe not handed to process() yet) whose outcome Redis has not confirmed (queue + id). */
+  private readonly held = new Set<string>();
+  private stopping = false;
+  private closing: Promise<ShutdownReport> | undefined;
+  /** Resolves shutdown's wait for the jobs already taken. */
+  private idleWaiter: (() => void) | undefined;
+  private readonly cancelMarks: CancelMarks;
 
   constructor(private readonly options: GenerationWorkerOptions) {
     this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
@@ -101,6 +133,7 @@ export class GenerationWorker {
       run: (items, release) => this.runBatch(items, release),
       moreComing: () => this.jobsWaiting(),
     });
+    this.cancelMarks = new CancelMarks(options.connection, options.prefix);
     this.heartbeat = new FleetHeartbeat(
       options.connection,
       () => ({
@@ -123,36 +156,71 @@ export class GenerationWorker {
       for (let f = 0; f < fetchers; f++) {
         const connection = this.options.connection.duplicate();
         this.connections.push(connection);
+        const { lockDurationMs, stalledIntervalMs } = this.options;
         const worker = new Worker(name, (job: Job) => this.process(job), {
           connection,
           concurrency: Math.ceil(concurrency / fetchers),
           prefix: this.options.prefix,
+          // BullMQ merges these over its defaults, so an unset one must be absent rather than undefined.
+          ...(lockDurationMs === undefined ? {} : { lockDuration: lockDurationMs }),
+          ...(stalledIntervalMs === undefined ? {} : { stalledInterval: stalledIntervalMs }),
         });
+        worker.on('active', (job) => this.held.add(`${name}:${job.id}`));
         worker.on('failed', (job, err) => {
-          this.stats.recordJob(false);
-          this.metrics.recordFailed();
-          this.options.logger.warn({ jobId: job?.id, err: err.message }, 'job failed');
+          if (job) this.held.delete(`${name}:${job.id}`);
+          // An attempt that BullMQ tries again (a transient error, attempts left) is not a failed job.
+          const retried = job !== undefined && !(err instanceof UnrecoverableError) && job.attemptsMade < (job.opts.attempts ?? 1);
+          if (!retried) {
+            this.stats.recordJob(false);
+            this.metrics.recordFailed();
+          }
+          this.options.logger.warn({ jobId: job?.id, err: err.message, attemptsMade: job?.attemptsMade }, retried ? 'job attempt failed, will retry' : 'job failed');
         });
-        worker.on('completed', (_job, result: JobResult | undefined) => {
+        worker.on('completed', (job, result: JobResult | undefined) => {
+          this.held.delete(`${name}:${job.id}`);
           this.stats.recordJob(true);
           if (result?.timings) this.metrics.recordCompleted(result.timings);
         });
-        worker.on('error', (err) => this.options.logger.error({ err: err.message }, 'worker error'));
+        reportErrors(worker, connection, `worker ${name}`);
         this.workers.push(worker);
       }
-      this.waitingProbes.push(new Queue(name, { connection: this.options.connection, prefix: this.options.prefix }));
+      const probe = new Queue(name, { connection: this.options.connection, prefix: this.options.prefix });
+      reportErrors(probe, this.options.connection, `queue ${name}`);
+      this.waitingProbes.push(probe);
     }
     this.heartbeat.start();
     this.options.logger.info({ workerId: this.workerId, queues: this.queues, device: this.options.engine.device }, 'worker started');
   }
 
-  /** Stops taking jobs, lets active ones finish, then releases the engine. */
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+  /**
+   * Stops taking jobs and lets the jobs already taken run to the end of their batch (the engine needs no Redis).
+   * BullMQ then has timeoutMs to record their outcomes and close; past that (Redis out of reach: BullMQ would
+   * wait for it for ever), every connection is cut and the jobs not recorded are abandoned to stalled-job
+   * recovery. The engine is the caller's to close.
+   */
+  close(timeoutMs = Infinity): Promise<ShutdownReport> {
+    this.closing ??= this.shutdown(timeoutMs);
+    return this.closing;
+  }
+
+  private async shutdown(timeoutMs: number): Promise<ShutdownReport> {
+    this.stopping = true;
+    const heartbeatStopped = this.heartbeat.stop();
+    const workersClosed = Promise.allSettled(this.workers.map((w) => w.close()));
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idleWaiter = resolve));
+    const released = (async () => {
+      await workersClosed;
+      this.collector.close();
+      await Promise.allSettled(this.waitingProbes.map((q) => q.close()));
+      await heartbeatStopped;
+      await Promise.all(this.connections.map((c) => closeRedis(c)));
+    })();
+    if (await settlesWithin(released, timeoutMs)) return { forced: false, abandoned: 0 };
+    const abandoned = this.held.size;
+    // BullMQ's own duplicates of our connections are reachable only this way.
+    disconnectAll(this.options.connection);
     this.collector.close();
-    await Promise.all(this.waitingProbes.map((q) => q.close()));
-    await this.heartbeat.stop();
-    await Promise.all(this.connections.map((c) => c.quit().catch(() => undefined)));
+    return { forced: true, abandoned };
   }
 
   private async process(job: Job): Promise<JobResult> {
@@ -160,12 +228,22 @@ export class GenerationWorker {
     try {
       return await this.answer(job);
     } finally {
-      this.inFlight--;
+      if (--this.inFlight === 0) this.idleWaiter?.();
     }
+  }
+
+  /**
+   * Whether the job was cancelled (JobCanceller marks an active job in Redis). Asked when a job's batch ends; a
+   * scheduler that can drop a job between steps may ask it at each step. Questions asked together share one round
+   * trip.
+   */
+  isCancelled(job: JobRef): Promise<boolean> {
+    return this.cancelMarks.isMarked(job);
   }
 
   private async answer(job: Job): Promise<JobResult> {
     const startedAt = Date.now();
+    const ref = { id: String(job.id), queue: job.queueName };
     const parsed = JobInput.safeParse(job.data);
     if (!parsed.success) throw new JobContentError(`invalid job data: ${describeZodError(parsed.error)}`);
     const data = parsed.data;
@@ -191,9 +269,13 @@ export class GenerationWorker {
     try {
       outcome = await this.collector.submit(batchKey(request), { request });
     } catch (e) {
+      // A cancelled job ends as cancelled even when its batch failed (it must not be retried).
+      if (await this.isCancelled(ref).catch(() => false)) throw new JobCancelledError();
       if (e instanceof JobContentError) throw e;
       throw new Error(`generation failed: ${(e as Error).message}`);
     }
+    // A job cancelled while its batch ran never completes: its text is dropped.
+    if (await this.isCancelled(ref)) throw new JobCancelledError();
     const finishedAt = Date.now();
     return {
       // The BullMQ id is the one results are looked up by; data.id could say anything.
@@ -215,6 +297,8 @@ export class GenerationWorker {
         workerId: this.workerId,
         device: this.options.engine.device,
       },
+      usage: usageOf(promptTokenIds.length, outcome.result.tokenIds.length),
+      ...(data.metadata ? { metadata: data.metadata } : {}),
     };
   }
 
@@ -223,20 +307,40 @@ export class GenerationWorker {
    * should wait for them. With every slot busy, nothing more can join, so it must not wait.
    */
   private async jobsWaiting(): Promise<boolean> {
-    if (this.inFlight >= this.concurrency) return false;
-    const counts = await Promise.all(this.waitingProbes.map((q) => q.getWaitingCount()));
-    return counts.some((n) => n > 0);
+    if (this.stopping || this.inFlight >= this.concurrency) return false;
+    // Unanswered (Redis out of reach) counts as no: the batch must not wait on Redis, least of all at shutdown.
+    // Jobs with a priority wait in their own set, which getWaitingCount() does not count.
+    let waiting = false;
+    const probe = Promise.all(this.waitingProbes.map((q) => q.getJobCountByTypes('waiting', 'prioritized'))).then(
+      (counts) => (waiting = counts.some((n) => n > 0)),
+    );
+    await settlesWithin(probe, WAITING_PROBE_TIMEOUT_MS);
+    return waiting;
   }
 
   private async runBatch(items: BatchItem[], release: () => void): Promise<(BatchOutcome | Error)[]> {
-    const { results, timings } = await this.options.engine.generate(items.map((i) => i.request));
+    const parts = await generateSplittingOnOom(
+      (requests) => this.options.engine.generate(requests),
+      items.map((i) => i.request),
+      (size, e) => this.options.logger.warn({ batchSize: size, err: e.message }, 'out of device memory: running the batch in halves'),
+    );
     // The GPU is free: let the next batch start while this one's text is decoded and its jobs completed.
     release();
+    const outcomes: (BatchOutcome | Error)[] = [];
+    for (const part of parts) {
+      if ('error' in part) outcomes.push(...Array.from({ length: part.size }, () => part.error));
+      else outcomes.push(...(await this.outcomesOf(part.batch)));
+    }
+    return outcomes;
+  }
+
+  /** One outcome per request of a batch that ran: its text, or the engine's reason for refusing the request. */
+  private async outcomesOf({ results, timings }: GenerationBatchResult): Promise<(BatchOutcome | Error)[]> {
     const ok = results.flatMap((r) => ('error' in r ? [] : [r]));
     const texts = await this.options.tokenizer.decodeBatch(ok.map((r) => r.tokenIds));
     const tokens = ok.reduce((a, r) => a + r.tokenIds.length, 0);
-    this.stats.recordBatch(items.length, tokens, timings.generateMs);
-    this.metrics.recordBatch(items.length, tokens, timings.generateMs);
+    this.stats.recordBatch(results.length, tokens, timings.generateMs);
+    this.metrics.recordBatch(results.length, tokens, timings.generateMs);
     let k = 0;
     return results.map((r) =>
       'error' in r

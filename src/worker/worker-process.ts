@@ -8,9 +8,9 @@ import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
-import { createRedisConnection } from '../queue/redis-connection.js';
+import { assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
-import { GenerationWorker } from './generation-worker.js';
+import { GenerationWorker, type ShutdownReport } from './generation-worker.js';
 import { MetricsServer, redisCheck } from './metrics-server.js';
 
 export interface WorkerProcessOptions {
@@ -41,8 +41,11 @@ export interface StartedWorker {
   readonly connection: Redis;
   /** Serves /metrics and /healthz when a metrics port was given. */
   readonly metrics: MetricsServer | undefined;
-  /** Finishes active jobs, then releases the engine and the connection. */
-  close(): Promise<void>;
+  /**
+   * Finishes the active batch and gives BullMQ config.worker.shutdownTimeoutMs to record it, then releases the
+   * metrics server, the engine and the connections (cut, if the deadline passed).
+   */
+  close(): Promise<ShutdownReport>;
 }
 
 /** Opens the engine for a built model in its worker thread and starts serving its queues. */
@@ -65,7 +68,7 @@ export async function startWorker(
     await engine.close(); // its thread would otherwise keep the process alive
     throw e;
   });
-  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl);
+  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl, { logger });
   const worker = new GenerationWorker({
     connection,
     engine,
@@ -79,6 +82,8 @@ export async function startWorker(
     fetchers: o.fetchers,
     prefix: o.prefix,
     logger,
+    lockDurationMs: config.worker.lockDurationMs,
+    stalledIntervalMs: config.worker.stalledIntervalMs,
   });
   const metricsPort = o.metricsPort ?? config.worker.metricsPort;
   let closing = false;
@@ -102,10 +107,11 @@ export async function startWorker(
     metrics,
     close: async () => {
       closing = true;
-      await worker.close();
+      const report = await worker.close(config.worker.shutdownTimeoutMs);
       await metrics?.close();
       await engine.close();
-      await connection.quit();
+      await closeRedis(connection);
+      return report;
     },
   };
 }
@@ -128,23 +134,33 @@ async function warmUp(engine: ThreadedGenerator, batches: readonly number[], len
 }
 
 /**
- * A worker process's whole life: resolve (and build) the model, serve until SIGINT/SIGTERM, then finish active
- * jobs and release everything. Used by `genqueue worker` and workers/worker.ts.
+ * A worker process's whole life: check Redis, resolve (and build) the model, serve until SIGINT/SIGTERM, then
+ * finish the active batch and release everything. The caller exits with shutdownExitCode(report): after a forced
+ * shutdown BullMQ's timers would keep the process alive. Used by `genqueue worker` and workers/worker.ts.
  */
-export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<void> {
+export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessOptions, logger: Logger): Promise<ShutdownReport> {
   const modelArg = o.model ?? config.defaultModel;
   if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
+  // A wrong URL or password is one clear error now, not a warning repeated for ever once the model is loaded.
+  await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
   const model = await resolveModelArg(modelArg, config, o.precision);
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
-  const started = await startWorker(config, model, o, logger);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      logger.info({ signal }, 'shutting down: finishing active jobs');
-      resolve();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+  // Listening before the worker announces itself, so that a signal right after that is a clean shutdown.
+  const stopped = new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
   });
-  await started.close();
+  const started = await startWorker(config, model, o, logger);
+  logger.info({ signal: await stopped, deadlineMs: config.worker.shutdownTimeoutMs }, 'shutting down: finishing the active batch');
+  const report = await started.close();
+  if (report.abandoned > 0) {
+    logger.error({ abandoned: report.abandoned }, 'shutdown deadline passed: abandoned jobs return to the queue through stalled-job recovery');
+  } else if (report.forced) logger.warn('shutdown deadline passed with no job held: connections cut');
   logger.info({ stats: started.worker.stats.snapshot() }, 'worker stopped');
+  return report;
+}
+
+/** Non-zero when jobs were abandoned at shutdown. */
+export function shutdownExitCode(report: ShutdownReport): number {
+  return report.abandoned > 0 ? 1 : 0;
 }

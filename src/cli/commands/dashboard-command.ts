@@ -3,7 +3,8 @@ import { loadConfig } from '../../config/load-config.js';
 import { DashboardAccess, DashboardConfigError, credentialsFromEnv } from '../../dashboard/dashboard-access.js';
 import { DashboardServer } from '../../dashboard/dashboard-server.js';
 import { QueueOverview } from '../../dashboard/queue-overview.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { assertRedisReachable, closeRedis, createRedisConnection, redactUrl } from '../../queue/redis-connection.js';
+import { createLogger } from '../logger.js';
 import { configOption, nonNegativeInt } from '../options.js';
 
 const list = (value: string): string[] => value.split(',').map((s) => s.trim()).filter(Boolean);
@@ -29,17 +30,21 @@ export function registerDashboardCommand(program: Command): void {
         if (e instanceof DashboardConfigError) process.exitCode = 2;
         throw e;
       }
-      const connection = createRedisConnection(config.redisUrl);
+      const logger = createLogger(config.logLevel);
+      // A wrong URL or password fails here; later outages are ridden out (the API answers 503 meanwhile).
+      await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
+      const connection = createRedisConnection(config.redisUrl, { logger });
       const overview = new QueueOverview(connection);
       const server = new DashboardServer(overview, access);
       const port = await server.listen(o.port, o.host);
-      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${config.redisUrl})\n`);
-      await new Promise<void>((resolve) => {
+      const stopped = new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+      process.stderr.write(`dashboard on http://${o.host}:${port}/ (Redis ${redactUrl(config.redisUrl)})\n`);
+      await stopped;
       await server.close();
       await overview.close();
-      await connection.quit();
+      await closeRedis(connection);
     });
 }

@@ -8,6 +8,7 @@ import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../../model/checkpoint/ra
 import { defaultCacheDir } from '../../model/model-cache.js';
 import { JobProducer } from '../../queue/job-producer.js';
 import { jobFromFields } from '../../queue/job-schema.js';
+import { assertRedisReachable, redactUrl } from '../../queue/redis-connection.js';
 import { RedisServerProcess } from '../../queue/redis-server-process.js';
 import { ResultCollector } from '../../queue/result-collector.js';
 import { startWorker } from '../../worker/worker-process.js';
@@ -51,7 +52,10 @@ export function registerDemoCommand(program: Command): void {
         redisServer = await RedisServerProcess.start();
         redisUrl = redisServer.url;
         out(`redis: started a private redis-server on ${redisUrl}`);
-      } else out(`redis: ${redisUrl}`);
+      } else {
+        await assertRedisReachable(redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
+        out(`redis: ${redactUrl(redisUrl)}`);
+      }
 
       // Everything after the private redis-server starts stops it again, on every path (a failed build or start too).
       try {

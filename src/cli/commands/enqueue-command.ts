@@ -1,10 +1,12 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { closeRedis } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
+import { type KeepJobs, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_PRIORITY } from '../../queue/job-schema.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
+import { connectRedisClient } from '../redis-client.js';
 import { openOutput, summaryLine, writeResults } from '../result-lines.js';
 
 interface EnqueueOptions {
@@ -16,6 +18,39 @@ interface EnqueueOptions {
   timeoutMs?: number;
   recheckMs?: number;
   config?: string;
+  priority?: number;
+  delayMs?: number;
+  attempts?: number;
+  keepCompleted?: KeepJobs;
+  keepFailed?: KeepJobs;
+}
+
+/** An integer flag within [min, max], refused at parse time like the job line's field would be. */
+function intIn(flag: string, min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${flag} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+const SECONDS_PER_UNIT: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** `age=7d`, `count=1000`, both (`age=12h,count=100`), or `all`: how many finished jobs Redis keeps. */
+export function parseKeepJobs(flag: string): (value: string) => KeepJobs {
+  return (value: string) => {
+    if (value.trim() === 'all') return {};
+    const keep: { age?: number; count?: number } = {};
+    for (const part of value.split(',').map((p) => p.trim())) {
+      const age = /^age=(\d+)([smhd]?)$/.exec(part);
+      const count = /^count=(\d+)$/.exec(part);
+      if (age) keep.age = Number(age[1]) * SECONDS_PER_UNIT[age[2] || 's']!;
+      else if (count) keep.count = Number(count[1]);
+      else throw new InvalidArgumentError(`${flag}: expected age=N[s|m|h|d], count=N, both (comma-separated) or all; got "${part}"`);
+    }
+    if (keep.age === 0 || keep.count === 0) throw new InvalidArgumentError(`${flag}: age and count must be at least 1`);
+    return keep;
+  };
 }
 
 export function registerEnqueueCommand(program: Command): void {
@@ -29,12 +64,26 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from`')
     .option('--chunk-size <n>', 'jobs per addBulk call', positiveInt('--chunk-size'), 1000)
     .option('--timeout-ms <ms>', 'with --wait, give up after this long (unfinished jobs are written as pending)', positiveInt('--timeout-ms'))
+    .option('--priority <n>', 'priority of every job: 1 is the highest, 2097151 the lowest (a line\'s "priority" wins)', intIn('--priority', 1, MAX_PRIORITY))
+    .option('--delay-ms <ms>', 'jobs wait this long before a worker may take them (a line\'s "delay_ms" wins)', intIn('--delay-ms', 0, MAX_DELAY_MS))
+    .option('--attempts <n>', 'tries per job for transient failures (default: config jobs.attempts; a line\'s "attempts" wins)', intIn('--attempts', 1, MAX_ATTEMPTS))
+    .option('--keep-completed <spec>', 'completed jobs kept in Redis: age=N[s|m|h|d], count=N, both, or all (default: config retention.completed)', parseKeepJobs('--keep-completed'))
+    .option('--keep-failed <spec>', 'failed jobs kept in Redis, as --keep-completed (default: config retention.failed)', parseKeepJobs('--keep-failed'))
     .addOption(recheckOption())
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
-      const connection = createRedisConnection(config.redisUrl);
-      const producer = new JobProducer({ connection, maxPromptChars: config.limits.maxPromptChars });
+      const connection = connectRedisClient(config);
+      const producer = new JobProducer({
+        connection,
+        maxPromptChars: config.limits.maxPromptChars,
+        priority: o.priority,
+        delayMs: o.delayMs,
+        attempts: o.attempts ?? config.jobs.attempts,
+        backoffMs: config.jobs.backoffMs,
+        keepCompleted: o.keepCompleted ?? config.retention.completed,
+        keepFailed: o.keepFailed ?? config.retention.failed,
+      });
       const bar = new ProgressBar('enqueue');
       try {
         let report;
@@ -77,7 +126,7 @@ export function registerEnqueueCommand(program: Command): void {
         }
       } finally {
         await producer.close();
-        await connection.quit();
+        await closeRedis(connection);
       }
     });
 }

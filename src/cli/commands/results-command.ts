@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { closeRedis } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs, readJobRefs } from '../../queue/result-collector.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
+import { connectRedisClient } from '../redis-client.js';
 import { openOutput, summaryLine, writeResults } from '../result-lines.js';
 
 interface ResultsOptions {
@@ -28,7 +29,7 @@ export function registerResultsCommand(program: Command): void {
     .action(async (o: ResultsOptions) => {
       const config = loadConfig({ file: o.config });
       const refs = distinctRefs(await readJobRefs(o.idsFrom));
-      const connection = createRedisConnection(config.redisUrl);
+      const connection = connectRedisClient(config);
       const bar = new ProgressBar('results');
       const out = openOutput(o.out);
       try {
@@ -43,7 +44,7 @@ export function registerResultsCommand(program: Command): void {
         if (summary.completed !== summary.jobs) process.exitCode = 1;
       } finally {
         await out.close();
-        await connection.quit();
+        await closeRedis(connection);
       }
     });
 }

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { runWorkerProcess, type WorkerProcessOptions } from '../../worker/worker-process.js';
+import { runWorkerProcess, shutdownExitCode, type WorkerProcessOptions } from '../../worker/worker-process.js';
 import { createLogger } from '../logger.js';
 import { configOption, deviceOption, nonNegativeInt, positiveInt, positiveIntList, precisionOption } from '../options.js';
 
@@ -31,6 +31,7 @@ export function registerWorkerCommand(program: Command): void {
   for (const option of sharedWorkerOptions()) command.addOption(option);
   command.action(async (o: WorkerProcessOptions & { config?: string }) => {
     const config = loadConfig({ file: o.config });
-    await runWorkerProcess(config, o, createLogger(config.logLevel));
+    const report = await runWorkerProcess(config, o, createLogger(config.logLevel));
+    process.exit(shutdownExitCode(report));
   });
 }
