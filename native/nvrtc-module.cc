@@ -63,6 +63,9 @@ void checkDriver(int code, const std::string& what) {
 NvrtcModule::NvrtcModule(const std::string& source, const char* fileName, int deviceId, const std::vector<std::string>& kernels) {
   load();
   cudart.load();
+  // cuModuleLoadData needs a current context: on a thread that has not touched the device yet (an operator made
+  // before any session ran), cudaSetDevice makes the device's primary context current.
+  cudart.check(cudart.setDevice(deviceId), "cudaSetDevice");
   int major = 0, minor = 0;
   cudart.check(cudart.deviceGetAttribute(&major, CudaRuntime::kAttrComputeCapabilityMajor, deviceId), "cudaDeviceGetAttribute");
   cudart.check(cudart.deviceGetAttribute(&minor, CudaRuntime::kAttrComputeCapabilityMinor, deviceId), "cudaDeviceGetAttribute");
