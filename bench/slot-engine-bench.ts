@@ -27,6 +27,8 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '2048' },
     'chunk-steps': { type: 'string', default: '16' },
     'prefill-chunk': { type: 'string', default: '512' },
+    'prefill-rows': { type: 'string' },
+    capacity: { type: 'string' },
     sections: { type: 'string', default: 'uniform,mixed,prefill' },
     work: { type: 'string', default: '/tmp/genqueue-bench' },
     json: { type: 'string' },
@@ -60,6 +62,8 @@ const engine = SlotEngine.open(model.dir, {
   slots: S,
   chunkSteps: Number(values['chunk-steps']),
   prefillChunk: Number(values['prefill-chunk']),
+  ...(values['prefill-rows'] ? { prefillRows: Number(values['prefill-rows']) } : {}),
+  ...(values.capacity ? { capacity: Number(values.capacity) } : {}),
   onWarning: (m) => console.error(m),
 });
 const openSeconds = (performance.now() - t0) / 1000;
