@@ -243,7 +243,7 @@ describe('genqueue results → OpenAI Batch output lines', () => {
     const f = JSON.parse(failed!.line) as { response: { status_code: number; body: { error: { message: string; type: string } } }; error: null };
     assert.equal(f.response.status_code, 500);
     assert.deepEqual(f.response.body.error, { message: 'boom', type: 'server_error', param: null, code: null });
-    const tooLong = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'failed', error: 'too long' }, { statusCode: 400 })!.line) as typeof f;
+    const tooLong = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'failed', error: 'too long', content: true })!.line) as typeof f;
     assert.equal(tooLong.response.body.error.type, 'invalid_request_error');
     const missing = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'missing', error: 'not in Redis' })!.line) as { response: null; error: { code: string } };
     assert.equal(missing.response, null);
