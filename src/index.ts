@@ -19,7 +19,7 @@ export {
   openAiRefusedLine,
   jobIdForCustomId,
   writtenCustomIds,
-  terminateLastLine,
+  repairLastLine,
 } from './queue/openai-batch.js';
 export type { ChatMessage, OpenAiJobFields, OpenAiRequestRef, OpenAiMappingOptions, OpenAiOutput, ParsedOpenAiLine } from './queue/openai-batch.js';
 export { createRedisConnection, DEFAULT_REDIS_URL } from './queue/redis-connection.js';

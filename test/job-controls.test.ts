@@ -295,6 +295,7 @@ describe('job controls, cancel, transient failures and OOM splits against a real
       }
       const failed = got.get('oom-6');
       assert.equal(failed?.status === 'failed' && failed.error, 'generation failed: Failed to allocate memory for requested buffer of size 1073741824');
+      assert.equal(failed?.status === 'failed' && failed.content, undefined, 'an engine failure is not the content\'s fault');
     } finally {
       await t.close();
     }

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { type OpenAiOutput, type OpenAiRequestRef, openAiOutputLine, terminateLastLine } from '../queue/openai-batch.js';
+import { type OpenAiOutput, type OpenAiRequestRef, openAiOutputLine, repairLastLine } from '../queue/openai-batch.js';
 import type { CollectedResult } from '../queue/result-collector.js';
 
 /** One output line per job: the result fields users consume, or the reason it has none. */
@@ -58,7 +58,7 @@ export interface Output {
  */
 export async function openOutput(path: string | undefined, options: { append?: boolean } = {}): Promise<Output> {
   if (!path) return { stream: process.stdout, close: async () => undefined };
-  if (options.append) terminateLastLine(path);
+  if (options.append) repairLastLine(path);
   const stream = createWriteStream(path, { flags: options.append ? 'a' : 'w' });
   await once(stream, 'open');
   return { stream, close: () => new Promise((resolve, reject) => stream.end((e?: Error | null) => (e ? reject(e) : resolve()))) };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { z } from 'zod';
 import { JobId, type JobData, type LineFormat, type LineLimits, ModelName, type ParsedLine, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
@@ -436,22 +436,43 @@ export async function writtenCustomIds(paths: readonly string[]): Promise<Set<st
 }
 
 /**
- * Before appending to an output file that an interruption may have cut mid-line: ends that line, so the next
- * line starts on its own (the cut line stays invalid JSON and its request is written again).
+ * Before appending to an output file that an interruption may have cut mid-line: a last line without its newline
+ * that still parses (its request counts as written) gets the newline; one cut short (not JSON: its request is written
+ * again) is removed, so the file stays valid JSONL.
  */
-export function terminateLastLine(path: string): void {
+export function repairLastLine(path: string): void {
   if (!existsSync(path)) return;
-  const fd = openSync(path, 'r');
-  let last = '\n';
+  const fd = openSync(path, 'r+');
   try {
     const { size } = fstatSync(fd);
-    if (size > 0) {
-      const byte = Buffer.alloc(1);
-      readSync(fd, byte, 0, 1, size - 1);
-      last = byte.toString('latin1');
+    if (size === 0) return;
+    // The last line starts after the last newline: read backwards a block at a time until one is found.
+    const block = Buffer.alloc(64 * 1024);
+    let start = size;
+    let lineStart = 0;
+    let found = false;
+    while (start > 0 && !found) {
+      const length = Math.min(block.length, start);
+      start -= length;
+      readSync(fd, block, 0, length, start);
+      const newline = block.subarray(0, length).lastIndexOf(0x0a);
+      if (newline >= 0) {
+        lineStart = start + newline + 1;
+        found = true;
+      }
     }
+    if (lineStart === size) return; // ends with a newline
+    const last = Buffer.alloc(size - lineStart);
+    readSync(fd, last, 0, last.length, lineStart);
+    let complete = true;
+    try {
+      JSON.parse(last.toString('utf8'));
+    } catch {
+      complete = false;
+    }
+    if (complete) writeSync(fd, '\n', size);
+    else ftruncateSync(fd, lineStart);
   } finally {
     closeSync(fd);
   }
-  if (last !== '\n') appendFileSync(path, '\n');
 }

@@ -80,14 +80,16 @@ export function registerEnqueueCommand(program: Command): void {
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
       const openAi = (await resolveFormat(file, o)) === 'openai';
-      // OpenAI output files are appended to, so they are opened first: refused lines go there as the file is read.
-      const outputs = openAi && (o.wait || o.errorsOut !== undefined) ? await openOpenAiOutputs({ ...o, out: o.wait ? o.out : undefined }) : undefined;
-      const refusedTo = outputs ? (outputs.errors ?? (o.wait ? outputs.out : undefined)) : undefined;
+      const openOutputs = () => openOpenAiOutputs({ ...o, out: o.wait ? o.out : undefined });
+      // With --skip-invalid, refused OpenAI requests become error lines as the file is read: the outputs (appended
+      // to) open first. Otherwise they open once the file is enqueued, so a refused file leaves no files behind.
+      let outputs = openAi && o.skipInvalid && (o.wait || o.errorsOut !== undefined) ? await openOutputs() : undefined;
       const onRefused = async (r: RefusedLine): Promise<void> => {
         process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`);
+        const to = outputs && (outputs.errors ?? (o.wait ? outputs.out : undefined));
         const customId = r.tags?.custom_id;
-        if (!refusedTo || (customId !== undefined && outputs!.written.has(customId))) return;
-        await writeLine(refusedTo.stream, openAiRefusedLine(customId, r.line, r.error).line);
+        if (!to || (customId !== undefined && outputs!.written.has(customId))) return;
+        await writeLine(to.stream, openAiRefusedLine(customId, r.line, r.error).line);
       };
       const connection = connectRedisClient(config);
       const producer = new JobProducer({
@@ -131,7 +133,8 @@ export function registerEnqueueCommand(program: Command): void {
         if (!o.wait) return;
         let refs = distinctRefs(report.jobs ?? []);
         let format = genqueueResults;
-        if (outputs) {
+        if (openAi) {
+          const { written } = (outputs ??= await openOutputs());
           // Each job's line tags (custom_id, url) make the same entry an --ids-out file holds.
           const requests = distinctRefs(
             (report.jobs ?? []).map((j) => {
@@ -140,7 +143,7 @@ export function registerEnqueueCommand(program: Command): void {
               return parsed.ref;
             }),
           );
-          refs = requests.filter((r) => !outputs.written.has(r.customId));
+          refs = requests.filter((r) => !written.has(r.customId));
           if (refs.length < requests.length) process.stderr.write(`already written: ${requests.length - refs.length} request(s)\n`);
           format = openAiResults(requests);
         }
