@@ -140,7 +140,7 @@ export const JobInput = z
     top_p: boundedFloat(0.001, 1).default(1),
     repetition_penalty: boundedFloat(0.01, 100).default(1),
     // seed, stop and stream are for the slot engine (continuous batching); the search-op paths do not read them
-    // (README: which paths honour which field).
+    // (docs/architecture.md: which path honours which job field).
     seed: Seed.optional(),
     stop: StopStrings.optional(),
     /** Send tokens as they are generated (where the engine can) besides the result. */

@@ -45,9 +45,9 @@ export interface OpenAiJobFields {
   readonly top_p?: number;
   readonly top_k?: number;
   readonly repetition_penalty?: number;
-  /** Honoured by the slot engine only (README: which paths honour which field). */
+  /** Honoured by the slot engine only (docs/architecture.md: which path honours which job field). */
   readonly seed?: number | string;
-  /** Honoured by the slot engine only (README: which paths honour which field). */
+  /** Honoured by the slot engine only (docs/architecture.md: which path honours which job field). */
   readonly stop?: string[];
 }
 
