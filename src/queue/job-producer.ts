@@ -149,6 +149,9 @@ export interface JobProducerOptions extends JobControls {
 
 const WEEK_SECONDS = 7 * 24 * 3600;
 
+export const DEFAULT_ATTEMPTS = 3;
+export const DEFAULT_BACKOFF_MS = 1000;
+
 /**
  * Where `enqueue` writes the ids of a file when nobody asked (neither --wait nor --ids-out), so its results can
  * always be fetched: `<input>.ids.jsonl` beside it, or, where that cannot be written, a file in the cache directory
@@ -175,8 +178,6 @@ async function openFirstWritable(paths: readonly string[]): Promise<{ stream: Wr
   }
   throw new Error(`cannot write the ids file: ${failures.join('; ')}`);
 }
-export const DEFAULT_ATTEMPTS = 3;
-export const DEFAULT_BACKOFF_MS = 1000;
 
 const JobControlsSchema = z.object({
   priority: Priority.optional(),
