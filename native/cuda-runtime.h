@@ -20,6 +20,7 @@ struct CudaRuntime {
   int (*free)(void*) = nullptr;
   int (*memcpy)(void*, const void*, size_t, int) = nullptr;
   int (*memcpyAsync)(void*, const void*, size_t, int, Stream) = nullptr;
+  int (*memcpy2DAsync)(void*, size_t, const void*, size_t, size_t, size_t, int, Stream) = nullptr;
   int (*memset)(void*, int, size_t) = nullptr;
   int (*deviceSynchronize)() = nullptr;
   int (*setDevice)(int) = nullptr;
@@ -54,6 +55,7 @@ struct CudaRuntime {
     sym(free, "cudaFree");
     sym(memcpy, "cudaMemcpy");
     sym(memcpyAsync, "cudaMemcpyAsync");
+    sym(memcpy2DAsync, "cudaMemcpy2DAsync");
     sym(memset, "cudaMemset");
     sym(deviceSynchronize, "cudaDeviceSynchronize");
     sym(setDevice, "cudaSetDevice");

@@ -5,7 +5,6 @@
 //
 // The ONNX Runtime library is the one onnxruntime-node ships: its path comes from JS and is opened with
 // dlopen, so the addon links nothing but libdl and cannot load a second copy.
-#include <dlfcn.h>
 #include <node_api.h>
 #include <onnxruntime_c_api.h>
 
@@ -17,8 +16,6 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -26,7 +23,12 @@
 
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
+#include "graph-capture.h"
 #include "greedy-next-token.h"
+#include "handle-registry.h"
+#include "napi-util.h"
+#include "ort-api.h"
+#include "slot-loop-napi.h"
 #include "small-batch-matmul.h"
 
 namespace {
@@ -36,18 +38,13 @@ using genqueue::cudart;
 using genqueue::GreedyNextToken;
 using genqueue::SmallBatchMatMul;
 
+using genqueue::elementBytes;
+using genqueue::elementCount;
+namespace napi = genqueue::napi;
+
 const OrtApi* ort = nullptr;
 
-struct OrtError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-void check(OrtStatus* status) {
-  if (status == nullptr) return;
-  std::string message = ort->GetErrorMessage(status);
-  ort->ReleaseStatus(status);
-  throw OrtError(message);
-}
+void check(OrtStatus* status) { genqueue::checkOrt(ort, status); }
 
 // The step graph's input/output names, as src/model/contract.ts defines them (the addon repeats none of them);
 // per-layer caches are the prefix followed by the layer index.
@@ -91,22 +88,6 @@ struct Slot {
   bool captureFailed = false;  // a capture failed on a warm slot: this shape runs without graphs
   std::map<std::pair<int64_t, int64_t>, CudaRuntime::GraphExec> graphs;  // (first step, steps) → captured graph
 };
-
-// The element types the addon allocates: the state (int64) and the caches (fp16 or fp32).
-size_t elementBytes(ONNXTensorElementDataType type) {
-  switch (type) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return 4;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return 2;
-    default: throw std::invalid_argument("device loop: unexpected tensor element type");
-  }
-}
-
-int64_t elementCount(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 class DeviceLoop {
  public:
@@ -264,21 +245,18 @@ class DeviceLoop {
     auto key = std::make_pair(first, count);
     auto found = slot.graphs.find(key);
     if (found != slot.graphs.end()) return found->second;
-    cudart.check(cudart.streamBeginCapture(stream_, CudaRuntime::kCaptureModeRelaxed), "cudaStreamBeginCapture");
-    OrtStatus* failed = nullptr;
-    for (int64_t s = first; s < first + count && failed == nullptr; s++) failed = launchStep(slot, s, runAsync_);
-    CudaRuntime::Graph graph = nullptr;
-    int ended = cudart.streamEndCapture(stream_, &graph);
     CudaRuntime::GraphExec exec = nullptr;
-    int instantiated = 1;
-    if (failed == nullptr && ended == 0 && graph != nullptr) instantiated = cudart.graphInstantiateWithFlags(&exec, graph, 0);
-    if (graph != nullptr) cudart.graphDestroy(graph);
-    if (failed != nullptr || ended != 0 || instantiated != 0) {
-      std::string why = failed != nullptr ? ort->GetErrorMessage(failed) : cudart.errorString(ended != 0 ? ended : instantiated);
-      if (failed != nullptr) ort->ReleaseStatus(failed);
-      cudart.getLastError();  // clear the (non-sticky) error the failed capture left
+    const std::string failed = genqueue::captureGraph(
+        ort, stream_,
+        [&]() -> OrtStatus* {
+          OrtStatus* status = nullptr;
+          for (int64_t s = first; s < first + count && status == nullptr; s++) status = launchStep(slot, s, runAsync_);
+          return status;
+        },
+        &exec);
+    if (!failed.empty()) {
       if (slot.warm) {
-        fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", why.c_str());
+        fprintf(stderr, "genqueue device loop: CUDA graph capture failed (%s); this shape runs without graphs\n", failed.c_str());
         slot.captureFailed = true;
       }
       return nullptr;
@@ -335,29 +313,13 @@ class DeviceLoop {
   }
 
   OrtSession* createSession(const std::string& path) {
-    OrtSessionOptions* so = nullptr;
-    check(ort->CreateSessionOptions(&so));
-    std::unique_ptr<OrtSessionOptions, void (*)(OrtSessionOptions*)> guard(so, [](OrtSessionOptions* p) { ort->ReleaseSessionOptions(p); });
-    check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
-    if (!options_.profilePrefix.empty()) check(ort->EnableProfiling(so, options_.profilePrefix.c_str()));
-    if (options_.cuda) {
-      OrtCUDAProviderOptionsV2* cuda = nullptr;
-      check(ort->CreateCUDAProviderOptions(&cuda));
-      std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> cudaGuard(
-          cuda, [](OrtCUDAProviderOptionsV2* p) { ort->ReleaseCUDAProviderOptions(p); });
-      std::string device = std::to_string(options_.deviceId);
-      const char* keys[] = {"device_id"};
-      const char* values[] = {device.c_str()};
-      check(ort->UpdateCUDAProviderOptions(cuda, keys, values, 1));
-      // ONNX Runtime's own enable_cuda_graph captures one run per graph id and cannot release a graph; the
-      // step's past length is baked into each capture, so the addon captures runs of steps itself, on this stream.
-      check(ort->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
-      check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
-      check(ort->AddCustomOpDomain(so, customOps_));
-    }
-    OrtSession* session = nullptr;
-    check(ort->CreateSession(env_, path.c_str(), so, &session));
-    return session;
+    genqueue::SessionSettings settings;
+    settings.cuda = options_.cuda;
+    settings.deviceId = options_.deviceId;
+    settings.stream = stream_;
+    settings.customOps = customOps_;  // the fp16 CUDA steps' operators; none on the CPU provider
+    settings.profilePrefix = options_.profilePrefix;
+    return genqueue::createSession(ort, env_, path, settings);
   }
 
   // A zero-filled tensor in the addon's own memory (device memory on CUDA, host memory on the CPU provider).
@@ -487,203 +449,60 @@ std::atomic<int> DeviceLoop::liveLoops{0};
 
 // ---- Node-API glue ----
 
-#define NAPI_CALL(env, call)                                          \
-  do {                                                                \
-    if ((call) != napi_ok) throw std::runtime_error("N-API: " #call); \
-  } while (0)
-
-std::string stringArg(napi_env env, napi_value v) {
-  size_t len = 0;
-  NAPI_CALL(env, napi_get_value_string_utf8(env, v, nullptr, 0, &len));
-  std::string s(len, '\0');
-  NAPI_CALL(env, napi_get_value_string_utf8(env, v, s.data(), len + 1, &len));
-  return s;
-}
-
-napi_value property(napi_env env, napi_value obj, const char* name) {
-  napi_value v;
-  NAPI_CALL(env, napi_get_named_property(env, obj, name, &v));
-  return v;
-}
-
-int intProperty(napi_env env, napi_value obj, const char* name) {
-  int32_t out = 0;
-  if (napi_get_value_int32(env, property(env, obj, name), &out) != napi_ok) throw std::invalid_argument(std::string("option ") + name + " must be a number");
-  return out;
-}
-
-std::string stringProperty(napi_env env, napi_value obj, const char* name) {
-  napi_value v = property(env, obj, name);
-  napi_valuetype type;
-  NAPI_CALL(env, napi_typeof(env, v, &type));
-  if (type != napi_string) throw std::invalid_argument(std::string("option ") + name + " must be a string");
-  return stringArg(env, v);
-}
-
-bool boolProperty(napi_env env, napi_value obj, const char* name) {
-  bool out = false;
-  if (napi_get_value_bool(env, property(env, obj, name), &out) != napi_ok) throw std::invalid_argument(std::string("option ") + name + " must be a boolean");
-  return out;
-}
-
-const int32_t* int32ArrayArg(napi_env env, napi_value v, size_t expected, const char* name) {
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* data = nullptr;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_int32_array) {
-    throw std::invalid_argument(std::string(name) + " must be an Int32Array");
-  }
-  if (length != expected) throw std::invalid_argument(std::string(name) + " has " + std::to_string(length) + " elements, expected " + std::to_string(expected));
-  return static_cast<const int32_t*>(data);
-}
-
-int64_t int64Arg(napi_env env, napi_value v, const char* name) {
-  int64_t out = 0;
-  if (napi_get_value_int64(env, v, &out) != napi_ok) throw std::invalid_argument(std::string(name) + " must be a number");
-  return out;
-}
-
-template <typename F>
-napi_value guarded(napi_env env, F&& f) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    napi_throw_error(env, nullptr, e.what());
-    return nullptr;
-  }
-}
-
-std::vector<napi_value> args(napi_env env, napi_callback_info info, size_t count) {
-  std::vector<napi_value> argv(count);
-  size_t argc = count;
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv.data(), nullptr, nullptr));
-  if (argc < count) throw std::invalid_argument("expected " + std::to_string(count) + " arguments");
-  return argv;
-}
-
-// A JS handle is an external over a Handle, which lives exactly as long as the external: close() deletes the loop
-// and leaves the Handle (so a closed handle is an error, never a newer loop at a reused address), and the
-// external's finalizer deletes both, releasing a loop that was never closed (a dropped handle, a worker thread's
-// teardown). The set of live Handles is what makes a foreign external an error, not a crash. The addon may be
-// loaded by several worker threads of one process, so process-wide state is guarded.
-struct Handle {
-  DeviceLoop* loop;
-};
-std::set<Handle*> handles;
-std::mutex processState;
-
-Handle* handleOf(napi_env env, napi_value v) {
-  void* p = nullptr;
-  bool ours = napi_get_value_external(env, v, &p) == napi_ok;
-  if (ours) {
-    std::lock_guard<std::mutex> lock(processState);
-    ours = handles.count(static_cast<Handle*>(p)) > 0;
-  }
-  if (!ours) throw std::invalid_argument("not an open device loop");
-  return static_cast<Handle*>(p);
-}
-
-DeviceLoop* unwrap(napi_env env, napi_value v) {
-  DeviceLoop* loop = handleOf(env, v)->loop;
-  if (loop == nullptr) throw std::invalid_argument("not an open device loop");
-  return loop;
-}
-
-void finalizeHandle(napi_env, void* data, void*) {
-  auto* handle = static_cast<Handle*>(data);
-  {
-    std::lock_guard<std::mutex> lock(processState);
-    handles.erase(handle);
-  }
-  delete handle->loop;
-  delete handle;
-}
+genqueue::HandleRegistry<DeviceLoop> loops("device loop");
 
 // open(ortLibraryPath, stepPath, options) → handle
 napi_value Open(napi_env env, napi_callback_info info) {
-  return guarded(env, [&]() -> napi_value {
-    auto argv = args(env, info, 3);
-    std::unique_lock<std::mutex> lock(processState);
-    if (ort == nullptr) {
-      std::string lib = stringArg(env, argv[0]);
-      void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
-      if (handle == nullptr) throw std::runtime_error("dlopen " + lib + ": " + dlerror());
-      auto getBase = reinterpret_cast<const OrtApiBase* (*)()>(dlsym(handle, "OrtGetApiBase"));
-      if (getBase == nullptr) throw std::runtime_error(lib + " has no OrtGetApiBase");
-      const OrtApi* api = getBase()->GetApi(ORT_API_VERSION);
-      if (api == nullptr) throw std::runtime_error(lib + " does not provide ONNX Runtime C API version " + std::to_string(ORT_API_VERSION));
-      ort = api;
-    }
+  return napi::guarded(env, [&]() -> napi_value {
+    auto argv = napi::args(env, info, 3);
+    ort = genqueue::loadOrtApi(napi::string(env, argv[0], "ortLibrary"));
     Options o;
     napi_value opts = argv[2];
-    o.cuda = boolProperty(env, opts, "cuda");
-    o.deviceId = intProperty(env, opts, "deviceId");
-    o.cudaGraph = boolProperty(env, opts, "cudaGraph");
-    o.numLayers = intProperty(env, opts, "numLayers");
-    o.kvHeads = intProperty(env, opts, "kvHeads");
-    o.headSize = intProperty(env, opts, "headSize");
-    o.kvFloat16 = boolProperty(env, opts, "kvFloat16");
-    napi_value names = property(env, opts, "bindings");
+    const auto integer = [&](const char* name) { return static_cast<int>(napi::intProperty(env, opts, name)); };
+    o.cuda = napi::boolProperty(env, opts, "cuda");
+    o.deviceId = integer("deviceId");
+    o.cudaGraph = napi::boolProperty(env, opts, "cudaGraph");
+    o.numLayers = integer("numLayers");
+    o.kvHeads = integer("kvHeads");
+    o.headSize = integer("headSize");
+    o.kvFloat16 = napi::boolProperty(env, opts, "kvFloat16");
+    napi_value names = napi::property(env, opts, "bindings");
     napi_valuetype namesType;
-    NAPI_CALL(env, napi_typeof(env, names, &namesType));
+    napi::call(napi_typeof(env, names, &namesType), "napi_typeof");
     if (namesType != napi_object) throw std::invalid_argument("option bindings must be an object of binding names");
-    o.names = Bindings{stringProperty(env, names, "tokens"),         stringProperty(env, names, "tokensNext"),
-                       stringProperty(env, names, "step"),           stringProperty(env, names, "stepNext"),
-                       stringProperty(env, names, "promptLengths"),  stringProperty(env, names, "minLengths"),
-                       stringProperty(env, names, "pastLength"),     stringProperty(env, names, "pastKeyPrefix"),
-                       stringProperty(env, names, "pastValuePrefix"), stringProperty(env, names, "presentKeyPrefix"),
-                       stringProperty(env, names, "presentValuePrefix")};
-    napi_valuetype profileType;
-    napi_value profile = property(env, opts, "profilePrefix");
-    NAPI_CALL(env, napi_typeof(env, profile, &profileType));
-    if (profileType == napi_string) o.profilePrefix = stringArg(env, profile);
-    napi_valuetype smallType;
-    napi_value smallStep = property(env, opts, "smallBatchStep");
-    NAPI_CALL(env, napi_typeof(env, smallStep, &smallType));
-    if (smallType == napi_string) o.smallBatchStep = stringArg(env, smallStep);
-    NAPI_CALL(env, napi_typeof(env, property(env, opts, "smallBatchRows"), &smallType));
-    if (smallType != napi_undefined) o.smallBatchRows = intProperty(env, opts, "smallBatchRows");
+    const auto name = [&](const char* key) { return napi::stringProperty(env, names, key); };
+    o.names = Bindings{name("tokens"),        name("tokensNext"),      name("step"),           name("stepNext"),
+                       name("promptLengths"), name("minLengths"),      name("pastLength"),     name("pastKeyPrefix"),
+                       name("pastValuePrefix"), name("presentKeyPrefix"), name("presentValuePrefix")};
+    o.profilePrefix = napi::optionalString(env, opts, "profilePrefix");
+    o.smallBatchStep = napi::optionalString(env, opts, "smallBatchStep");
+    if (napi::has(env, opts, "smallBatchRows")) o.smallBatchRows = integer("smallBatchRows");
 
     if (o.cudaGraph && !o.cuda) throw std::invalid_argument("cudaGraph needs the CUDA provider");
     if (!o.smallBatchStep.empty() && !o.cuda) throw std::invalid_argument("smallBatchStep needs the CUDA provider");
-    lock.unlock();
-    auto handle = std::make_unique<Handle>(Handle{new DeviceLoop(stringArg(env, argv[1]), o)});
-    napi_value external;
-    if (napi_create_external(env, handle.get(), finalizeHandle, nullptr, &external) != napi_ok) {
-      delete handle->loop;
-      throw std::runtime_error("N-API: napi_create_external");
-    }
-    std::lock_guard<std::mutex> guard(processState);
-    handles.insert(handle.release());  // the external's finalizer owns it now
-    return external;
+    return loops.wrap(env, new DeviceLoop(napi::string(env, argv[1], "stepPath"), o));
   });
 }
 
 // generate(handle, tokens Int32Array[B*C], promptLengths, minLengths, endLengths (Int32Array[B] each), B, C,
 //          eosTokenId (-1: none), checkEvery) → { tokens: Int32Array[B*C], steps }
 napi_value Generate(napi_env env, napi_callback_info info) {
-  return guarded(env, [&]() -> napi_value {
-    auto argv = args(env, info, 9);
-    DeviceLoop* loop = unwrap(env, argv[0]);
-    int64_t batch = int64Arg(env, argv[5], "batch");
-    int64_t capacity = int64Arg(env, argv[6], "capacity");
-    int64_t eos = int64Arg(env, argv[7], "eosTokenId");
-    int64_t checkEvery = int64Arg(env, argv[8], "checkEvery");
+  return napi::guarded(env, [&]() -> napi_value {
+    auto argv = napi::args(env, info, 9);
+    DeviceLoop* loop = loops.get(env, argv[0]);
+    int64_t batch = napi::integer(env, argv[5], "batch");
+    int64_t capacity = napi::integer(env, argv[6], "capacity");
+    int64_t eos = napi::integer(env, argv[7], "eosTokenId");
+    int64_t checkEvery = napi::integer(env, argv[8], "checkEvery");
     if (batch < 1 || capacity < 2) throw std::invalid_argument("batch must be ≥ 1 and capacity ≥ 2");
-    const int32_t* tokens = int32ArrayArg(env, argv[1], batch * capacity, "tokens");
-    const int32_t* prompt = int32ArrayArg(env, argv[2], batch, "promptLengths");
-    const int32_t* minLen = int32ArrayArg(env, argv[3], batch, "minLengths");
-    const int32_t* endLen = int32ArrayArg(env, argv[4], batch, "endLengths");
+    const int32_t* tokens = napi::int32View(env, argv[1], batch * capacity, "tokens");
+    const int32_t* prompt = napi::int32View(env, argv[2], batch, "promptLengths");
+    const int32_t* minLen = napi::int32View(env, argv[3], batch, "minLengths");
+    const int32_t* endLen = napi::int32View(env, argv[4], batch, "endLengths");
     auto out = loop->generate(tokens, prompt, minLen, endLen, batch, capacity, static_cast<int32_t>(eos), checkEvery);
-    napi_value buffer, array, result, steps;
-    void* data = nullptr;
-    NAPI_CALL(env, napi_create_arraybuffer(env, out.tokens.size() * sizeof(int32_t), &data, &buffer));
-    std::memcpy(data, out.tokens.data(), out.tokens.size() * sizeof(int32_t));
-    NAPI_CALL(env, napi_create_typedarray(env, napi_int32_array, out.tokens.size(), buffer, 0, &array));
-    NAPI_CALL(env, napi_create_object(env, &result));
-    NAPI_CALL(env, napi_set_named_property(env, result, "tokens", array));
-    NAPI_CALL(env, napi_create_int64(env, out.steps, &steps));
-    NAPI_CALL(env, napi_set_named_property(env, result, "steps", steps));
+    napi_value result = napi::object(env);
+    napi::set(env, result, "tokens", napi::newTypedArray(env, napi_int32_array, out.tokens.data(), out.tokens.size(), sizeof(int32_t)));
+    napi::set(env, result, "steps", napi::fromInt(env, out.steps));
     return result;
   });
 }
@@ -691,23 +510,18 @@ napi_value Generate(napi_env env, napi_callback_info info) {
 // close(handle): releases sessions and device buffers; the handle must not be used afterwards, but closing it
 // again does nothing.
 napi_value Close(napi_env env, napi_callback_info info) {
-  return guarded(env, [&]() -> napi_value {
-    auto argv = args(env, info, 1);
-    Handle* handle = handleOf(env, argv[0]);
-    DeviceLoop* loop = handle->loop;
-    handle->loop = nullptr;
-    delete loop;
+  return napi::guarded(env, [&]() -> napi_value {
+    auto argv = napi::args(env, info, 1);
+    loops.close(env, argv[0]);
     return nullptr;
   });
 }
 
 // resourceCounts() → { loops }: DeviceLoops holding resources in this process (tests check that nothing leaks).
 napi_value ResourceCounts(napi_env env, napi_callback_info) {
-  return guarded(env, [&]() -> napi_value {
-    napi_value result, loops;
-    NAPI_CALL(env, napi_create_object(env, &result));
-    NAPI_CALL(env, napi_create_int32(env, DeviceLoop::liveLoops.load(), &loops));
-    NAPI_CALL(env, napi_set_named_property(env, result, "loops", loops));
+  return napi::guarded(env, [&]() -> napi_value {
+    napi_value result = napi::object(env);
+    napi::set(env, result, "loops", napi::fromInt(env, DeviceLoop::liveLoops.load()));
     return result;
   });
 }
@@ -720,6 +534,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"resourceCounts", nullptr, ResourceCounts, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  genqueue::defineSlotLoopExports(env, exports);
   return exports;
 }
 

@@ -1,4 +1,5 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startEngineThread } from './engine-thread.js';
 import type { ModelManifest } from '../model/manifest.js';
 import type { DeviceSpec } from './execution-provider.js';
 import type { GeneratorOptions } from './generator.js';
@@ -132,31 +133,9 @@ export class ThreadedGenerator implements TextGenerationEngine {
 }
 
 /** Starts a thread and waits for its Generator to open; rejects if the thread fails or ends before that. */
-function spawnThread(modelDir: string, options: ThreadedGeneratorOptions): Promise<{ manifest: ModelManifest; device: string; thread: Worker }> {
-  return new Promise((resolve, reject) => {
-    const { onWarning, threadEntry, ...generatorOptions } = options;
-    const thread = new Worker(threadEntry ?? THREAD_ENTRY, { workerData: { modelDir, options: generatorOptions } });
-    const settle = (error?: Error): void => {
-      thread.off('message', onMessage);
-      thread.off('error', onError);
-      thread.off('exit', onExit);
-      if (error) {
-        thread.on('error', () => undefined); // whatever else it reports while it ends
-        void thread.terminate();
-        reject(error);
-      }
-    };
-    const onMessage = (msg: ThreadResponse): void => {
-      if (msg.type === 'warning') onWarning?.(msg.message);
-      else if (msg.type === 'ready') {
-        settle();
-        resolve({ manifest: msg.manifest, device: msg.device, thread });
-      } else if (msg.type === 'failed') settle(new Error(msg.message));
-    };
-    const onError = (e: Error): void => settle(e);
-    const onExit = (code: number): void => settle(new Error(`generator thread exited with code ${code} before it was ready`));
-    thread.on('message', onMessage);
-    thread.on('error', onError);
-    thread.on('exit', onExit);
-  });
+async function spawnThread(modelDir: string, options: ThreadedGeneratorOptions): Promise<{ manifest: ModelManifest; device: string; thread: Worker }> {
+  const { onWarning, threadEntry, ...generatorOptions } = options;
+  type Ready = Extract<ThreadResponse, { type: 'ready' }>;
+  const { thread, ready } = await startEngineThread<Ready>(threadEntry ?? THREAD_ENTRY, { modelDir, options: generatorOptions }, 'generator thread', onWarning);
+  return { manifest: ready.manifest, device: ready.device, thread };
 }

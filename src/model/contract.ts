@@ -1,8 +1,9 @@
 /**
- * The names that the builder, the engine and the native addon (native/device-loop.cc) share: the files of a
- * built model directory, the search graphs' inputs and outputs, the device loop's state buffers and the interval
- * at which the loop looks for EOS. Each is spelled here once; the addon receives its binding names from
- * `deviceLoopBindings()` when it opens a step, so it repeats none of them.
+ * The names that the builder, the engine and the native addon (native/device-loop.cc, native/slot-loop.cc) share:
+ * the files of a built model directory, the search graphs' inputs and outputs, the device loop's and the slot
+ * loop's state buffers and the interval at which the device loop looks for EOS. Each is spelled here once; the
+ * addon receives its binding names from `deviceLoopBindings()` / `slotBindings()` when it opens a step, so it
+ * repeats none of them.
  */
 
 /** The files of a built model directory. */
@@ -119,6 +120,91 @@ export function deviceLoopBindings(): DeviceLoopBindings {
     promptLengths: S.promptLengths,
     minLengths: S.minLengths,
     pastLength: S.pastLength,
+    pastKeyPrefix: prefixOf(STATIC_KV.pastKey),
+    pastValuePrefix: prefixOf(STATIC_KV.pastValue),
+    presentKeyPrefix: prefixOf(STATIC_KV.presentKey),
+    presentValuePrefix: prefixOf(STATIC_KV.presentValue),
+  };
+}
+
+/** The slot engine's two steps (slot-step-graph.ts; native/slot-loop.h runs them). */
+export const SLOT_FILES = {
+  decode: 'slot-decode.onnx',
+  prefill: 'slot-prefill.onnx',
+} as const;
+
+/**
+ * The slot steps' decoder inputs, per row: input_ids and position_ids int64 [rows, seq], GroupQueryAttention's
+ * seqlens_k int32 [rows] (= total length - 1) and total_sequence_length int32 [1] (a host scalar).
+ */
+export const SLOT_STEP_IO = {
+  inputIds: 'input_ids',
+  positionIds: 'position_ids',
+  seqlensK: 'seqlens_k',
+  totalSequenceLength: 'total_sequence_length',
+} as const;
+
+/**
+ * The decode step's row state, read and written by genqueue.NextToken (native/next-token.h): its outputs
+ * (`*_next`, and the next step's decoder inputs) are bound to the buffers of the inputs they replace.
+ */
+export const SLOT_STATE = {
+  state: 'slot_state',
+  params: 'slot_params',
+  history: 'slot_history',
+  ring: 'slot_ring',
+  counter: 'slot_counter',
+  next: (name: string): string => `${name}_next`,
+} as const;
+
+/** The int64 fields of a row's state, in order (native/next-token.h SlotStateField). */
+export const SLOT_STATE_FIELDS = ['token', 'position', 'end', 'min', 'seed', 'topK', 'status', 'sample'] as const;
+/** The float parameters of a row, in order (native/next-token.h SlotParam). */
+export const SLOT_PARAMS = ['temperature', 'topP', 'repetitionPenalty'] as const;
+/** A row's status field. */
+export const SLOT_STATUS = { idle: 0, running: 1, stopped: 2, length: 3 } as const;
+
+/** What the slot loop binds (native/slot-loop.h SlotBindings), as slotOpen() receives it. */
+export interface SlotBindings {
+  readonly inputIds: string;
+  readonly positionIds: string;
+  readonly seqlensK: string;
+  readonly totalSequenceLength: string;
+  readonly inputIdsNext: string;
+  readonly positionIdsNext: string;
+  readonly seqlensKNext: string;
+  readonly state: string;
+  readonly stateNext: string;
+  readonly params: string;
+  readonly history: string;
+  readonly historyNext: string;
+  readonly ring: string;
+  readonly ringNext: string;
+  readonly counter: string;
+  readonly counterNext: string;
+  readonly pastKeyPrefix: string;
+  readonly pastValuePrefix: string;
+  readonly presentKeyPrefix: string;
+  readonly presentValuePrefix: string;
+}
+
+export function slotBindings(): SlotBindings {
+  const io = SLOT_STEP_IO;
+  const s = SLOT_STATE;
+  return {
+    ...io,
+    inputIdsNext: s.next(io.inputIds),
+    positionIdsNext: s.next(io.positionIds),
+    seqlensKNext: s.next(io.seqlensK),
+    state: s.state,
+    stateNext: s.next(s.state),
+    params: s.params,
+    history: s.history,
+    historyNext: s.next(s.history),
+    ring: s.ring,
+    ringNext: s.next(s.ring),
+    counter: s.counter,
+    counterNext: s.next(s.counter),
     pastKeyPrefix: prefixOf(STATIC_KV.pastKey),
     pastValuePrefix: prefixOf(STATIC_KV.pastValue),
     presentKeyPrefix: prefixOf(STATIC_KV.presentKey),

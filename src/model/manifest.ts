@@ -6,7 +6,7 @@ import { MODEL_FILES } from './contract.js';
 export const MANIFEST_FILE = MODEL_FILES.manifest;
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 14;
+export const BUILDER_VERSION = 15;
 
 const RopeSpecSchema = z.object({
   type: z.enum(['default', 'linear', 'llama3', 'dynamic']),
@@ -68,6 +68,9 @@ export const ModelManifest = z.object({
     deviceLoopCpu: z.string().optional(),
     /** fp16 builds with DecoderMaskedMultiHeadAttention: the CUDA step for batches of 1-2 (genqueue.SmallBatchMatMul). */
     deviceLoopSmallBatch: z.string().optional(),
+    /** capabilities.deviceLoop: the slot engine's decode and prefill steps (slot-step-graph.ts). */
+    slotDecode: z.string().optional(),
+    slotPrefill: z.string().optional(),
     weights: z.string(),
     tokenizer: z.string(),
     /** tokenizer_config.json (chat template), when the checkpoint has one. */

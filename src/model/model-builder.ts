@@ -4,9 +4,10 @@ import type { DecoderArchitecture, DecoderGraph, DecoderVariant } from './archit
 import { openArchitecture } from './architectures/registry.js';
 import { CHECKPOINT_FILES, type HfCheckpoint, openHfCheckpoint } from './checkpoint/hf-checkpoint.js';
 import { buildDecoderStep } from './components/decoder-step.js';
-import { DEVICE_LOOP_FILES, MODEL_FILES, SEARCH_FILES } from './contract.js';
+import { DEVICE_LOOP_FILES, MODEL_FILES, SEARCH_FILES, SLOT_FILES } from './contract.js';
 import { encodeDeviceLoopStepModel } from './device-loop-graph.js';
 import { encodeBeamSearchModel, encodeGreedySearchModel, encodeSamplingModel } from './generation-graph.js';
+import { encodeSlotDecodeModel, encodeSlotPrefillModel } from './slot-step-graph.js';
 import { BUILDER_VERSION, MANIFEST_FILE, type ModelManifest } from './manifest.js';
 import type { FloatPrecision } from './onnx/tensor-types.js';
 import { WeightFile } from './onnx/weight-file.js';
@@ -44,6 +45,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   let staticDecoder: DecoderGraph | undefined;
   let staticCpuDecoder: DecoderGraph | undefined;
   let smallBatchDecoder: DecoderGraph | undefined;
+  let slotDecoder: DecoderGraph | undefined;
   try {
     decoder = build({ kvCache: 'growing', logits: 'last' });
     if (caps.sharedKvSearch) sharedKvDecoder = build({ kvCache: 'shared', logits: 'last' });
@@ -52,6 +54,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       staticCpuDecoder = build({ kvCache: 'static-cpu', logits: 'last' });
       staticDecoder = caps.maskedDecodeAttention ? build({ kvCache: 'static', logits: 'last' }) : staticCpuDecoder;
       if (fp16 && caps.smallBatchStep) smallBatchDecoder = build({ kvCache: 'static', logits: 'last', matmul: 'small-batch' });
+      slotDecoder = build({ kvCache: 'slots', logits: 'last' });
     }
   } finally {
     weights.close();
@@ -63,6 +66,10 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
   if (staticDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cuda), encodeDeviceLoopStepModel(staticDecoder, { tail: fp16 ? 'genqueue' : 'onnx' }));
   if (staticCpuDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cpu), encodeDeviceLoopStepModel(staticCpuDecoder));
   if (smallBatchDecoder) writeFileSync(join(outDir, DEVICE_LOOP_FILES.cudaSmallBatch), encodeDeviceLoopStepModel(smallBatchDecoder, { tail: 'genqueue' }));
+  if (slotDecoder) {
+    writeFileSync(join(outDir, SLOT_FILES.decode), encodeSlotDecodeModel(slotDecoder));
+    writeFileSync(join(outDir, SLOT_FILES.prefill), encodeSlotPrefillModel(slotDecoder));
+  }
   copyFileSync(checkpoint.tokenizerPath, join(outDir, MODEL_FILES.tokenizer));
   // The chat template and special tokens, for jobs that send messages.
   const copied = (from: string, to: string): boolean => {
@@ -88,6 +95,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
       ...(staticDecoder ? { deviceLoop: DEVICE_LOOP_FILES.cuda } : {}),
       ...(staticCpuDecoder ? { deviceLoopCpu: DEVICE_LOOP_FILES.cpu } : {}),
       ...(smallBatchDecoder ? { deviceLoopSmallBatch: DEVICE_LOOP_FILES.cudaSmallBatch } : {}),
+      ...(slotDecoder ? { slotDecode: SLOT_FILES.decode, slotPrefill: SLOT_FILES.prefill } : {}),
       weights: MODEL_FILES.weights,
       tokenizer: MODEL_FILES.tokenizer,
       ...(hasTokenizerConfig ? { tokenizerConfig: MODEL_FILES.tokenizerConfig } : {}),

@@ -59,6 +59,8 @@ export interface ShutdownReport {
 
 /** A partial batch waits for jobs still in Redis only if Redis says so this quickly (it answers in about 1 ms). */
 const WAITING_PROBE_TIMEOUT_MS = 250;
+/** How long the cancel check at a batch's end waits for Redis. */
+const CANCEL_CHECK_TIMEOUT_MS = 1_000;
 
 interface BatchItem {
   readonly request: GenerationRequest;
@@ -245,8 +247,12 @@ export class GenerationWorker {
    * scheduler that can drop a job between steps may ask it at each step. Questions asked together share one round
    * trip.
    */
-  isCancelled(job: JobRef): Promise<boolean> {
-    return this.cancelMarks.isMarked(job);
+  async isCancelled(job: JobRef): Promise<boolean> {
+    // Unanswered (Redis out of reach) counts as not cancelled: a batch's end must not wait on Redis, least of all
+    // at shutdown, whose deadline then decides what happens to the job.
+    let marked = false;
+    await settlesWithin(this.cancelMarks.isMarked(job).then((m) => (marked = m)), CANCEL_CHECK_TIMEOUT_MS);
+    return marked;
   }
 
   private async answer(job: Job): Promise<JobResult> {
@@ -278,7 +284,7 @@ export class GenerationWorker {
       outcome = await this.collector.submit(batchKey(request), { request });
     } catch (e) {
       // A cancelled job ends as cancelled even when its batch failed (it must not be retried).
-      if (await this.isCancelled(ref).catch(() => false)) throw new JobCancelledError();
+      if (await this.isCancelled(ref)) throw new JobCancelledError();
       if (e instanceof JobContentError) throw e;
       throw new Error(`generation failed: ${(e as Error).message}`);
     }

@@ -63,10 +63,12 @@ export interface DecoderSpec {
  * (inputs input_ids int64 [B,1], position_ids int64 [1,1]), with DecoderMaskedMultiHeadAttention (CUDA); every
  * shape is fixed, so steps can be captured as CUDA graphs (device-loop-graph.ts); static-cpu: the same contract
  * with com.microsoft GroupQueryAttention (the CPU provider, and CUDA where DecoderMaskedMultiHeadAttention does
- * not fit).
+ * not fit); slots: the static-cpu contract with a position per row (input_ids and position_ids int64 [batch, seq],
+ * seqlens_k int32 [batch] and total_sequence_length int32 [1] as inputs), the slot engine's steps
+ * (slot-step-graph.ts), with raw logits: genqueue.NextToken handles every EOS id itself.
  */
 export interface DecoderVariant {
-  readonly kvCache: 'growing' | 'shared' | 'static' | 'static-cpu';
+  readonly kvCache: 'growing' | 'shared' | 'static' | 'static-cpu' | 'slots';
   /** last: logits [B,1,V]; sample: last-position logits with the sampling head (sampling-head.ts), for GreedySearch to argmax. */
   readonly logits: 'last' | 'sample';
   /**

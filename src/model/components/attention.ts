@@ -15,7 +15,7 @@ export interface PackedQkv {
 /**
  * Multi-head attention over a packed q/k/v projection of `input`, with each step variant's cache:
  * growing/shared: com.microsoft Attention (fused projection, GPT-2 past/present, in place when shared);
- * static: MatMul + DecoderMaskedMultiHeadAttention; static-cpu: MatMul + bias + GroupQueryAttention.
+ * static: MatMul + DecoderMaskedMultiHeadAttention; static-cpu and slots: MatMul + bias + GroupQueryAttention.
  * Values are named `${name}_*`; returns the attention output [batch, seq, hidden].
  */
 export function packedQkvAttention(step: DecoderStep, name: string, i: number, input: string, p: PackedQkv): string {
@@ -92,7 +92,8 @@ export function rotaryAttention(step: DecoderStep, name: string, i: number, inpu
     // at the rows' shared position (a [1] start offset).
     if (HS % 16 === 0) return g.msOp('GroupQueryAttention', [qkv, '', '', ...caches, rotary.cos, rotary.sin], outputs, { ...attrs, do_rotary: 1 })[0]!;
     const [q, k, v] = split();
-    const start = step.once('rope_start', () => g.op('Reshape', [io.positions(), g.int64s('rope_start_shape', [1])], ['rope_start'])[0]!);
+    // The device loop's rows share a position (a [1] start offset); the slot steps' rows have one each ([batch, seq]).
+    const start = io.variant.kvCache === 'slots' ? io.positions() : step.once('rope_start', () => g.op('Reshape', [io.positions(), g.int64s('rope_start_shape', [1])], ['rope_start'])[0]!);
     const [qr] = g.msOp('RotaryEmbedding', [q!, start, rotary.cos, rotary.sin], [`${name}_q_rot`], { num_heads: N });
     const [kr] = g.msOp('RotaryEmbedding', [k!, start, rotary.cos, rotary.sin], [`${name}_k_rot`], { num_heads: KVH });
     return g.msOp('GroupQueryAttention', [qr!, kr!, v!, ...caches], outputs, attrs)[0]!;

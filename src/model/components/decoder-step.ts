@@ -47,6 +47,7 @@ export function buildDecoderStep(arch: DecoderArchitecture, checkpoint: HfCheckp
   }
   if (variant.kvCache === 'shared' && !caps.sharedKvSearch) throw new Error(`${spec.architecture} has no shared-KV search step`);
   if (variant.kvCache === 'static' && !caps.maskedDecodeAttention) throw new Error(`${spec.architecture}: the static step needs DecoderMaskedMultiHeadAttention; use static-cpu`);
+  if (variant.kvCache === 'slots' && !caps.deviceLoop) throw new Error(`${spec.architecture} has no slot-engine step (it needs the device loop's GroupQueryAttention step)`);
   const w = new WeightLoader(g, checkpoint.tensors, options.precision, arch.tensorPrefix);
   const io = declareStepIo(g, variant, {
     numLayers: spec.numLayers,

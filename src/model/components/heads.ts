@@ -17,7 +17,8 @@ export function lowestLogit(type: ElemTypeName): number {
 export function appendLogitsHead(step: DecoderStep, hidden: string, lmHead: string): void {
   const { g, io, spec } = step;
   const sample = io.variant.logits === 'sample';
-  const extraEos = spec.eosTokenIds.length > 1;
+  // The slot steps keep every EOS logit: genqueue.NextToken ends a row on any of them.
+  const extraEos = spec.eosTokenIds.length > 1 && io.variant.kvCache !== 'slots';
   const projected = io.isStatic
     ? hidden
     : g.op('Slice', [hidden, g.int64s('slice_start', [-1]), g.int64s('slice_end', [2 ** 62]), g.int64s('slice_axis', [1])], ['last_hidden'])[0]!;

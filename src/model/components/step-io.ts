@@ -1,5 +1,5 @@
 import type { DecoderVariant } from '../architectures/architecture.js';
-import { SEARCH_STEP_IO, STATIC_KV } from '../contract.js';
+import { SEARCH_STEP_IO, SLOT_STEP_IO, STATIC_KV } from '../contract.js';
 import type { GraphBuilder } from '../onnx/graph-builder.js';
 import { type ElemTypeName, ElemType } from '../onnx/tensor-types.js';
 
@@ -15,7 +15,10 @@ export interface StepDims {
 /** The step graph's inputs (value names; '' where a variant has none) and derived per-step values. */
 export interface StepIo {
   readonly variant: DecoderVariant;
-  /** growing/shared: the search ops' GPT subgraph contract; static/static-cpu: the device loop's step. */
+  /**
+   * growing/shared: the search ops' GPT subgraph contract; static/static-cpu: the device loop's step; slots: the
+   * slot engine's steps. Static steps write in-place caches [batch, kv heads, capacity, head size].
+   */
   readonly isStatic: boolean;
   readonly inputIds: string;
   readonly positionIds: string;
@@ -40,19 +43,24 @@ export function declareStepIo(g: GraphBuilder, variant: DecoderVariant, d: StepD
   const ft = d.floatType;
   const KVH = d.numKvHeads;
   const HS = d.headSize;
-  const isStatic = variant.kvCache === 'static' || variant.kvCache === 'static-cpu';
+  const slots = variant.kvCache === 'slots';
+  const isStatic = variant.kvCache === 'static' || variant.kvCache === 'static-cpu' || slots;
   const shared = variant.kvCache === 'shared';
   const kvLen = shared ? 'max_seq' : 'past_seq';
   // The static step reads ids straight from the device loop's int64 token buffer (no Cast).
-  const inputIds = g.input(io.inputIds, isStatic ? 'int64' : 'int32', ['batch', 'seq']);
-  // Part of the search ops' contract, but not used there (see maskPositions). The static step's rows share one
-  // position, so it passes [1, 1], which broadcasts over the batch.
-  const positionIds = isStatic ? g.input(io.positionIds, 'int64', [1, 1]) : g.input(io.positionIds, 'int32', ['batch', 'seq']);
+  const inputIds = g.input(slots ? SLOT_STEP_IO.inputIds : io.inputIds, isStatic ? 'int64' : 'int32', ['batch', 'seq']);
+  // Part of the search ops' contract, but not used there (see maskPositions). The device loop's rows share one
+  // position, so it passes [1, 1], which broadcasts over the batch; the slot steps' rows each have their own.
+  const positionIds = slots
+    ? g.input(SLOT_STEP_IO.positionIds, 'int64', ['batch', 'seq'])
+    : isStatic
+      ? g.input(io.positionIds, 'int64', [1, 1])
+      : g.input(io.positionIds, 'int32', ['batch', 'seq']);
   const mask = isStatic ? '' : g.input(io.attentionMask, 'int32', ['batch', 'total_seq']);
   const past: string[] = [];
   if (!isStatic) for (let i = 0; i < d.numLayers; i++) past.push(g.input(io.past(i), ft, [2, 'batch', KVH, kvLen, HS]));
   // The filled length of a shared/static cache, read on the host: the attention writes the new position there, in place.
-  const pastLength = shared || isStatic ? g.input(io.pastSequenceLength, 'int32', [1]) : '';
+  const pastLength = shared || (isStatic && !slots) ? g.input(io.pastSequenceLength, 'int32', [1]) : '';
   let seqlensK = '';
   let totalSequenceLength = '';
   if (variant.kvCache === 'static-cpu') {
@@ -64,6 +72,12 @@ export function declareStepIo(g: GraphBuilder, variant: DecoderVariant, d: StepD
     seqlensK = g.op('Reshape', [lengths32!, g.int64s('gqa_lengths_shape', [-1])], ['gqa_seqlens_k'])[0]!;
     const [capacity] = g.op('Shape', [STATIC_KV.pastKey(0)], ['gqa_capacity'], { start: 2, end: 3 });
     totalSequenceLength = g.op('Cast', [capacity!], ['gqa_total_sequence_length'], { to: ElemType.int32 })[0]!;
+  }
+  if (slots) {
+    // Every row's length from the slot engine's state, and the attended length as a host scalar (the capacity when
+    // decoding, the chunk's end when prefilling): nothing about a row's position is in the graph's shapes.
+    seqlensK = g.input(SLOT_STEP_IO.seqlensK, 'int32', ['batch']);
+    totalSequenceLength = g.input(SLOT_STEP_IO.totalSequenceLength, 'int32', [1]);
   }
   if (isStatic) {
     for (let i = 0; i < d.numLayers; i++) {

@@ -1,0 +1,141 @@
+/**
+ * The slot engine against today's static batches, engine only (no queue): a random GPT-2-shaped checkpoint built
+ * here, greedy, no early stop (min_new_tokens = max_new_tokens, so both sides generate the same token counts).
+ *   uniform: J jobs of 8 → 256 tokens through S slots, and through the device loop in batches of S;
+ *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots, and as the worker
+ *            batches them today: by the power-of-two bucket of max_new_tokens, S per device-loop run;
+ *   prefill: time to first token of one 512-token prompt (alone), and of the same prompt fed one token per step.
+ *   node dist/bench/slot-engine-bench.js --device cuda:0 --precision fp16 --shape small --slots 256 --jobs 2048 --json out.json
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
+import { parseDevice } from '../src/engine/execution-provider.js';
+import type { GenerationRequest } from '../src/engine/generation-types.js';
+import { SlotEngine } from '../src/engine/slot-engine.js';
+import type { SlotRequest, SlotResult } from '../src/engine/slot-types.js';
+import { GPT2_SMALL_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
+import { ModelCache } from '../src/model/model-cache.js';
+
+const { values } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'small' },
+    device: { type: 'string', default: 'cpu' },
+    precision: { type: 'string', default: 'fp32' },
+    slots: { type: 'string', default: '256' },
+    jobs: { type: 'string', default: '2048' },
+    'chunk-steps': { type: 'string', default: '16' },
+    'prefill-chunk': { type: 'string', default: '512' },
+    sections: { type: 'string', default: 'uniform,mixed,prefill' },
+    work: { type: 'string', default: '/tmp/genqueue-bench' },
+    json: { type: 'string' },
+  },
+});
+const TINY = { layers: 2, heads: 4, embd: 64, positions: 1024, vocab: 50257, seed: 1, init: 0.02 };
+const shape = values.shape === 'tiny' ? TINY : GPT2_SMALL_SHAPE;
+const ckpt = join(values.work!, `ckpt-${values.shape}`);
+if (!existsSync(join(ckpt, 'config.json'))) {
+  mkdirSync(ckpt, { recursive: true });
+  writeRandomGpt2Checkpoint(ckpt, shape);
+}
+const precision = values.precision === 'fp16' ? 'fp16' : 'fp32';
+const device = parseDevice(values.device!);
+const model = await new ModelCache(join(values.work!, 'cache')).resolve(ckpt, precision);
+const S = Number(values.slots);
+const J = Number(values.jobs);
+const sections = new Set(values.sections!.split(','));
+
+let seed = 12345;
+const random = (): number => {
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return seed / 2 ** 32;
+};
+const between = (lo: number, hi: number): number => lo + Math.floor(random() * (hi - lo + 1));
+const prompt = (n: number): number[] => Array.from({ length: n }, () => between(0, 50000));
+
+const t0 = performance.now();
+const engine = SlotEngine.open(model.dir, {
+  device,
+  slots: S,
+  chunkSteps: Number(values['chunk-steps']),
+  prefillChunk: Number(values['prefill-chunk']),
+  onWarning: (m) => console.error(m),
+});
+const openSeconds = (performance.now() - t0) / 1000;
+const loop = DeviceLoopRunner.open(model.dir, model.manifest, { device });
+
+/** All jobs through the slot engine at once; tokens/s over the whole run, time-to-first-token percentiles. */
+async function throughSlots(jobs: SlotRequest[]) {
+  const started = performance.now();
+  const results: SlotResult[] = await Promise.all(jobs.map((j) => engine.generate(j)));
+  const seconds = (performance.now() - started) / 1000;
+  const tokens = results.reduce((a, r) => a + r.tokenIds.length, 0);
+  const ttft = results.map((r) => r.timings.timeToFirstTokenMs ?? 0).sort((a, b) => a - b);
+  const pct = (p: number) => ttft[Math.min(ttft.length - 1, Math.floor(p * ttft.length))]!;
+  return { seconds, tokens, tokensPerSecond: tokens / seconds, ttftMs: { p50: pct(0.5), p95: pct(0.95), max: ttft.at(-1)! } };
+}
+
+/** Static batches through the device loop, one after another. */
+function throughStaticBatches(batches: GenerationRequest[][]) {
+  const started = performance.now();
+  let tokens = 0;
+  for (const b of batches) for (const r of loop.run(b)) tokens += r.tokenIds.length;
+  const seconds = (performance.now() - started) / 1000;
+  return { seconds, tokens, tokensPerSecond: tokens / seconds, batches: batches.length };
+}
+
+const asGreedy = (j: SlotRequest): GenerationRequest => ({
+  promptIds: j.promptIds,
+  maxNewTokens: j.maxNewTokens,
+  minNewTokens: j.maxNewTokens,
+  repetitionPenalty: 1,
+  search: { kind: 'greedy' },
+});
+const inBatches = <T>(items: T[], size: number): T[][] => Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+const report: Record<string, unknown> = { shape: values.shape, precision, device: engine.device, slots: S, jobs: J, limits: engine.limits, openSeconds };
+
+// Warm-up: the first chunk runs plainly and the second captures the CUDA graph; the device loop captures per shape.
+await throughSlots(Array.from({ length: S }, () => ({ promptIds: prompt(8), maxNewTokens: 48, minNewTokens: 48 })));
+loop.run(Array.from({ length: S }, () => asGreedy({ promptIds: prompt(8), maxNewTokens: 248 })));
+
+if (sections.has('uniform')) {
+  const jobs: SlotRequest[] = Array.from({ length: J }, () => ({ promptIds: prompt(8), maxNewTokens: 248, minNewTokens: 248 }));
+  const slots = await throughSlots(jobs);
+  const staticRuns = throughStaticBatches(inBatches(jobs.map(asGreedy), S));
+  report.uniform = { slots, deviceLoop: staticRuns, slotsOverDeviceLoop: slots.tokensPerSecond / staticRuns.tokensPerSecond };
+  console.log(JSON.stringify({ uniform: report.uniform }));
+}
+
+if (sections.has('mixed')) {
+  const jobs: SlotRequest[] = Array.from({ length: J }, () => {
+    const n = between(4, 512);
+    const m = between(16, 512);
+    return { promptIds: prompt(n), maxNewTokens: m, minNewTokens: m };
+  });
+  const slots = await throughSlots(jobs);
+  // Today's worker: one group per power-of-two bucket of max_new_tokens, S jobs per device-loop run.
+  const buckets = new Map<number, GenerationRequest[]>();
+  for (const j of jobs) {
+    const bucket = 2 ** Math.ceil(Math.log2(j.maxNewTokens));
+    buckets.set(bucket, [...(buckets.get(bucket) ?? []), asGreedy(j)]);
+  }
+  const staticRuns = throughStaticBatches([...buckets.values()].flatMap((b) => inBatches(b, S)));
+  report.mixed = { slots, bucketedDeviceLoop: staticRuns, slotsOverBucketed: slots.tokensPerSecond / staticRuns.tokensPerSecond };
+  console.log(JSON.stringify({ mixed: report.mixed }));
+}
+
+if (sections.has('prefill')) {
+  const long = prompt(512);
+  const chunked = await engine.generate({ promptIds: long, maxNewTokens: 1 });
+  const stepwise = SlotEngine.open(model.dir, { device, slots: 1, chunkSteps: 1, prefillChunk: 1 });
+  const oneByOne = await stepwise.generate({ promptIds: long, maxNewTokens: 1 });
+  await stepwise.close();
+  report.prefill = { promptTokens: 512, ttftMs: chunked.timings.timeToFirstTokenMs, ttftOneTokenPerRunMs: oneByOne.timings.timeToFirstTokenMs };
+  console.log(JSON.stringify({ prefill: report.prefill }));
+}
+
+report.stats = engine.statsNow();
+loop.close();
+await engine.close();
+if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 1));

@@ -1,0 +1,465 @@
+#include "slot-loop.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "custom-op-context.h"
+#include "graph-capture.h"
+#include "next-token-rules.h"
+#include "ort-api.h"
+
+namespace genqueue {
+
+std::atomic<int> SlotLoop::live{0};
+
+namespace {
+
+constexpr auto kInt64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+constexpr auto kInt32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+constexpr auto kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+
+}  // namespace
+
+SlotLoop::SlotLoop(const OrtApi* api, const SlotLoopOptions& options) : ort_(api), o_(options) {
+  live++;
+  try {
+    init();
+  } catch (...) {
+    releaseAll();  // a constructor that throws runs no destructor
+    throw;
+  }
+}
+
+SlotLoop::~SlotLoop() { releaseAll(); }
+
+void SlotLoop::init() {
+  if (o_.slots < 1 || o_.capacity < 2 || o_.chunkSteps < 1 || o_.prefillChunk < 1 || o_.prefillRows < 1 || o_.vocabSize < 1 || o_.numLayers < 1) {
+    throw std::invalid_argument("slot loop: slots, chunkSteps, prefillChunk, prefillRows, vocabSize and numLayers must be ≥ 1 and capacity ≥ 2");
+  }
+  if (o_.prefillChunk > o_.capacity) throw std::invalid_argument("slot loop: prefillChunk exceeds the capacity");
+  if (o_.cudaGraph && !o_.cuda) throw std::invalid_argument("slot loop: cudaGraph needs the CUDA provider");
+  words_ = (o_.vocabSize + 31) / 32;
+  checkOrt(ort_, ort_->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-slot-loop", &env_));
+  checkOrt(ort_, ort_->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &cpuInfo_));
+  if (o_.cuda) {
+    cudart.load();
+    cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+    // Non-blocking: the legacy default stream (synchronous cudaMemcpy) must not serialize with it.
+    cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
+    checkOrt(ort_, ort_->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o_.deviceId, OrtMemTypeDefault, &deviceInfo_));
+  }
+  nextToken_ = std::make_unique<NextToken>(ort_, o_.cuda, o_.deviceId);
+  checkOrt(ort_, ort_->CreateCustomOpDomain(kGenqueueDomain, &customOps_));
+  checkOrt(ort_, ort_->CustomOpDomain_Add(customOps_, nextToken_.get()));
+  decode_ = createSession(o_.decodeStep);
+  prefill_ = createSession(o_.prefillStep);
+  checkOrt(ort_, ort_->CreateRunOptions(&runAsync_));
+  // Inside a stream capture nothing may wait for the stream; the loop synchronizes before it reads results.
+  if (o_.cuda) checkOrt(ort_, ort_->AddRunConfigEntry(runAsync_, "disable_synchronize_execution_providers", "1"));
+
+  const int64_t S = o_.slots, C = o_.capacity, L = o_.numLayers, H = o_.kvHeads, D = o_.headSize;
+  const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
+  const size_t slotBytes = elementBytes(kvType) * H * C * D;
+  for (int64_t l = 0; l < L; l++) {
+    keyCaches_.push_back(tensor({S, H, C, D}, kvType));
+    valueCaches_.push_back(tensor({S, H, C, D}, kvType));
+  }
+  // A slot's slice of each cache is contiguous: the prefill step's [1, H, C, D] past/present.
+  for (int64_t s = 0; s < S; s++) {
+    for (int64_t l = 0; l < L; l++) {
+      keyViews_.push_back(view(static_cast<char*>(dataOf(keyCaches_[l])) + s * slotBytes, slotBytes, {1, H, C, D}, kvType));
+      valueViews_.push_back(view(static_cast<char*>(dataOf(valueCaches_[l])) + s * slotBytes, slotBytes, {1, H, C, D}, kvType));
+    }
+  }
+  inputIds_ = tensor({S, 1}, kInt64);
+  positionIds_ = tensor({S, 1}, kInt64);
+  seqlensK_ = tensor({S}, kInt32);
+  // GroupQueryAttention reads total_sequence_length on the host: the capacity, the same for every decode step.
+  totalHost_ = o_.capacity;
+  total_ = hostScalar(&totalHost_);
+  state_ = tensor({S, kStateFields}, kInt64);
+  params_ = tensor({S, kParams}, kFloat);
+  history_ = tensor({S, words_}, kInt32);
+  ring_ = tensor({o_.chunkSteps, S}, kInt32);
+  counter_ = tensor({1}, kInt64);
+  const int64_t R = o_.prefillRows, P = o_.prefillChunk;
+  prefillIds_ = dataOf(tensor({R * P}, kInt64));
+  prefillPositions_ = dataOf(tensor({R * P}, kInt64));
+  prefillSeqlens_ = dataOf(tensor({R}, kInt32));
+  for (int64_t l = 0; l < L; l++) {
+    stagingKeys_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
+    stagingValues_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
+  }
+  prefillTotal_ = hostScalar(&prefillTotalHost_);
+
+  const SlotBindings& n = o_.names;
+  checkOrt(ort_, ort_->CreateIoBinding(decode_, &decodeBinding_));
+  auto in = [&](const std::string& name, OrtValue* v) { checkOrt(ort_, ort_->BindInput(decodeBinding_, name.c_str(), v)); };
+  auto out = [&](const std::string& name, OrtValue* v) { checkOrt(ort_, ort_->BindOutput(decodeBinding_, name.c_str(), v)); };
+  // The state is read and written in place: each buffer is bound as an input and as the output that replaces it.
+  in(n.inputIds, inputIds_), out(n.inputIdsNext, inputIds_);
+  in(n.positionIds, positionIds_), out(n.positionIdsNext, positionIds_);
+  in(n.seqlensK, seqlensK_), out(n.seqlensKNext, seqlensK_);
+  in(n.totalSequenceLength, total_);
+  in(n.state, state_), out(n.stateNext, state_);
+  in(n.params, params_);
+  in(n.history, history_), out(n.historyNext, history_);
+  in(n.ring, ring_), out(n.ringNext, ring_);
+  in(n.counter, counter_), out(n.counterNext, counter_);
+  for (int64_t l = 0; l < L; l++) {
+    const std::string i = std::to_string(l);
+    in(n.pastKeyPrefix + i, keyCaches_[l]), out(n.presentKeyPrefix + i, keyCaches_[l]);
+    in(n.pastValuePrefix + i, valueCaches_[l]), out(n.presentValuePrefix + i, valueCaches_[l]);
+  }
+  stateHost_.assign(S * kStateFields, 0);
+  paramsHost_.assign(S * kParams, 1.f);
+}
+
+void SlotLoop::releaseAll() {
+  if (released_) return;
+  released_ = true;
+  if (graph_ != nullptr) cudart.graphExecDestroy(graph_);
+  if (decodeBinding_ != nullptr) ort_->ReleaseIoBinding(decodeBinding_);
+  for (OrtValue* v : values_) ort_->ReleaseValue(v);
+  for (void* p : memory_) {
+    if (o_.cuda) cudart.free(p);
+    else std::free(p);
+  }
+  if (runAsync_ != nullptr) ort_->ReleaseRunOptions(runAsync_);
+  if (decode_ != nullptr) ort_->ReleaseSession(decode_);
+  if (prefill_ != nullptr) ort_->ReleaseSession(prefill_);
+  // The domain and its operator outlive the sessions that use them.
+  if (customOps_ != nullptr) ort_->ReleaseCustomOpDomain(customOps_);
+  nextToken_.reset();
+  if (deviceInfo_ != nullptr) ort_->ReleaseMemoryInfo(deviceInfo_);
+  if (cpuInfo_ != nullptr) ort_->ReleaseMemoryInfo(cpuInfo_);
+  if (stream_ != nullptr) cudart.streamDestroy(stream_);
+  if (env_ != nullptr) ort_->ReleaseEnv(env_);
+  live--;
+}
+
+OrtSession* SlotLoop::createSession(const std::string& path) {
+  SessionSettings settings;
+  settings.cuda = o_.cuda;
+  settings.deviceId = o_.deviceId;
+  settings.stream = stream_;
+  settings.customOps = customOps_;
+  settings.intraOpThreads = o_.intraOpThreads;
+  return genqueue::createSession(ort_, env_, path, settings);
+}
+
+// A zero-filled tensor in the loop's own memory (device memory on CUDA, host memory on the CPU provider), never
+// ONNX Runtime's arena: a captured graph's buffers must keep their addresses.
+OrtValue* SlotLoop::tensor(const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {
+  const size_t bytes = elementBytes(type) * elementCount(shape);
+  void* p = nullptr;
+  if (o_.cuda) {
+    cudart.check(cudart.malloc(&p, bytes), "cudaMalloc");
+    memory_.push_back(p);
+    cudart.check(cudart.memset(p, 0, bytes), "cudaMemset");
+  } else {
+    p = std::calloc(1, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    memory_.push_back(p);
+  }
+  return view(p, bytes, shape, type);
+}
+
+// An int32 [1] over a host variable of the loop's (the value is read when a run is launched).
+OrtValue* SlotLoop::hostScalar(int32_t* value) {
+  OrtValue* v = nullptr;
+  const int64_t shape[] = {1};
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(cpuInfo_, value, sizeof(int32_t), shape, 1, kInt32, &v));
+  values_.push_back(v);
+  return v;
+}
+
+OrtValue* SlotLoop::view(void* data, size_t bytes, const std::vector<int64_t>& shape, ONNXTensorElementDataType type) {
+  OrtValue* v = nullptr;
+  checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(o_.cuda ? deviceInfo_ : cpuInfo_, data, bytes, shape.data(), shape.size(), type, &v));
+  values_.push_back(v);
+  return v;
+}
+
+void* SlotLoop::dataOf(OrtValue* v) const {
+  void* p = nullptr;
+  checkOrt(ort_, ort_->GetTensorMutableData(v, &p));
+  return p;
+}
+
+// Host → loop memory, ordered before the steps that follow on the loop's stream (pageable memory is staged before
+// cudaMemcpyAsync returns, so the host copy may go away at once).
+void SlotLoop::upload(void* device, const void* host, size_t bytes) {
+  if (!o_.cuda) {
+    std::memcpy(device, host, bytes);
+    return;
+  }
+  cudart.check(cudart.memcpyAsync(device, host, bytes, CudaRuntime::kHostToDevice, stream_), "cudaMemcpyAsync to device");
+}
+
+// Loop memory → host, after everything queued so far (call synchronize() first on CUDA).
+void SlotLoop::download(void* host, const void* device, size_t bytes) {
+  if (!o_.cuda) {
+    std::memcpy(host, device, bytes);
+    return;
+  }
+  cudart.check(cudart.memcpy(host, device, bytes, CudaRuntime::kDeviceToHost), "cudaMemcpy to host");
+}
+
+void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
+  if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+  for (const SlotAdmission& r : rows) {
+    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+    if (r.slot < 0 || r.slot >= o_.slots) throw std::invalid_argument("slot " + std::to_string(r.slot) + " outside 0 .. " + std::to_string(o_.slots - 1));
+    if (prompt < 1 || r.maxNewTokens < 1) throw std::invalid_argument("a row needs a prompt and max_new_tokens ≥ 1");
+    if (prompt + r.maxNewTokens > o_.capacity) {
+      throw std::invalid_argument("prompt (" + std::to_string(prompt) + " tokens) + max_new_tokens (" + std::to_string(r.maxNewTokens) +
+                                  ") exceeds the slot capacity " + std::to_string(o_.capacity));
+    }
+    for (int32_t t : r.prompt)
+      if (t < 0 || t >= o_.vocabSize) throw std::invalid_argument("prompt token " + std::to_string(t) + " outside the vocabulary");
+  }
+  for (const SlotAdmission& r : rows) {
+    const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+    int64_t* s = stateHost_.data() + static_cast<int64_t>(r.slot) * kStateFields;
+    s[kToken] = r.prompt.back();
+    s[kPosition] = prompt - 1;
+    s[kEnd] = prompt + r.maxNewTokens;
+    s[kMin] = prompt + r.minNewTokens;
+    s[kSeed] = static_cast<int64_t>(r.seed);
+    s[kTopK] = r.topK;
+    s[kStatus] = rules::GQ_RUNNING;
+    s[kSample] = r.sample ? 1 : 0;
+    float* p = paramsHost_.data() + static_cast<int64_t>(r.slot) * kParams;
+    p[kTemperature] = r.temperature;
+    p[kTopP] = r.topP;
+    p[kRepetitionPenalty] = r.repetitionPenalty;
+    std::vector<uint32_t> seen(words_, 0u);
+    for (int32_t t : r.prompt) seen[t >> 5] |= 1u << (t & 31);
+    upload(static_cast<uint32_t*>(dataOf(history_)) + r.slot * words_, seen.data(), sizeof(uint32_t) * words_);
+    stats_.admitted++;
+  }
+  std::vector<const SlotAdmission*> prefilled;
+  for (const SlotAdmission& r : rows)
+    if (r.prompt.size() > 1) prefilled.push_back(&r);
+  prefillFirstChunks(prefilled);
+  // Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy).
+  const std::vector<OrtValue*> none;
+  for (const SlotAdmission* r : prefilled) {
+    const int64_t count = static_cast<int64_t>(r->prompt.size()) - 1;
+    for (int64_t start = o_.prefillChunk; start < count; start += o_.prefillChunk) {
+      const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
+      std::vector<int64_t> ids(length), positions(length);
+      for (int64_t i = 0; i < length; i++) {
+        ids[i] = r->prompt[start + i];
+        positions[i] = start + i;
+      }
+      upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
+      upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
+      // GroupQueryAttention: seqlens_k = total - 1.
+      const int32_t last = static_cast<int32_t>(start + length - 1);
+      upload(prefillSeqlens_, &last, sizeof last);
+      std::vector<OrtValue*> keys, values;
+      for (int l = 0; l < o_.numLayers; l++) {
+        keys.push_back(keyViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
+        values.push_back(valueViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
+      }
+      runPrefill(1, length, static_cast<int32_t>(start + length), keys, values, length);
+    }
+  }
+  stateDirty_ = true;
+}
+
+// The first chunk of each prompt (all but its last token, up to P), R rows per run: sorted by length so that a run's
+// rows are alike, right padded to the longest (seqlens_k = each row's length - 1, total_sequence_length = the
+// longest: GroupQueryAttention's first prompt), into the staging cache, then copied into the slots.
+void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
+  const int64_t P = o_.prefillChunk;
+  auto first = [&](const SlotAdmission* r) { return std::min<int64_t>(P, static_cast<int64_t>(r->prompt.size()) - 1); };
+  std::stable_sort(rows.begin(), rows.end(), [&](const SlotAdmission* a, const SlotAdmission* b) { return first(a) < first(b); });
+  for (size_t begin = 0; begin < rows.size(); begin += o_.prefillRows) {
+    const size_t end = std::min(rows.size(), begin + static_cast<size_t>(o_.prefillRows));
+    const int64_t batch = static_cast<int64_t>(end - begin), length = first(rows[end - 1]);
+    std::vector<int64_t> ids(batch * length, 0), positions(batch * length);
+    std::vector<int32_t> seqlens(batch);
+    int64_t tokens = 0;
+    for (int64_t i = 0; i < batch; i++) {
+      const SlotAdmission* r = rows[begin + i];
+      const int64_t n = first(r);
+      for (int64_t t = 0; t < length; t++) {
+        if (t < n) ids[i * length + t] = r->prompt[t];
+        positions[i * length + t] = t;
+      }
+      seqlens[i] = static_cast<int32_t>(n - 1);
+      tokens += n;
+    }
+    upload(prefillIds_, ids.data(), sizeof(int64_t) * ids.size());
+    upload(prefillPositions_, positions.data(), sizeof(int64_t) * positions.size());
+    upload(prefillSeqlens_, seqlens.data(), sizeof(int32_t) * seqlens.size());
+    const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
+    const std::vector<int64_t> shape{batch, o_.kvHeads, P, o_.headSize};
+    const size_t bytes = elementBytes(kvType) * elementCount(shape);
+    std::vector<OrtValue*> keys, values;
+    struct Release {
+      const OrtApi* api;
+      std::vector<OrtValue*>& a;
+      std::vector<OrtValue*>& b;
+      ~Release() {
+        for (OrtValue* v : a) api->ReleaseValue(v);
+        for (OrtValue* v : b) api->ReleaseValue(v);
+      }
+    } release{ort_, keys, values};
+    OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+    for (int l = 0; l < o_.numLayers; l++) {
+      OrtValue* k = nullptr;
+      OrtValue* v = nullptr;
+      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingKeys_[l], bytes, shape.data(), shape.size(), kvType, &k));
+      keys.push_back(k);
+      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingValues_[l], bytes, shape.data(), shape.size(), kvType, &v));
+      values.push_back(v);
+    }
+    runPrefill(batch, length, static_cast<int32_t>(length), keys, values, tokens);
+    for (int64_t i = 0; i < batch; i++) copyToSlot(i, rows[begin + i]->slot, first(rows[begin + i]));
+  }
+}
+
+// Positions 0 .. positions - 1 of staging row stagingRow, every layer and head, into the slot's slice.
+void SlotLoop::copyToSlot(int64_t stagingRow, int slot, int64_t positions) {
+  const size_t element = o_.kvFloat16 ? 2 : 4;
+  const size_t row = element * o_.headSize;
+  const size_t stagingPitch = row * o_.prefillChunk, slotPitch = row * o_.capacity;
+  const size_t stagingOffset = stagingPitch * o_.kvHeads * stagingRow, slotOffset = slotPitch * o_.kvHeads * slot;
+  const size_t width = row * positions;
+  for (int l = 0; l < o_.numLayers; l++) {
+    for (const auto& [from, to] : {std::make_pair(stagingKeys_[l], keyCaches_[l]), std::make_pair(stagingValues_[l], valueCaches_[l])}) {
+      const char* src = static_cast<const char*>(from) + stagingOffset;
+      char* dst = static_cast<char*>(dataOf(to)) + slotOffset;
+      if (o_.cuda) {
+        cudart.check(cudart.memcpy2DAsync(dst, slotPitch, src, stagingPitch, width, o_.kvHeads, CudaRuntime::kDeviceToDevice, stream_), "cudaMemcpy2DAsync");
+      } else {
+        for (int h = 0; h < o_.kvHeads; h++) std::memcpy(dst + h * slotPitch, src + h * stagingPitch, width);
+      }
+    }
+  }
+}
+
+void SlotLoop::release(const std::vector<int>& slots) {
+  for (int slot : slots) {
+    if (slot < 0 || slot >= o_.slots) throw std::invalid_argument("slot " + std::to_string(slot) + " outside 0 .. " + std::to_string(o_.slots - 1));
+    stateHost_[static_cast<int64_t>(slot) * kStateFields + kStatus] = rules::GQ_IDLE;
+  }
+  stateDirty_ = true;
+}
+
+// One prefill run over the tokens and positions uploaded to the staging inputs ([batch, length], row-major), the
+// seqlens_k uploaded to prefillSeqlens_, and the given caches ([batch, kv heads, *, D] each layer); tokens: the
+// real ones among them (padding aside).
+void SlotLoop::runPrefill(int64_t batch, int64_t length, int32_t total, const std::vector<OrtValue*>& keys, const std::vector<OrtValue*>& values,
+                          int64_t tokens) {
+  const SlotBindings& n = o_.names;
+  prefillTotalHost_ = total;
+  OrtValue* idsValue = nullptr;
+  OrtValue* positionsValue = nullptr;
+  OrtValue* seqlensValue = nullptr;
+  OrtIoBinding* binding = nullptr;
+  OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+  const int64_t shape[] = {batch, length};
+  const size_t bytes = sizeof(int64_t) * batch * length;
+  OrtStatus* failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillIds_, bytes, shape, 2, kInt64, &idsValue);
+  if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillPositions_, bytes, shape, 2, kInt64, &positionsValue);
+  if (failed == nullptr) failed = ort_->CreateTensorWithDataAsOrtValue(info, prefillSeqlens_, sizeof(int32_t) * batch, &batch, 1, kInt32, &seqlensValue);
+  if (failed == nullptr) failed = ort_->CreateIoBinding(prefill_, &binding);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.inputIds.c_str(), idsValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.positionIds.c_str(), positionsValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.seqlensK.c_str(), seqlensValue);
+  if (failed == nullptr) failed = ort_->BindInput(binding, n.totalSequenceLength.c_str(), prefillTotal_);
+  // The caches are read and written in place.
+  for (int l = 0; l < o_.numLayers && failed == nullptr; l++) {
+    const std::string i = std::to_string(l);
+    failed = ort_->BindInput(binding, (n.pastKeyPrefix + i).c_str(), keys[l]);
+    if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentKeyPrefix + i).c_str(), keys[l]);
+    if (failed == nullptr) failed = ort_->BindInput(binding, (n.pastValuePrefix + i).c_str(), values[l]);
+    if (failed == nullptr) failed = ort_->BindOutput(binding, (n.presentValuePrefix + i).c_str(), values[l]);
+  }
+  if (failed == nullptr) failed = ort_->RunWithBinding(prefill_, runAsync_, binding);
+  if (binding != nullptr) ort_->ReleaseIoBinding(binding);
+  for (OrtValue* v : {idsValue, positionsValue, seqlensValue})
+    if (v != nullptr) ort_->ReleaseValue(v);
+  checkOrt(ort_, failed);
+  stats_.prefillRuns++;
+  stats_.prefillTokens += tokens;
+}
+
+// The host mirror of the state, and the decoder inputs it implies, to the loop's buffers.
+void SlotLoop::uploadState() {
+  const int64_t S = o_.slots;
+  std::vector<int64_t> tokens(S), positions(S);
+  std::vector<int32_t> seqlens(S);
+  for (int64_t b = 0; b < S; b++) {
+    tokens[b] = stateHost_[b * kStateFields + kToken];
+    positions[b] = stateHost_[b * kStateFields + kPosition];
+    seqlens[b] = static_cast<int32_t>(positions[b]);
+  }
+  upload(dataOf(state_), stateHost_.data(), sizeof(int64_t) * stateHost_.size());
+  upload(dataOf(params_), paramsHost_.data(), sizeof(float) * paramsHost_.size());
+  upload(dataOf(inputIds_), tokens.data(), sizeof(int64_t) * S);
+  upload(dataOf(positionIds_), positions.data(), sizeof(int64_t) * S);
+  upload(dataOf(seqlensK_), seqlens.data(), sizeof(int32_t) * S);
+  stateDirty_ = false;
+}
+
+SlotChunk SlotLoop::run() {
+  if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
+  if (stateDirty_) uploadState();
+  runSteps();
+  if (o_.cuda) cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+  SlotChunk chunk;
+  chunk.ring.resize(static_cast<size_t>(o_.chunkSteps) * o_.slots);
+  download(chunk.ring.data(), dataOf(ring_), sizeof(int32_t) * chunk.ring.size());
+  download(stateHost_.data(), dataOf(state_), sizeof(int64_t) * stateHost_.size());
+  chunk.status.resize(o_.slots);
+  for (int b = 0; b < o_.slots; b++) chunk.status[b] = static_cast<int32_t>(stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus]);
+  stats_.chunks++;
+  stats_.decodeSteps += o_.chunkSteps;
+  return chunk;
+}
+
+void SlotLoop::runSteps() {
+  if (o_.cudaGraph && warm_ && !captureFailed_ && (graph_ != nullptr || captureSteps())) {
+    cudart.check(cudart.graphLaunch(graph_, stream_), "cudaGraphLaunch");
+    stats_.graphReplays++;
+    return;
+  }
+  for (int k = 0; k < o_.chunkSteps; k++) checkOrt(ort_, ort_->RunWithBinding(decode_, runAsync_, decodeBinding_));
+  warm_ = true;
+}
+
+// Records K decode steps into one CUDA graph. Every step has the same shapes and host inputs, so the graph is valid
+// for every chunk. A failed capture leaves the loop on plain runs, with a warning.
+bool SlotLoop::captureSteps() {
+  const std::string failed = captureGraph(
+      ort_, stream_,
+      [&]() -> OrtStatus* {
+        OrtStatus* status = nullptr;
+        for (int k = 0; k < o_.chunkSteps && status == nullptr; k++) status = ort_->RunWithBinding(decode_, runAsync_, decodeBinding_);
+        return status;
+      },
+      &graph_);
+  if (failed.empty()) return true;
+  fprintf(stderr, "genqueue slot loop: CUDA graph capture failed (%s); the decode steps run without graphs\n", failed.c_str());
+  captureFailed_ = true;
+  return false;
+}
+
+SlotLoopStats SlotLoop::stats() const {
+  SlotLoopStats s = stats_;
+  s.running = 0;
+  for (int b = 0; b < o_.slots; b++) s.running += stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus] == rules::GQ_RUNNING;
+  return s;
+}
+
+}  // namespace genqueue

@@ -1,0 +1,40 @@
+import { Worker } from 'node:worker_threads';
+
+/**
+ * Starts a worker thread that hosts an engine and waits for its `{ type: 'ready', ... }` message (resolved with
+ * it); `{ type: 'warning', message }` goes to onWarning meanwhile. It rejects, and ends the thread, when the
+ * thread sends `{ type: 'failed', message }`, errors, or exits before it is ready. `what` names the thread in
+ * those errors ("generator thread", "slot thread").
+ */
+export function startEngineThread<Ready extends { type: 'ready' }>(
+  entry: URL,
+  workerData: unknown,
+  what: string,
+  onWarning?: (message: string) => void,
+): Promise<{ thread: Worker; ready: Ready }> {
+  return new Promise((resolve, reject) => {
+    const thread = new Worker(entry, { workerData });
+    const settle = (error?: Error): void => {
+      thread.off('message', onMessage);
+      thread.off('error', onError);
+      thread.off('exit', onExit);
+      if (error) {
+        thread.on('error', () => undefined); // whatever else it reports while it ends
+        void thread.terminate();
+        reject(error);
+      }
+    };
+    const onMessage = (msg: { type: string; message?: string }): void => {
+      if (msg.type === 'warning') onWarning?.(msg.message ?? '');
+      else if (msg.type === 'ready') {
+        settle();
+        resolve({ thread, ready: msg as Ready });
+      } else if (msg.type === 'failed') settle(new Error(msg.message));
+    };
+    const onError = (e: Error): void => settle(e);
+    const onExit = (code: number): void => settle(new Error(`${what} exited with code ${code} before it was ready`));
+    thread.on('message', onMessage);
+    thread.on('error', onError);
+    thread.on('exit', onExit);
+  });
+}
