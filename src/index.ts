@@ -8,20 +8,23 @@ export { JobProducer, InvalidJobsError } from './queue/job-producer.js';
 export type { EnqueuedJob, EnqueueFileOptions, EnqueueReport, JobProducerOptions, RefusedLine } from './queue/job-producer.js';
 export { ResultCollector, readJobRefs } from './queue/result-collector.js';
 export type { CollectedResult, CollectOptions, JobRef } from './queue/result-collector.js';
-export { jobFromFields, parseJob, parseJobLine, DEFAULT_MAX_NEW_TOKENS } from './queue/job-schema.js';
-export type { JobData, JobInput, ParsedJob } from './queue/job-schema.js';
+export { jobFromFields, parseJob, parseJobLine, DEFAULT_MAX_NEW_TOKENS, GENQUEUE_LINES } from './queue/job-schema.js';
+export type { JobData, JobInput, ParsedJob, LineFormat, ParsedLine } from './queue/job-schema.js';
 export type { JobResult, Timings } from './queue/result-schema.js';
 export { queueNameFor, DEFAULT_QUEUE } from './queue/queue-names.js';
 export {
   parseOpenAiRequest,
+  openAiLines,
   readOpenAiBatch,
+  readOpenAiRefs,
+  detectFileFormat,
   openAiOutputLine,
   openAiRefusedLine,
   jobIdForCustomId,
   writtenCustomIds,
-  terminateLastLine,
+  repairLastLine,
 } from './queue/openai-batch.js';
-export type { ChatMessage, OpenAiJobFields, OpenAiRequestRef, OpenAiMappingOptions, OpenAiOutput, ParsedOpenAiLine } from './queue/openai-batch.js';
+export type { ChatMessage, OpenAiJobRef, OpenAiJobFields, OpenAiRequestRef, OpenAiMappingOptions, OpenAiOutput, ParsedOpenAiLine } from './queue/openai-batch.js';
 export { createRedisConnection, DEFAULT_REDIS_URL } from './queue/redis-connection.js';
 
 // Serving jobs, or generating without a queue.

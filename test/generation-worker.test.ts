@@ -145,6 +145,13 @@ describe('GenerationWorker: Redis → batch → graph run → results', () => {
     // At the limit it is tokenized, and then too long for the tiny model's 128-token context.
     assert.match(error('lie-long-ok'), /prompt \(\d+ tokens\) \+ max_new_tokens \(1\) = \d+ exceeds the model's context length 128/);
     assert.equal(error('lie-float'), 'invalid job data: temperature: must be at least 0.001');
+    // Each is the content's fault, which the failed reason in Redis says (OpenAI lines: status 400); results read as before.
+    for (const id of ['lie-shared', 'lie-own', 'lie-long', 'lie-long-ok', 'lie-float']) {
+      const r = results.get(id);
+      assert.equal(r?.status === 'failed' && r.content, true, id);
+    }
+    const stored = await connection.hget('bull:genqueue:lie-long', 'failedReason');
+    assert.equal(stored, 'refused: prompt: 1001 characters exceeds the limit of 1000 (limits.maxPromptChars)');
     const answered = results.get('lie-id');
     assert.equal(answered?.status === 'completed' && answered.result.id, 'lie-id');
   });

@@ -253,7 +253,7 @@ describe('job controls, cancel, transient failures and OOM splits against a real
           callback();
         },
       });
-      const summary = await writeResults(t.collector.collect(refs, { wait: true, timeoutMs: 120_000, recheckMs: 200 }), out, refs.length);
+      const summary = await writeResults(t.collector.collect(refs, { wait: true, timeoutMs: 120_000, recheckMs: 200 }), { out }, refs.length);
       assert.equal(summaryLine(summary), 'jobs 7: completed 1, failed 0, pending 0, missing 1, cancelled 5');
       const byId = new Map(lines.map((l) => JSON.parse(l) as { id: string; status?: string; metadata?: unknown }).map((l) => [l.id, l]));
       for (const id of ['c-active', 'c-collecting', 'c-delayed', 'c-waiting', 'c-prio']) assert.equal(byId.get(id)?.status, 'cancelled', id);
@@ -295,6 +295,7 @@ describe('job controls, cancel, transient failures and OOM splits against a real
       }
       const failed = got.get('oom-6');
       assert.equal(failed?.status === 'failed' && failed.error, 'generation failed: Failed to allocate memory for requested buffer of size 1073741824');
+      assert.equal(failed?.status === 'failed' && failed.content, undefined, 'an engine failure is not the content\'s fault');
     } finally {
       await t.close();
     }

@@ -7,14 +7,16 @@ import { z } from 'zod';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields, parseJob } from '../src/queue/job-schema.js';
 import {
+  detectFileFormat,
   jobIdForCustomId,
+  openAiLines,
   type OpenAiJobFields,
   openAiOutputLine,
   openAiRefusedLine,
   type OpenAiRequestRef,
   parseOpenAiRequest,
   readOpenAiBatch,
-  terminateLastLine,
+  repairLastLine,
   writtenCustomIds,
 } from '../src/queue/openai-batch.js';
 import { queueNameFor } from '../src/queue/queue-names.js';
@@ -124,15 +126,93 @@ describe('OpenAI Batch input lines → job fields', () => {
     assert.equal(fieldsOf(chat('a', { messages: [{ role: 'user', content: 'hi' }] })).model, undefined, 'no model: the shared queue');
   });
 
-  it('completions: temperature 0 is greedy; seed and stop are carried; the rest is a valid genqueue job today', () => {
+  it('completions: temperature 0 is greedy; seed and stop are carried; every mapping is a valid genqueue job', () => {
     const f = fieldsOf(completion('c-1', { model: 'gpt2-tiny', prompt: 'Once upon a time', max_tokens: 16, temperature: 0, top_p: 0.5, seed: 42, stop: '\n' }));
     assert.deepEqual(f, { id: 'c-1', prompt: 'Once upon a time', model: 'gpt2-tiny', max_new_tokens: 16, decoding: 'greedy', seed: 42, stop: ['\n'] });
-    const { seed: _s, stop: _t, ...today } = f;
-    assert.ok(parseJob(today).ok);
+    assert.ok(parseJob(f).ok);
     const s = fieldsOf(completion('c-2', { prompt: 'x', temperature: 0.7, top_p: 0.9, top_k: 40, min_tokens: 2, repetition_penalty: 1.1, stop: ['a', 'b'] }));
     assert.deepEqual(s, { id: 'c-2', prompt: 'x', min_new_tokens: 2, decoding: 'sample', temperature: 0.7, top_p: 0.9, top_k: 40, repetition_penalty: 1.1, stop: ['a', 'b'] });
-    const { stop: _u, ...sampled } = s;
-    assert.ok(parseJob(sampled).ok);
+    assert.ok(parseJob(s).ok);
+  });
+
+  it('job fields seed, stop, stream: bounds, a decimal string for seeds past 2^53, and each refusal naming the field', () => {
+    const job = (fields: Record<string, unknown>) => parseJob({ prompt: 'x', ...fields });
+    const refusal = (fields: Record<string, unknown>): string => {
+      const p = job(fields);
+      assert.ok(!p.ok, `expected a refusal of ${JSON.stringify(fields)}`);
+      return p.error;
+    };
+    const ok = job({ seed: 42, stop: ['\n\n', 'END'], stream: true });
+    assert.ok(ok.ok);
+    assert.deepEqual([ok.job.seed, ok.job.stop, ok.job.stream], [42, ['\n\n', 'END'], true]);
+    const plain = job({});
+    assert.ok(plain.ok);
+    assert.deepEqual([plain.job.seed, plain.job.stop, plain.job.stream], [undefined, undefined, false]);
+    const max = job({ seed: '9223372036854775807' });
+    assert.ok(max.ok && BigInt(max.job.seed!) === 2n ** 63n - 1n);
+    assert.ok(job({ seed: Number.MAX_SAFE_INTEGER }).ok);
+    assert.ok(job({ seed: 0 }).ok);
+    // JSON.parse has already rounded this one: refused, pointing at the string form.
+    assert.match(refusal(JSON.parse('{"seed": 9007199254740993}') as Record<string, unknown>), /^seed: above 2\^53 - 1 a JSON number loses precision: give the seed as a decimal string/);
+    assert.match(refusal({ seed: '9223372036854775808' }), /^seed: must be at most 2\^63 - 1/);
+    assert.match(refusal({ seed: -1 }), /^seed: must be an integer from 0 to 2\^63 - 1$/);
+    assert.match(refusal({ seed: 1.5 }), /^seed: must be an integer from 0 to 2\^63 - 1$/);
+    assert.match(refusal({ seed: '007' }), /^seed: a seed string must be a decimal integer/);
+    assert.match(refusal({ seed: true }), /^seed: must be an integer or a decimal string$/);
+    assert.match(refusal({ stop: ['a', ''] }), /^stop\.1: must not be empty$/);
+    assert.match(refusal({ stop: Array.from({ length: 17 }, (_, i) => `s${i}`) }), /^stop: at most 16 stop strings$/);
+    assert.match(refusal({ stop: 'a' }), /^stop: /);
+    assert.match(refusal({ stream: 'yes' }), /^stream: /);
+    // Sampling with temperature 0 (or below) is refused; OpenAI's temperature 0 maps to greedy instead.
+    assert.match(refusal({ decoding: 'sample', temperature: 0 }), /^temperature: must be at least 0\.001$/);
+    assert.match(refusal({ decoding: 'sample', temperature: -1 }), /^temperature: must be at least 0\.001$/);
+  });
+
+  it("the job schema's refusals of a request name its body fields", () => {
+    assert.equal(fieldsOf(completion('s', { prompt: 'x', seed: '9223372036854775807' })).seed, '9223372036854775807');
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [completion('a', { prompt: 'x', seed: 2 ** 60 }), /^body\.seed: above 2\^53 - 1 a JSON number loses precision/],
+      [completion('a', { prompt: 'x', seed: -5 }), /^body\.seed: must be an integer from 0/],
+      [completion('a', { prompt: 'x', stop: ['a', ''] }), /^body\.stop\.1: must not be empty$/],
+      [completion('a', { prompt: 'x', stop: '' }), /^body\.stop\.0: must not be empty$/],
+      [completion('a', { prompt: 'x', stop: 5 }), /^body\.stop: /],
+      [completion('a', { prompt: 'x', temperature: 0.0001 }), /^body\.temperature: must be at least 0\.001$/],
+      [completion('a', { prompt: 'x', temperature: 0.5, top_p: 0.0001 }), /^body\.top_p: must be at least 0\.001$/],
+      [completion('a', { prompt: 'x', repetition_penalty: 1000 }), /^body\.repetition_penalty: must be at most 100$/],
+      [completion('a', { prompt: 'x', max_tokens: 4, min_tokens: 8 }), /^body\.min_tokens: /],
+      [chat('a', { messages: [{ role: 'user', content: 'x' }], max_completion_tokens: 4, min_tokens: 8 }), /^body\.min_tokens: /],
+      [completion('a:b', { prompt: 'x', model: 'has space' }), /^body\.model: /],
+    ];
+    for (const [line, expected] of cases) assert.match(errorOf(line), expected, JSON.stringify(line));
+  });
+
+  it('as a JobProducer line format: jobs tagged with custom_id and url; the prompt bound names body.prompt', () => {
+    const format = openAiLines({ model: 'gpt2-tiny' });
+    const ok = format.parse(chat('r-1', { messages: [{ role: 'user', content: 'hi' }] }), { maxPromptChars: 10 });
+    assert.ok(ok.ok);
+    assert.deepEqual(ok.tags, { custom_id: 'r-1', url: '/v1/chat/completions' });
+    assert.deepEqual([ok.job.id, ok.job.model, ok.job.max_new_tokens, ok.job.stream], ['r-1', 'gpt2-tiny', 64, false]);
+    const long = format.parse(completion('r-2', { prompt: 'x'.repeat(11) }), { maxPromptChars: 10 });
+    assert.deepEqual(long, { ok: false, error: 'body.prompt: 11 characters exceeds the limit of 10 (limits.maxPromptChars)', tags: { custom_id: 'r-2' } });
+    assert.deepEqual(format.parse({ url: '/v1/completions' }, { maxPromptChars: 10 }).tags, undefined, 'no custom_id: nothing to tag');
+  });
+
+  it('a file is OpenAI Batch when its first line is a request or the ids entry of one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'genqueue-oai-'));
+    try {
+      const file = (name: string, text: string): string => {
+        writeFileSync(join(dir, name), text);
+        return join(dir, name);
+      };
+      assert.equal(await detectFileFormat(file('req.jsonl', `\n  \n${JSON.stringify(completion('a', { prompt: 'x' }))}\n{"prompt": "y"}\n`)), 'openai');
+      assert.equal(await detectFileFormat(file('ids.jsonl', '{"id":"a","line":1,"queue":"genqueue","custom_id":"a","url":"/v1/completions"}\n')), 'openai');
+      assert.equal(await detectFileFormat(file('jobs.jsonl', `{"prompt": "y"}\n${JSON.stringify(completion('a', { prompt: 'x' }))}\n`)), 'genqueue');
+      assert.equal(await detectFileFormat(file('gq-ids.jsonl', '{"id":"a","line":1,"queue":"genqueue"}\n')), 'genqueue');
+      assert.equal(await detectFileFormat(file('bad.jsonl', '{oops\n')), 'genqueue');
+      assert.equal(await detectFileFormat(file('empty.jsonl', '')), 'genqueue');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('chat: developer becomes system, text parts are joined', () => {
@@ -243,26 +323,41 @@ describe('genqueue results → OpenAI Batch output lines', () => {
     const f = JSON.parse(failed!.line) as { response: { status_code: number; body: { error: { message: string; type: string } } }; error: null };
     assert.equal(f.response.status_code, 500);
     assert.deepEqual(f.response.body.error, { message: 'boom', type: 'server_error', param: null, code: null });
-    const tooLong = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'failed', error: 'too long' }, { statusCode: 400 })!.line) as typeof f;
-    assert.equal(tooLong.response.body.error.type, 'invalid_request_error');
+    const tooLong = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'failed', error: 'too long', content: true })!.line) as typeof f;
+    assert.equal(tooLong.response.status_code, 400, "a job refused for its content is the caller's error");
+    assert.deepEqual(tooLong.response.body.error, { message: 'too long', type: 'invalid_request_error', param: null, code: null });
+    const cancelled = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'cancelled' })!.line) as { custom_id: string; response: null; error: { code: string } };
+    assert.deepEqual([cancelled.custom_id, cancelled.response, cancelled.error.code], ['request-1', null, 'batch_cancelled']);
     const missing = JSON.parse(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'missing', error: 'not in Redis' })!.line) as { response: null; error: { code: string } };
     assert.equal(missing.response, null);
     assert.equal(missing.error.code, 'job_not_found');
     assert.equal(openAiOutputLine(ref('chat'), { id: 'request-1', status: 'pending' }), undefined);
     const refused = JSON.parse(openAiRefusedLine('r-9', 9, 'body.n: only n = 1').line) as { custom_id: string; error: { message: string } };
     assert.deepEqual([refused.custom_id, refused.error.message], ['r-9', 'line 9: body.n: only n = 1']);
+    const nameless = JSON.parse(openAiRefusedLine(undefined, 3, 'not valid JSON').line) as { custom_id: null };
+    assert.equal(nameless.custom_id, null, 'a line without a custom_id is still accounted for');
   });
 
-  it('a resumed run finds the custom_ids already written, and a line cut by an interruption is ended first', async () => {
+  it('a resumed run finds the custom_ids already written; a line cut by an interruption is removed, a whole one ended', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'genqueue-oai-'));
     try {
       const out = join(dir, 'out.jsonl');
       const errors = join(dir, 'errors.jsonl');
-      writeFileSync(out, `${JSON.stringify({ custom_id: 'a' })}\n${JSON.stringify({ custom_id: 'b' })}\n{"id":"batch_req_1","custom_id":"c","respo`);
+      const whole = `${JSON.stringify({ custom_id: 'a' })}\n${JSON.stringify({ custom_id: 'b' })}\n`;
+      writeFileSync(out, `${whole}{"id":"batch_req_1","custom_id":"c","respo`);
       assert.deepEqual([...(await writtenCustomIds([out, errors]))].sort(), ['a', 'b']);
-      terminateLastLine(out);
-      terminateLastLine(out); // already ended: unchanged
-      assert.ok(readFileSync(out, 'utf8').endsWith('"respo\n'));
+      repairLastLine(out);
+      assert.equal(readFileSync(out, 'utf8'), whole, 'the cut line is gone: its request is written again');
+      repairLastLine(out); // already ended: unchanged
+      assert.equal(readFileSync(out, 'utf8'), whole);
+      writeFileSync(errors, `${whole}${JSON.stringify({ custom_id: 'd' })}`);
+      assert.ok((await writtenCustomIds([errors])).has('d'), 'a whole line without its newline counts as written');
+      repairLastLine(errors);
+      assert.equal(readFileSync(errors, 'utf8'), `${whole}${JSON.stringify({ custom_id: 'd' })}\n`);
+      const single = join(dir, 'single.jsonl');
+      writeFileSync(single, `{"custom_id": "e", "x": "${'y'.repeat(100_000)}`); // one cut line longer than a read block
+      repairLastLine(single);
+      assert.equal(readFileSync(single, 'utf8'), '');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

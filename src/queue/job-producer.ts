@@ -1,11 +1,25 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { clearCancelMarks } from './cancel-marks.js';
-import { Attempts, BackoffMs, DEFAULT_MAX_PROMPT_CHARS, DelayMs, type JobData, KeepJobs, Priority, describeZodError, parseJob, promptLengthError } from './job-schema.js';
+import {
+  Attempts,
+  BackoffMs,
+  DEFAULT_MAX_PROMPT_CHARS,
+  DelayMs,
+  GENQUEUE_LINES,
+  type JobData,
+  KeepJobs,
+  type LineFormat,
+  type LineTags,
+  type ParsedLine,
+  Priority,
+  describeZodError,
+} from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { queueNameFor } from './queue-names.js';
 import { reportErrors } from './redis-connection.js';
@@ -13,6 +27,8 @@ import { reportErrors } from './redis-connection.js';
 export interface RefusedLine {
   readonly line: number;
   readonly error: string;
+  /** What the line's format knows of it (an OpenAI request's custom_id). */
+  readonly tags?: LineTags;
 }
 
 /** A line whose id is already queued with other content: BullMQ keeps the queued job, so this line is not enqueued. */
@@ -41,8 +57,10 @@ export interface EnqueueReport {
   readonly conflicts: number;
   /** Invalid lines skipped (skipInvalid; each passed to onRefused). */
   readonly refused: number;
-  /** Every valid line's job (new or duplicate), in file order: only with keepJobs. */
-  readonly jobs?: EnqueuedJob[];
+  /** Every valid line's job (new or duplicate), in file order, with its line's tags: only with keepJobs. */
+  readonly jobs?: (EnqueuedJob & { readonly tags?: LineTags })[];
+  /** The file the ids went to (the first of idsOut that could be opened). */
+  readonly idsFile?: string;
 }
 
 export interface EnqueueFileOptions {
@@ -51,12 +69,20 @@ export interface EnqueueFileOptions {
   /** Enqueue the valid lines and report the refused ones, instead of refusing the whole file. */
   readonly skipInvalid?: boolean;
   readonly onProgress?: (done: number, total: number) => void;
-  /** Each invalid line, as the validation pass finds it (only with skipInvalid: otherwise InvalidJobsError says). */
-  readonly onRefused?: (refused: RefusedLine) => void;
+  /**
+   * Each invalid line, as the validation pass finds it (only with skipInvalid: otherwise InvalidJobsError says); a
+   * promise returned (a write to an errors file) is awaited before the next line.
+   */
+  readonly onRefused?: (refused: RefusedLine) => unknown;
   /** Each line not enqueued because its id is already queued with other content. */
   readonly onConflict?: (conflict: ConflictingLine) => void;
-  /** Writes {"id","line","queue"} per valid line, for `genqueue results --ids-from`. */
-  readonly idsOut?: string;
+  /**
+   * Writes {"id","line","queue"} (plus the line's tags: an OpenAI request's custom_id and url) per valid line, for
+   * `genqueue results --ids-from`. Several paths: the first that can be opened for writing (defaultIdsFiles).
+   */
+  readonly idsOut?: string | readonly string[];
+  /** How lines become jobs (default: genqueue job lines; openAiLines() for OpenAI Batch requests). */
+  readonly format?: LineFormat;
   /**
    * Return every valid line's job in the report, for a caller that waits for them. Off by default: the file is
    * streamed, and memory does not grow with its length.
@@ -122,8 +148,36 @@ export interface JobProducerOptions extends JobControls {
 }
 
 const WEEK_SECONDS = 7 * 24 * 3600;
+
 export const DEFAULT_ATTEMPTS = 3;
 export const DEFAULT_BACKOFF_MS = 1000;
+
+/**
+ * Where `enqueue` writes the ids of a file when nobody asked (neither --wait nor --ids-out), so its results can
+ * always be fetched: `<input>.ids.jsonl` beside it, or, where that cannot be written, a file in the cache directory
+ * named after the input's name and path.
+ */
+export function defaultIdsFiles(input: string, cacheDir: string): string[] {
+  const absolute = resolve(input);
+  const digest = createHash('sha256').update(absolute).digest('hex').slice(0, 12);
+  return [`${absolute}.ids.jsonl`, join(cacheDir, 'ids', `${basename(absolute)}-${digest}.ids.jsonl`)];
+}
+
+/** Opens the first of the paths that can be written (creating its directory if need be); throws naming all of them. */
+async function openFirstWritable(paths: readonly string[]): Promise<{ stream: WriteStream; path: string }> {
+  const failures: string[] = [];
+  for (const path of paths) {
+    try {
+      if (path !== paths[0]) mkdirSync(dirname(path), { recursive: true });
+      const stream = createWriteStream(path);
+      await once(stream, 'open'); // an unwritable path fails here, before anything is enqueued
+      return { stream, path };
+    } catch (e) {
+      failures.push((e as Error).message);
+    }
+  }
+  throw new Error(`cannot write the ids file: ${failures.join('; ')}`);
+}
 
 const JobControlsSchema = z.object({
   priority: Priority.optional(),
@@ -170,6 +224,7 @@ const RUN_LINES_TTL_SECONDS = 24 * 3600;
 interface LineJob {
   readonly job: JobData;
   readonly line?: number;
+  readonly tags?: LineTags;
 }
 
 /** A conflict while its chunk is processed: firstLine may still be looked up (key: its field in the run's hash). */
@@ -224,11 +279,12 @@ export class JobProducer {
     const firstRefused: RefusedLine[] = [];
     let refused = 0;
     let valid = 0;
-    for await (const { lineNumber, job } of this.parsedLines(path)) {
-      if ('error' in job) {
+    const format = options.format ?? GENQUEUE_LINES;
+    for await (const { lineNumber, parsed } of this.parsedLines(path, format)) {
+      if (!parsed.ok) {
         refused++;
-        const r = { line: lineNumber, error: job.error };
-        if (options.skipInvalid) options.onRefused?.(r);
+        const r = { line: lineNumber, error: parsed.error, ...(parsed.tags ? { tags: parsed.tags } : {}) };
+        if (options.skipInvalid) await options.onRefused?.(r);
         else if (firstRefused.length < InvalidJobsError.SHOWN) firstRefused.push(r);
       } else valid++;
     }
@@ -237,33 +293,33 @@ export class JobProducer {
     const chunkSize = options.chunkSize ?? 1000;
     const runLines = `genqueue:enqueue-lines:${randomUUID()}`;
     let idsOut: WriteStream | undefined;
+    let idsFile: string | undefined;
     let enqueued = 0;
     let duplicates = 0;
     let conflicts = 0;
-    const jobs: EnqueuedJob[] | undefined = options.keepJobs ? [] : undefined;
-    let chunk: { job: JobData; line: number }[] = [];
+    const jobs: (EnqueuedJob & { tags?: LineTags })[] | undefined = options.keepJobs ? [] : undefined;
+    let chunk: { job: JobData; line: number; tags?: LineTags }[] = [];
     const flush = async (): Promise<void> => {
       const added = await this.addChunk(chunk, runLines);
       enqueued += added.added;
       duplicates += added.duplicates;
       conflicts += added.conflicts.length;
       for (const c of added.conflicts) options.onConflict?.(c);
-      jobs?.push(...added.jobs);
+      jobs?.push(...added.jobs.map((j, i) => ({ ...j, ...(chunk[i]!.tags ? { tags: chunk[i]!.tags } : {}) })));
       if (idsOut) {
-        const text = added.jobs.map((j, i) => JSON.stringify({ id: j.id, line: chunk[i]!.line, queue: j.queue })).join('\n');
+        const text = added.jobs.map((j, i) => JSON.stringify({ id: j.id, line: chunk[i]!.line, queue: j.queue, ...chunk[i]!.tags })).join('\n');
         if (text && !idsOut.write(`${text}\n`)) await once(idsOut, 'drain');
       }
       options.onProgress?.(enqueued + duplicates, valid);
       chunk = [];
     };
     try {
-      if (options.idsOut) {
-        idsOut = createWriteStream(options.idsOut);
-        await once(idsOut, 'open'); // an unwritable path fails here, before anything is enqueued
+      if (options.idsOut !== undefined) {
+        ({ stream: idsOut, path: idsFile } = await openFirstWritable(typeof options.idsOut === 'string' ? [options.idsOut] : options.idsOut));
       }
-      for await (const { lineNumber, job } of this.parsedLines(path)) {
-        if ('error' in job) continue;
-        chunk.push({ job, line: lineNumber });
+      for await (const { lineNumber, parsed } of this.parsedLines(path, format)) {
+        if (!parsed.ok) continue;
+        chunk.push({ job: parsed.job, line: lineNumber, ...(parsed.tags ? { tags: parsed.tags } : {}) });
         if (chunk.length >= chunkSize) await flush();
       }
       if (chunk.length) await flush();
@@ -274,7 +330,7 @@ export class JobProducer {
       const closed = stream && !stream.destroyed ? new Promise<void>((resolve, reject) => stream.end((e?: Error | null) => (e ? reject(e) : resolve()))) : undefined;
       await Promise.all([forget, closed]);
     }
-    return { enqueued, duplicates, conflicts, refused, ...(jobs ? { jobs } : {}) };
+    return { enqueued, duplicates, conflicts, refused, ...(jobs ? { jobs } : {}), ...(idsFile !== undefined ? { idsFile } : {}) };
   }
 
   /**
@@ -293,19 +349,10 @@ export class JobProducer {
     this.queues.clear();
   }
 
-  private async *parsedLines(path: string): AsyncGenerator<{ lineNumber: number; job: JobData | { error: string } }> {
+  private async *parsedLines(path: string, format: LineFormat): AsyncGenerator<{ lineNumber: number; parsed: ParsedLine }> {
+    const limits = { maxPromptChars: this.maxPromptChars };
     for await (const { lineNumber, value } of new JsonlLines(path)) {
-      if (!value.ok) {
-        yield { lineNumber, job: { error: value.error } };
-        continue;
-      }
-      const parsed = parseJob(value.raw);
-      if (!parsed.ok) {
-        yield { lineNumber, job: { error: parsed.error } };
-        continue;
-      }
-      const tooLong = promptLengthError(parsed.job, this.maxPromptChars);
-      yield { lineNumber, job: tooLong ? { error: tooLong } : parsed.job };
+      yield { lineNumber, parsed: value.ok ? format.parse(value.raw, limits) : { ok: false, error: value.error } };
     }
   }
 

@@ -8,16 +8,24 @@ export class JsonlLines implements AsyncIterable<JsonLine> {
   constructor(private readonly path: string) {}
 
   async *[Symbol.asyncIterator](): AsyncIterator<JsonLine> {
-    const lines = createInterface({ input: createReadStream(this.path), crlfDelay: Infinity });
+    const input = createReadStream(this.path);
+    const lines = createInterface({ input, crlfDelay: Infinity });
     let lineNumber = 0;
-    for await (const line of lines) {
-      lineNumber++;
-      if (line.trim() === '') continue;
-      try {
-        yield { lineNumber, value: { ok: true, raw: JSON.parse(line) } };
-      } catch (e) {
-        yield { lineNumber, value: { ok: false, error: `not valid JSON (${(e as Error).message})` } };
+    try {
+      for await (const line of lines) {
+        lineNumber++;
+        if (line.trim() === '') continue;
+        let value: JsonLine['value'];
+        try {
+          value = { ok: true, raw: JSON.parse(line) };
+        } catch (e) {
+          value = { ok: false, error: `not valid JSON (${(e as Error).message})` };
+        }
+        yield { lineNumber, value };
       }
+    } finally {
+      // A reader that stops early (the first line decides a file's format) closes the file now, not at exit.
+      input.destroy();
     }
   }
 }

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { z } from 'zod';
-import { JobId, ModelName } from './job-schema.js';
+import { JobId, type JobData, type LineFormat, type LineLimits, ModelName, type ParsedLine, parseJob, promptLengthError } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
-import type { CollectedResult } from './result-collector.js';
+import { queueNameFor } from './queue-names.js';
+import { type CollectedResult, type JobRef, distinctRefs } from './result-collector.js';
 
 /**
  * OpenAI Batch files (https://platform.openai.com/docs/api-reference/batch): one request per line,
@@ -13,7 +14,7 @@ import type { CollectedResult } from './result-collector.js';
  * Body fields, in three groups (anything else is refused as an unknown field):
  * - mapped: model, prompt (completions) or messages (chat), max_tokens / max_completion_tokens, temperature
  *   (0 = greedy, else sampling, OpenAI's default 1), top_p, seed, stop, and vLLM's extensions top_k, min_tokens,
- *   repetition_penalty;
+ *   repetition_penalty; a value the job schema refuses is named by its body field (body.top_p);
  * - accepted and ignored (no effect on the output): user, metadata, store, service_tier, stream_options,
  *   parallel_tool_calls;
  * - refused, naming the field, unless left at a value that changes nothing: n and best_of (1), logprobs (false),
@@ -44,9 +45,9 @@ export interface OpenAiJobFields {
   readonly top_p?: number;
   readonly top_k?: number;
   readonly repetition_penalty?: number;
-  /** Carried for the engines that honour it (not yet: see the README). */
-  readonly seed?: number;
-  /** Carried for the engines that honour it (not yet: see the README). */
+  /** Honoured by the slot engine only (docs/architecture.md: which path honours which job field). */
+  readonly seed?: number | string;
+  /** Honoured by the slot engine only (docs/architecture.md: which path honours which job field). */
   readonly stop?: string[];
 }
 
@@ -57,7 +58,8 @@ export interface OpenAiRequestRef {
   readonly endpoint: OpenAiEndpoint;
 }
 
-export type ParsedOpenAiLine = { ok: true; ref: OpenAiRequestRef; fields: OpenAiJobFields } | { ok: false; customId?: string; error: string };
+/** fields: the job fields the request maps to; job: the same, validated by the job schema with its defaults. */
+export type ParsedOpenAiLine = { ok: true; ref: OpenAiRequestRef; fields: OpenAiJobFields; job: JobData } | { ok: false; customId?: string; error: string };
 
 export interface OpenAiMappingOptions {
   /** Every line's job model (`enqueue --model`): body.model then does not route. */
@@ -116,8 +118,9 @@ const Body = z
     max_completion_tokens: z.number().int().min(1).max(32768).nullish(),
     temperature: finite.min(0).max(2).nullish(),
     top_p: finite.gt(0).max(1).nullish(),
-    seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullish(),
-    stop: z.union([z.string().min(1), z.array(z.string().min(1)).max(16)]).nullish(),
+    // The job schema checks these (and names them as body fields): one definition of a valid seed and stop list.
+    seed: z.unknown().optional(),
+    stop: z.unknown().optional(),
     top_k: z.number().int().min(-1).nullish(),
     min_tokens: z.number().int().min(0).nullish(),
     repetition_penalty: finite.positive().nullish(),
@@ -221,10 +224,39 @@ export function parseOpenAiRequest(raw: unknown, options: OpenAiMappingOptions =
     ...(sample && body.top_p != null ? { top_p: body.top_p } : {}),
     ...(sample && body.top_k != null && body.top_k > 0 ? { top_k: body.top_k } : {}),
     ...(body.repetition_penalty != null ? { repetition_penalty: body.repetition_penalty } : {}),
-    ...(body.seed != null ? { seed: body.seed } : {}),
-    ...(body.stop != null ? { stop: typeof body.stop === 'string' ? [body.stop] : body.stop } : {}),
+    // Typed as the job schema's; parseJob below checks them.
+    ...(body.seed != null ? { seed: body.seed as number | string } : {}),
+    ...(body.stop != null ? { stop: (typeof body.stop === 'string' ? [body.stop] : body.stop) as string[] } : {}),
   };
-  return { ok: true, ref: { id: fields.id, customId: line.data.custom_id, endpoint }, fields };
+  // A value the body schema lets through but a job cannot take (top_p 0.0001) is named as the request names it.
+  const maxTokensField = body.max_completion_tokens != null ? 'body.max_completion_tokens' : 'body.max_tokens';
+  const job = parseJob(fields, (f) => (f === 'id' ? 'custom_id' : f === 'max_new_tokens' ? maxTokensField : `body.${BODY_FIELD[f] ?? f}`));
+  if (!job.ok) return fail(job.error);
+  return { ok: true, ref: { id: fields.id, customId: line.data.custom_id, endpoint }, fields, job: job.job };
+}
+
+/** Body fields by the job field they map to, where the names differ. */
+const BODY_FIELD: Record<string, string> = { min_new_tokens: 'min_tokens', decoding: 'temperature' };
+
+/**
+ * OpenAI Batch requests as a JobProducer line format: each line's job, tagged with its custom_id and url (they go
+ * into the --ids-out entry, from which `genqueue results` writes OpenAI lines again).
+ */
+export function openAiLines(options: OpenAiMappingOptions = {}): LineFormat {
+  return {
+    parse(raw: unknown, limits: LineLimits): ParsedLine {
+      const parsed = parseOpenAiRequest(raw, options);
+      if (!parsed.ok) return { ok: false, error: parsed.error, ...(parsed.customId !== undefined ? { tags: { custom_id: parsed.customId } } : {}) };
+      const tags = { custom_id: parsed.ref.customId, url: endpointUrl(parsed.ref.endpoint) };
+      // The job's prompt and messages are the body's fields of the same names.
+      const tooLong = promptLengthError(parsed.job, limits.maxPromptChars);
+      return tooLong ? { ok: false, error: `body.${tooLong}`, tags: { custom_id: parsed.ref.customId } } : { ok: true, job: parsed.job, tags };
+    },
+  };
+}
+
+function endpointUrl(endpoint: OpenAiEndpoint): string {
+  return Object.entries(OPENAI_ENDPOINTS).find(([, e]) => e === endpoint)![0];
 }
 
 /**
@@ -256,6 +288,69 @@ export function isOpenAiBatchLine(raw: unknown): boolean {
   return typeof raw === 'object' && raw !== null && 'custom_id' in raw && 'body' in raw && 'url' in raw;
 }
 
+/** Whether a JSONL line is an --ids-out entry of an OpenAI Batch request (it carries custom_id and url). */
+function isOpenAiIdsLine(raw: unknown): boolean {
+  return typeof raw === 'object' && raw !== null && 'custom_id' in raw && 'url' in raw && 'id' in raw && !('body' in raw);
+}
+
+export type FileFormat = 'genqueue' | 'openai';
+
+/**
+ * A JSONL file's format by its first non-blank line: OpenAI Batch when that line is a request or the --ids-out
+ * entry of one, genqueue otherwise (a genqueue job line has no top-level custom_id: unknown fields are refused).
+ */
+export async function detectFileFormat(path: string): Promise<FileFormat> {
+  for await (const { value } of new JsonlLines(path)) return value.ok && (isOpenAiBatchLine(value.raw) || isOpenAiIdsLine(value.raw)) ? 'openai' : 'genqueue';
+  return 'genqueue';
+}
+
+/** An OpenAI request's job, as `genqueue results` looks it up and writes its line. */
+export type OpenAiJobRef = OpenAiRequestRef & JobRef;
+
+const IdsLine = z
+  .object({
+    id: JobId,
+    queue: z.string().min(1),
+    custom_id: z.string().min(1),
+    url: z.enum(Object.keys(OPENAI_ENDPOINTS) as [keyof typeof OPENAI_ENDPOINTS]),
+  })
+  .passthrough();
+
+/** The job ref of an --ids-out entry ({"id", "queue", "custom_id", "url", ...}), or why it is not one. */
+export function openAiRefOfIdsLine(raw: unknown): { ok: true; ref: OpenAiJobRef } | { ok: false; error: string } {
+  const parsed = IdsLine.safeParse(raw);
+  if (!parsed.success) return { ok: false, error: describe(parsed.error) };
+  const { id, queue, custom_id: customId, url } = parsed.data;
+  return { ok: true, ref: { id, queue, customId, endpoint: OPENAI_ENDPOINTS[url] } };
+}
+
+/**
+ * The jobs of an OpenAI Batch file, or of its --ids-out file (lines may mix), each once. Request lines map as
+ * enqueue mapped them (the same options and limits: a request line gives the same job id and queue); lines that
+ * enqueue refused are skipped, since they never became jobs. A line that is neither is an error naming it.
+ */
+export async function readOpenAiRefs(path: string, options: OpenAiMappingOptions, limits: LineLimits): Promise<OpenAiJobRef[]> {
+  const format = openAiLines(options);
+  const refs: OpenAiJobRef[] = [];
+  for await (const { lineNumber, value } of new JsonlLines(path)) {
+    if (!value.ok) throw new Error(`${path}:${lineNumber}: ${value.error}`);
+    let ref: OpenAiJobRef | undefined;
+    if (isOpenAiIdsLine(value.raw)) {
+      const parsed = openAiRefOfIdsLine(value.raw);
+      if (!parsed.ok) throw new Error(`${path}:${lineNumber}: ${parsed.error}`);
+      ref = parsed.ref;
+    } else if (isOpenAiBatchLine(value.raw)) {
+      const parsed = format.parse(value.raw, limits);
+      if (!parsed.ok) continue;
+      ref = { id: parsed.job.id!, queue: queueNameFor(parsed.job.model), customId: parsed.tags!.custom_id!, endpoint: OPENAI_ENDPOINTS[parsed.tags!.url as keyof typeof OPENAI_ENDPOINTS] };
+    } else {
+      throw new Error(`${path}:${lineNumber}: neither an OpenAI Batch request (custom_id, method, url, body) nor an --ids-out line of one (id, queue, custom_id, url)`);
+    }
+    refs.push(ref);
+  }
+  return distinctRefs(refs);
+}
+
 /** An output line and the file it belongs in: `out` (--out) or `errors` (--errors-out). */
 export interface OpenAiOutput {
   readonly file: 'out' | 'errors';
@@ -264,18 +359,14 @@ export interface OpenAiOutput {
 
 const digest = (text: string, length: number): string => createHash('sha256').update(text).digest('hex').slice(0, length);
 
-export interface FailureOptions {
-  /** HTTP-like status: 400 for a request the model cannot take (too long for its context), 500 (default) otherwise. */
-  readonly statusCode?: number;
-}
-
 /**
  * The OpenAI Batch line for one collected result: completed → an output line with the completion; failed →
- * an error line with the status code and `body.error` as OpenAI writes failed requests; missing (no such job
+ * an error line with the status code (400 when the worker refused the job's content, such as a prompt too long for
+ * the context; 500 otherwise) and `body.error` as OpenAI writes failed requests; cancelled or missing (no such job
  * in Redis) → an error line with `error`; pending → undefined (nothing yet: a later `genqueue results` writes it).
- * Ids are derived from the job id, so a line written again for the same job is identical apart from `created`.
+ * Ids are derived from the job id, so a line written again for the same job is identical.
  */
-export function openAiOutputLine(ref: OpenAiRequestRef, r: CollectedResult, failure: FailureOptions = {}): OpenAiOutput | undefined {
+export function openAiOutputLine(ref: OpenAiRequestRef, r: CollectedResult): OpenAiOutput | undefined {
   const id = `batch_req_${digest(ref.id, 24)}`;
   const requestId = `req_${digest(`request:${ref.id}`, 24)}`;
   switch (r.status) {
@@ -296,27 +387,29 @@ export function openAiOutputLine(ref: OpenAiRequestRef, r: CollectedResult, fail
       return { file: 'out', line: JSON.stringify({ id, custom_id: ref.customId, response: { status_code: 200, request_id: requestId, body }, error: null }) };
     }
     case 'failed': {
-      const statusCode = failure.statusCode ?? 500;
+      const statusCode = r.content ? 400 : 500;
       const error = { message: r.error, type: statusCode < 500 ? 'invalid_request_error' : 'server_error', param: null, code: null };
       return { file: 'errors', line: JSON.stringify({ id, custom_id: ref.customId, response: { status_code: statusCode, request_id: requestId, body: { error } }, error: null }) };
     }
+    case 'cancelled':
+      return { file: 'errors', line: JSON.stringify({ id, custom_id: ref.customId, response: null, error: { code: 'batch_cancelled', message: `job ${ref.id} was cancelled (genqueue cancel)` } }) };
     case 'missing':
-      return {
-        file: 'errors',
-        line: JSON.stringify({ id, custom_id: ref.customId, response: null, error: { code: 'job_not_found', message: `no job ${ref.id} in the queue (never enqueued, or removed after 7 days)` } }),
-      };
+      return { file: 'errors', line: JSON.stringify({ id, custom_id: ref.customId, response: null, error: { code: 'job_not_found', message: `job ${ref.id}: ${r.error}` } }) };
     case 'pending':
       return undefined;
   }
 }
 
-/** The error line for a request refused before it was enqueued (an invalid line with --skip-invalid). */
-export function openAiRefusedLine(customId: string, lineNumber: number, error: string): OpenAiOutput {
+/**
+ * The error line for a request refused before it was enqueued (an invalid line with --skip-invalid); custom_id is
+ * null when the line has none (not JSON, no custom_id), so every refused line is accounted for.
+ */
+export function openAiRefusedLine(customId: string | undefined, lineNumber: number, error: string): OpenAiOutput {
   return {
     file: 'errors',
     line: JSON.stringify({
-      id: `batch_req_${digest(`refused:${customId}`, 24)}`,
-      custom_id: customId,
+      id: `batch_req_${digest(`refused:${customId ?? `line ${lineNumber}`}`, 24)}`,
+      custom_id: customId ?? null,
       response: null,
       error: { code: 'invalid_request', message: `line ${lineNumber}: ${error}` },
     }),
@@ -343,22 +436,43 @@ export async function writtenCustomIds(paths: readonly string[]): Promise<Set<st
 }
 
 /**
- * Before appending to an output file that an interruption may have cut mid-line: ends that line, so the next
- * line starts on its own (the cut line stays invalid JSON and its request is written again).
+ * Before appending to an output file that an interruption may have cut mid-line: a last line without its newline
+ * that still parses (its request counts as written) gets the newline; one cut short (not JSON: its request is written
+ * again) is removed, so the file stays valid JSONL.
  */
-export function terminateLastLine(path: string): void {
+export function repairLastLine(path: string): void {
   if (!existsSync(path)) return;
-  const fd = openSync(path, 'r');
-  let last = '\n';
+  const fd = openSync(path, 'r+');
   try {
     const { size } = fstatSync(fd);
-    if (size > 0) {
-      const byte = Buffer.alloc(1);
-      readSync(fd, byte, 0, 1, size - 1);
-      last = byte.toString('latin1');
+    if (size === 0) return;
+    // The last line starts after the last newline: read backwards a block at a time until one is found.
+    const block = Buffer.alloc(64 * 1024);
+    let start = size;
+    let lineStart = 0;
+    let found = false;
+    while (start > 0 && !found) {
+      const length = Math.min(block.length, start);
+      start -= length;
+      readSync(fd, block, 0, length, start);
+      const newline = block.subarray(0, length).lastIndexOf(0x0a);
+      if (newline >= 0) {
+        lineStart = start + newline + 1;
+        found = true;
+      }
     }
+    if (lineStart === size) return; // ends with a newline
+    const last = Buffer.alloc(size - lineStart);
+    readSync(fd, last, 0, last.length, lineStart);
+    let complete = true;
+    try {
+      JSON.parse(last.toString('utf8'));
+    } catch {
+      complete = false;
+    }
+    if (complete) writeSync(fd, '\n', size);
+    else ftruncateSync(fd, lineStart);
   } finally {
     closeSync(fd);
   }
-  if (last !== '\n') appendFileSync(path, '\n');
 }

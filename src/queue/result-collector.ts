@@ -2,6 +2,7 @@ import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { CANCELLED_REASON, cancelMarksKey, execOrThrow } from './cancel-marks.js';
+import { readFailureReason } from './failure-reasons.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { JobId } from './job-schema.js';
 import { queueNameFor } from './queue-names.js';
@@ -18,7 +19,8 @@ type WithMetadata = { readonly metadata?: Record<string, unknown> };
 
 export type CollectedResult =
   | { readonly id: string; readonly status: 'completed'; readonly result: JobResult }
-  | ({ readonly id: string; readonly status: 'failed'; readonly error: string } & WithMetadata)
+  /** content: the worker refused the job for its content (invalid, too long, another model): retrying cannot help. */
+  | ({ readonly id: string; readonly status: 'failed'; readonly error: string; readonly content?: true } & WithMetadata)
   /** Cancelled (JobCanceller): failed by its worker with the reason "cancelled", or removed while it waited. */
   | ({ readonly id: string; readonly status: 'cancelled' } & WithMetadata)
   | { readonly id: string; readonly status: 'pending' }
@@ -51,6 +53,12 @@ export async function readJobRefs(path: string): Promise<JobRef[]> {
   return refs;
 }
 
+/** A failed job's result from its BullMQ failed reason. */
+function failure(id: string, failedReason: string): CollectedResult {
+  const { error, content } = readFailureReason(failedReason);
+  return { id, status: 'failed', error, ...(content ? { content } : {}) };
+}
+
 const keyOf = (queue: string, id: string): string => `${queue}\u0000${id}`;
 
 /** A job's result before annotate() has looked at it. */
@@ -71,8 +79,8 @@ function metadataOf(data: string | null | undefined): Record<string, unknown> | 
 }
 
 /** Each job once, in first-seen order: a file may name the same job on several lines. */
-export function distinctRefs(refs: Iterable<JobRef>): JobRef[] {
-  const byKey = new Map<string, JobRef>();
+export function distinctRefs<R extends JobRef>(refs: Iterable<R>): R[] {
+  const byKey = new Map<string, R>();
   for (const r of refs) if (!byKey.has(keyOf(r.queue, r.id))) byKey.set(keyOf(r.queue, r.id), r);
   return [...byKey.values()];
 }
@@ -158,7 +166,7 @@ export class ResultCollector {
           const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: newest?.[0] ?? '0-0' });
           events.push(qe);
           qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
-          qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'failed', error: failedReason })));
+          qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => failure(jobId, failedReason)));
           qe.on('removed', ({ jobId }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'missing', error: REMOVED })));
           // A reader that stops (an event it cannot parse, a lost connection) is logged, and the state sweeps report.
           reportErrors(qe, connection, `queue events ${name}`);
@@ -268,7 +276,7 @@ export class ResultCollector {
       const [timestamp, finishedOn, stored, failedReason] = (fields ?? []) as (string | null)[];
       const returnvalue = stored === 'null' ? null : stored; // BullMQ stores a failed job's as JSON null
       if (timestamp == null) return { id: ref.id, status: 'missing', error: MISSING };
-      if (finishedOn && failedReason && returnvalue == null) return { id: ref.id, status: 'failed', error: failedReason };
+      if (finishedOn && failedReason && returnvalue == null) return failure(ref.id, failedReason);
       if (finishedOn && returnvalue != null) return storedResult(ref.id, returnvalue);
       return { id: ref.id, status: 'pending' };
     });

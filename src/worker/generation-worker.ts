@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { type GenerationBatchResult, type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { CANCELLED_REASON, CancelMarks } from '../queue/cancel-marks.js';
+import { contentFailureReason } from '../queue/failure-reasons.js';
 import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
 import { closeRedis, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
@@ -81,8 +82,15 @@ export function batchKey(request: GenerationRequest): string {
   return `${searchKey(request)}|${Math.ceil(Math.log2(request.maxNewTokens))}`;
 }
 
-/** A job's content is wrong: retrying cannot help, so BullMQ fails it at once with this message. */
-class JobContentError extends UnrecoverableError {}
+/**
+ * A job's content is wrong: retrying cannot help, so BullMQ fails it at once with this message, marked as a content
+ * failure (contentFailureReason) for the collector.
+ */
+class JobContentError extends UnrecoverableError {
+  constructor(message: string) {
+    super(contentFailureReason(message));
+  }
+}
 
 /** The job was cancelled (JobCanceller) while it ran: it fails at once, with the reason the collector looks for. */
 export class JobCancelledError extends UnrecoverableError {

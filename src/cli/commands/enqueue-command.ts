@@ -1,15 +1,18 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
-import { InvalidJobsError, JobProducer, describeConflict } from '../../queue/job-producer.js';
+import { InvalidJobsError, JobProducer, type RefusedLine, defaultIdsFiles, describeConflict } from '../../queue/job-producer.js';
+import { defaultCacheDir } from '../../model/model-cache.js';
 import { closeRedis } from '../../queue/redis-connection.js';
 import { ResultCollector, distinctRefs } from '../../queue/result-collector.js';
-import { type KeepJobs, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_PRIORITY } from '../../queue/job-schema.js';
+import { GENQUEUE_LINES, type KeepJobs, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_PRIORITY } from '../../queue/job-schema.js';
+import { openAiLines, openAiRefOfIdsLine, openAiRefusedLine } from '../../queue/openai-batch.js';
+import { type FormatOptions, errorsOutOption, formatOption, openAiMapping, openAiModelOption, openOpenAiOutputs, resolveFormat } from '../batch-formats.js';
 import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { connectRedisClient } from '../redis-client.js';
-import { openOutput, summaryLine, writeResults } from '../result-lines.js';
+import { type Output, genqueueResults, openAiResults, openOutput, summaryLine, writeLine, writeResults } from '../result-lines.js';
 
-interface EnqueueOptions {
+interface EnqueueOptions extends FormatOptions {
   wait?: boolean;
   out?: string;
   skipInvalid?: boolean;
@@ -57,11 +60,14 @@ export function registerEnqueueCommand(program: Command): void {
   program
     .command('enqueue')
     .description('validate a .jsonl file of jobs and add them to the queue (REDIS_URL)')
-    .argument('<file.jsonl>', 'lines of {"id"?, "prompt", "max_new_tokens"?, "decoding"?, "model"?, ...}')
+    .argument('<file.jsonl>', 'lines of {"id"?, "prompt", "max_new_tokens"?, "decoding"?, "model"?, ...}, or OpenAI Batch requests')
+    .addOption(formatOption('the file\'s lines: genqueue jobs or OpenAI Batch requests'))
     .option('--wait', 'wait for every job and write its result (exit code 1 unless every job completed)')
-    .option('--out <results.jsonl>', 'where --wait writes results (default: stdout)')
+    .option('--out <results.jsonl>', 'where --wait writes results (default: stdout); OpenAI Batch: appended, skipping requests it already holds')
+    .addOption(errorsOutOption())
+    .addOption(openAiModelOption())
     .option('--skip-invalid', 'enqueue the valid lines even if some are invalid (default: refuse the whole file)')
-    .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from`')
+    .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from` (default without --wait: <file>.ids.jsonl)')
     .option('--chunk-size <n>', 'jobs per addBulk call', positiveInt('--chunk-size'), 1000)
     .option('--timeout-ms <ms>', 'with --wait, give up after this long (unfinished jobs are written as pending)', positiveInt('--timeout-ms'))
     .option('--priority <n>', 'priority of every job: 1 is the highest, 2097151 the lowest (a line\'s "priority" wins)', intIn('--priority', 1, MAX_PRIORITY))
@@ -73,6 +79,18 @@ export function registerEnqueueCommand(program: Command): void {
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
+      const openAi = (await resolveFormat(file, o)) === 'openai';
+      const openOutputs = () => openOpenAiOutputs({ ...o, out: o.wait ? o.out : undefined });
+      // With --skip-invalid, refused OpenAI requests become error lines as the file is read: the outputs (appended
+      // to) open first. Otherwise they open once the file is enqueued, so a refused file leaves no files behind.
+      let outputs = openAi && o.skipInvalid && (o.wait || o.errorsOut !== undefined) ? await openOutputs() : undefined;
+      const onRefused = async (r: RefusedLine): Promise<void> => {
+        process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`);
+        const to = outputs && (outputs.errors ?? (o.wait ? outputs.out : undefined));
+        const customId = r.tags?.custom_id;
+        if (!to || (customId !== undefined && outputs!.written.has(customId))) return;
+        await writeLine(to.stream, openAiRefusedLine(customId, r.line, r.error).line);
+      };
       const connection = connectRedisClient(config);
       const producer = new JobProducer({
         connection,
@@ -89,13 +107,15 @@ export function registerEnqueueCommand(program: Command): void {
         let report;
         try {
           report = await producer.enqueueFile(file, {
+            format: openAi ? openAiLines(openAiMapping(config, o.model)) : GENQUEUE_LINES,
             chunkSize: o.chunkSize,
             skipInvalid: o.skipInvalid,
-            idsOut: o.idsOut,
+            // Without --wait, the ids are the only way back to the results of lines without an id: always written.
+            idsOut: o.idsOut ?? (o.wait ? undefined : defaultIdsFiles(file, config.cacheDir ?? defaultCacheDir())),
             // Only a caller that waits needs every id in memory; otherwise the file streams through.
             keepJobs: Boolean(o.wait),
             onProgress: (d, t) => bar.update(d, t),
-            onRefused: (r) => process.stderr.write(`${file}:${r.line}: refused: ${r.error}\n`),
+            onRefused,
             onConflict: (c) => process.stderr.write(`${file}:${c.line}: warning: ${describeConflict(c)}\n`),
           });
         } catch (e) {
@@ -107,26 +127,49 @@ export function registerEnqueueCommand(program: Command): void {
         const conflicts = report.conflicts ? ` (${report.conflicts} with different content, not enqueued)` : '';
         process.stderr.write(`enqueued ${report.enqueued}, already queued ${report.duplicates}${conflicts}, refused ${report.refused}\n`);
         if (report.refused) process.exitCode = 2;
+        if (report.idsFile !== undefined && o.idsOut === undefined) {
+          process.stderr.write(`ids: ${report.idsFile} (genqueue results --ids-from ${report.idsFile} fetches the results)\n`);
+        }
         if (!o.wait) return;
-        const refs = distinctRefs(report.jobs ?? []);
+        let refs = distinctRefs(report.jobs ?? []);
+        let format = genqueueResults;
+        if (openAi) {
+          const { written } = (outputs ??= await openOutputs());
+          // Each job's line tags (custom_id, url) make the same entry an --ids-out file holds.
+          const requests = distinctRefs(
+            (report.jobs ?? []).map((j) => {
+              const parsed = openAiRefOfIdsLine({ id: j.id, queue: j.queue, ...j.tags });
+              if (!parsed.ok) throw new Error(`job ${j.id}: ${parsed.error}`);
+              return parsed.ref;
+            }),
+          );
+          refs = requests.filter((r) => !written.has(r.customId));
+          if (refs.length < requests.length) process.stderr.write(`already written: ${requests.length - refs.length} request(s)\n`);
+          format = openAiResults(requests);
+        }
+        const out: Output = outputs?.out ?? (await openOutput(o.out));
         const collector = new ResultCollector({ connection });
-        const out = openOutput(o.out);
         const waitBar = new ProgressBar('results');
         try {
           const summary = await writeResults(
             collector.collect(refs, { wait: true, timeoutMs: o.timeoutMs, recheckMs: o.recheckMs, onProgress: (d, t) => waitBar.update(d, t) }),
-            out.stream,
+            { out: out.stream, errors: outputs?.errors?.stream },
             refs.length,
+            format,
           );
           process.stderr.write(`${summaryLine(summary)}\n`);
           if (summary.completed !== summary.jobs) process.exitCode = 1;
         } finally {
           waitBar.stop();
-          await out.close();
+          if (!outputs) await out.close();
         }
       } finally {
-        await producer.close();
-        await closeRedis(connection);
+        try {
+          await producer.close();
+          await closeRedis(connection);
+        } finally {
+          await outputs?.close();
+        }
       }
     });
 }
