@@ -7,14 +7,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load-config.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { resolveModelArg } from '../src/model/model-reference.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import { closeRedis, createRedisConnection, redactUrl } from '../src/queue/redis-connection.js';
+import { type RedisConnection, closeRedis, createRedisConnection, redactUrl } from '../src/queue/redis-connection.js';
 import { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { ResultCollector } from '../src/queue/result-collector.js';
 import { type StartedWorker, startWorker } from '../src/worker/worker-process.js';
@@ -186,7 +185,7 @@ describe('worker shutdown and stalled jobs', () => {
   let dir: string;
   let checkpoint: string;
   let server: RedisServerProcess | undefined;
-  let connection: Redis | undefined;
+  let connection: RedisConnection | undefined;
   let workerB: StartedWorker | undefined;
   const children: Cli[] = [];
 
@@ -207,7 +206,7 @@ describe('worker shutdown and stalled jobs', () => {
     return cli;
   };
   /** Jobs that keep a CPU batch busy for seconds: most of the demo model's context, EOS held back. */
-  const enqueueLongJobs = async (c: Redis, n: number, tokens: number): Promise<string[]> => {
+  const enqueueLongJobs = async (c: RedisConnection, n: number, tokens: number): Promise<string[]> => {
     const producer = new JobProducer({ connection: c });
     const ids = Array.from({ length: n }, (_, i) => `long-${randomUUID()}-${i}`);
     await producer.enqueueJobs(ids.map((id) => jobFromFields({ id, prompt: `Long job ${id}`, max_new_tokens: tokens, min_new_tokens: tokens })));
