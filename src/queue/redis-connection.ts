@@ -38,11 +38,11 @@ export function redactUrl(url: string): string {
   return u.toString();
 }
 
-/** A Redis URL genqueue cannot use; the message names it without its password. */
+/** A Redis URL genqueue cannot use; the message names it without its password (and not at all if it does not parse). */
 export class RedisUrlError extends Error {
   override readonly name = 'RedisUrlError';
-  constructor(url: string, reason: string) {
-    super(`Redis URL ${redactUrl(url)}: ${reason}`);
+  constructor(url: string | undefined, reason: string) {
+    super(url === undefined ? `Redis URL: ${reason}` : `Redis URL ${redactUrl(url)}: ${reason}`);
   }
 }
 
@@ -89,7 +89,8 @@ export function parseRedisUrl(url: string): RedisTarget {
   try {
     u = new URL(url);
   } catch {
-    throw new RedisUrlError(url, `not a URL (${URL_FORMS})`);
+    // Where it is cannot be told, so neither can where its password is: it is not shown.
+    throw new RedisUrlError(undefined, `not a URL (${URL_FORMS})`);
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new RedisUrlError(url, URL_FORMS);
   if (!u.hostname) throw new RedisUrlError(url, 'no host');
@@ -192,6 +193,8 @@ function describeRedisError(caught: unknown): string {
   if (/^Unknown RESP type/.test(err.message)) return 'the server there does not speak the Redis protocol';
   if (code && TLS_REASONS[code]) return TLS_REASONS[code];
   if (/wrong version number|packet length too long|unknown protocol/i.test(err.message)) return TLS_REASONS.EPROTO!;
+  if (/alert certificate required/i.test(err.message)) return 'TLS: the server asks for a client certificate (set redisTls.cert and redisTls.key)';
+  if (/alert (bad certificate|unknown ca|certificate unknown|unsupported certificate)/i.test(err.message)) return 'TLS: the server refused the client certificate';
   switch (code) {
     case 'ECONNREFUSED':
       return 'connection refused';
@@ -280,7 +283,8 @@ class Reachability {
       this.lastError = undefined;
     });
     const onError = (err: unknown): void => {
-      this.lastError = err;
+      // The connection closing after a TLS alert is a consequence: the failure keeps saying why it closed.
+      if (!(this.lastError && (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET')) this.lastError = err;
       // Refused credentials do not come right by retrying: a client gives up now, and its failure says why.
       const inner = innermost(err);
       if (inner instanceof Error && isAuthError(inner.message) && family.giveUpAfterMs !== undefined) this.giveUp();
@@ -503,6 +507,8 @@ export function disconnectAll(connection: RedisConnection): void {
  */
 export async function scanKeys(connection: RedisConnection, match: string): Promise<string[]> {
   const found: string[] = [];
+  // A Cluster client knows its masters once it has read the slots.
+  if (isCluster(connection)) await whenRedisReady(connection);
   for (const node of isCluster(connection) ? connection.nodes('master') : [connection]) {
     let cursor = '0';
     do {
