@@ -84,7 +84,8 @@ export async function makeCertificates(dir: string): Promise<TestCertificates> {
   const f = (name: string): string => join(dir, name);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   await run('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '1', '-subj', '/CN=genqueue test CA']);
-  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  // A cluster node also presents its certificate as a client, to the other nodes' bus ports.
+  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
   writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\n');
   for (const who of ['server', 'client']) {
     await run('openssl', ['req', '-new', ...ec, '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=genqueue test ${who}`]);
@@ -120,9 +121,19 @@ export async function startTlsRedis(dir: string, certs: TestCertificates, passwo
 
 /**
  * A Redis Cluster of `masters` masters (no replicas) on loopback ports, each requiring the password, created with
- * `redis-cli --cluster create`; resolves once every node reports cluster_state:ok.
+ * `redis-cli --cluster create`; resolves once every node reports cluster_state:ok. With certificates, nodes speak
+ * only TLS, to clients and to each other (the URL is then rediss+cluster://).
  */
-export async function startRedisCluster(dir: string, password: string, masters = 3): Promise<TestTopology & { readonly ports: number[] }> {
+export async function startRedisCluster(
+  dir: string,
+  password: string,
+  options: { masters?: number; certs?: TestCertificates } = {},
+): Promise<TestTopology & { readonly ports: number[] }> {
+  const { masters = 3, certs } = options;
+  const tlsArgs = certs
+    ? ['--tls-cert-file', certs.serverCert, '--tls-key-file', certs.serverKey, '--tls-ca-cert-file', certs.ca, '--tls-cluster', 'yes', '--tls-replication', 'yes']
+    : [];
+  const cliTls = certs ? ['--tls', '--cacert', certs.ca, '--cert', certs.clientCert, '--key', certs.clientKey] : [];
   const nodes: ServerChild[] = [];
   const stop = async (): Promise<void> => {
     await Promise.all(nodes.map((n) => n.stop()));
@@ -137,7 +148,8 @@ export async function startRedisCluster(dir: string, password: string, masters =
       nodes.push(
         await ServerChild.start(
           [
-            '--port', String(port),
+            ...(certs ? ['--port', '0', '--tls-port', String(port)] : ['--port', String(port)]),
+            ...tlsArgs,
             '--cluster-enabled', 'yes',
             '--cluster-port', String(bus),
             '--cluster-config-file', join(nodeDir, 'nodes.conf'),
@@ -152,17 +164,17 @@ export async function startRedisCluster(dir: string, password: string, masters =
       );
     }
     const env = { ...process.env, REDISCLI_AUTH: password };
-    await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { env });
+    await run('redis-cli', [...cliTls, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { env });
     const deadline = Date.now() + 30_000;
     for (const port of ports) {
       for (;;) {
-        const { stdout } = await run('redis-cli', ['-p', String(port), 'cluster', 'info'], { env });
+        const { stdout } = await run('redis-cli', [...cliTls, '-p', String(port), 'cluster', 'info'], { env });
         if (/cluster_state:ok/.test(stdout)) break;
         if (Date.now() > deadline) throw new Error(`cluster node ${port} not ok in time:\n${stdout}`);
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    const url = `redis+cluster://:${encodeURIComponent(password)}@${ports.map((p) => `127.0.0.1:${p}`).join(',')}`;
+    const url = `redis${certs ? 's' : ''}+cluster://:${encodeURIComponent(password)}@${ports.map((p) => `127.0.0.1:${p}`).join(',')}`;
     return { url, ports, stop };
   } catch (e) {
     await stop();
