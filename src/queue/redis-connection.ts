@@ -108,9 +108,9 @@ export function redisUrlProblem(url: string): string | undefined {
 }
 
 /**
- * TLS settings of a rediss:// connection, as files: the CA that signed the server's certificate (in addition to
- * Node's trusted roots, which NODE_EXTRA_CA_CERTS extends too), and a client certificate and key where the server
- * asks for one. rejectUnauthorized: false accepts any server certificate (tests only: it defeats TLS).
+ * TLS settings of a rediss:// connection, as files: the CA that signed the server's certificate (trusted instead of
+ * Node's roots; without it, Node's roots and NODE_EXTRA_CA_CERTS are), and a client certificate and key where the
+ * server asks for one. rejectUnauthorized: false accepts any server certificate (tests only: it defeats TLS).
  */
 export interface RedisTlsFiles {
   readonly ca?: string;
