@@ -11,7 +11,7 @@ export type { CollectedResult, CollectOptions, JobRef } from './queue/result-col
 export { jobFromFields, parseJob, parseJobLine, DEFAULT_MAX_NEW_TOKENS, GENQUEUE_LINES } from './queue/job-schema.js';
 export type { JobData, JobInput, ParsedJob, LineFormat, ParsedLine } from './queue/job-schema.js';
 export type { JobResult, Timings } from './queue/result-schema.js';
-export { queueNameFor, DEFAULT_QUEUE } from './queue/queue-names.js';
+export { queueNameFor, DEFAULT_QUEUE, DEFAULT_PREFIX, keyPrefix } from './queue/queue-names.js';
 export {
   parseOpenAiRequest,
   openAiLines,
@@ -25,7 +25,16 @@ export {
   repairLastLine,
 } from './queue/openai-batch.js';
 export type { ChatMessage, OpenAiJobRef, OpenAiJobFields, OpenAiRequestRef, OpenAiMappingOptions, OpenAiOutput, ParsedOpenAiLine } from './queue/openai-batch.js';
-export { createRedisConnection, DEFAULT_REDIS_URL } from './queue/redis-connection.js';
+export {
+  createRedisConnection,
+  closeRedis,
+  redactUrl,
+  DEFAULT_REDIS_URL,
+  RedisUrlError,
+  RedisTlsFileError,
+  RedisUnavailableError,
+} from './queue/redis-connection.js';
+export type { RedisConnection, RedisConnectionOptions, RedisTlsFiles } from './queue/redis-connection.js';
 
 // Serving jobs, or generating without a queue.
 export { startWorker } from './api/start-worker.js';

@@ -56,17 +56,18 @@ describe('CI scripts on a fresh machine', () => {
     ['root without sudo', 0],
     ['a sudo user', 1000],
   ] as const) {
-    it(`.ci/run installs redis-server, g++ and chromium as ${who}, then runs the suite`, async () => {
-      // Neither redis-server nor g++ on this PATH, so both install lines run (against the apt-get stub).
+    it(`.ci/run installs redis-server, openssl, g++ and chromium as ${who}, then runs the suite`, async () => {
+      // None of them is on this PATH, so every install line runs (against the apt-get stub).
       const path = stubPath(join(dir, `bin-${uid}`), uid, ['dirname', 'env']);
       const logFile = join(dir, `log-${uid}`);
       const r = await bash(['.ci/run'], { PATH: path, STUB_LOG: logFile, HOME: dir });
       assert.equal(r.code, 0, r.stderr);
       const log = readFileSync(logFile, 'utf8').trim().split('\n');
-      assert.equal(log.filter((l) => l.startsWith('sudo ')).length, uid === 0 ? 0 : 6, 'sudo exactly for the apt-get lines of a user');
+      assert.equal(log.filter((l) => l.startsWith('sudo ')).length, uid === 0 ? 0 : 8, 'sudo exactly for the apt-get lines of a user');
       const install = (pkg: string): string[] => ['apt-get update -qq [DEBIAN_FRONTEND=]', `apt-get install -y -qq ${pkg} [DEBIAN_FRONTEND=noninteractive]`];
       assert.deepEqual(log.filter((l) => !l.startsWith('sudo ')), [
         ...install('redis-server'),
+        ...install('openssl'),
         ...install('g++'),
         ...install('--no-install-recommends chromium fonts-liberation'),
         'npm ci --no-audit --no-fund [DEBIAN_FRONTEND=]',

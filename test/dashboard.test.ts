@@ -10,7 +10,8 @@ import { DashboardServer } from '../src/dashboard/dashboard-server.js';
 import { type Overview, QueueOverview } from '../src/dashboard/queue-overview.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import { FLEET_INDEX_KEY, FleetHeartbeat, readFleet, readThroughput } from '../src/worker/fleet-heartbeat.js';
+import { DEFAULT_PREFIX, fleetIndexKey } from '../src/queue/queue-names.js';
+import { FleetHeartbeat, readFleet, readThroughput } from '../src/worker/fleet-heartbeat.js';
 import { WorkerStats } from '../src/worker/worker-stats.js';
 import { eventually } from './harness/eventually.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
@@ -249,8 +250,8 @@ describe('fleet heartbeats in Redis', () => {
     assert.deepEqual(total, [17, 2], 'every token counted once, the last ones on stop');
 
     // A worker killed without stop(): once its key has expired, readers drop it from the index.
-    await redis.connection.sadd(FLEET_INDEX_KEY, 'dead');
+    await redis.connection.sadd(fleetIndexKey(DEFAULT_PREFIX), 'dead');
     assert.deepEqual(await readFleet(redis.connection), []);
-    assert.deepEqual(await redis.connection.smembers(FLEET_INDEX_KEY), []);
+    assert.deepEqual(await redis.connection.smembers(fleetIndexKey(DEFAULT_PREFIX)), []);
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { FLEET_KEY_PREFIX, FleetHeartbeat, readFleet } from '../src/worker/fleet-heartbeat.js';
+import { DEFAULT_PREFIX, fleetIndexKey, fleetMemberKey } from '../src/queue/queue-names.js';
+import { FleetHeartbeat, readFleet } from '../src/worker/fleet-heartbeat.js';
 import { WorkerStats } from '../src/worker/worker-stats.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
@@ -22,8 +23,9 @@ describe('fleet heartbeats read from a real redis-server', () => {
     );
     heartbeat.start();
     try {
-      await redis.connection.set(`${FLEET_KEY_PREFIX}broken`, '{"workerId": "half-written');
-      await redis.connection.set(`${FLEET_KEY_PREFIX}foreign`, '{"workerId": 7}');
+      await redis.connection.set(fleetMemberKey(DEFAULT_PREFIX, 'broken'), '{"workerId": "half-written');
+      await redis.connection.set(fleetMemberKey(DEFAULT_PREFIX, 'foreign'), '{"workerId": 7}');
+      await redis.connection.sadd(fleetIndexKey(DEFAULT_PREFIX), 'broken', 'foreign');
       // start() sent the first heartbeat on this connection before these commands, so Redis has it.
       const fleet = await readFleet(redis.connection);
       assert.deepEqual(fleet.map((m) => m.workerId), ['w-1']);

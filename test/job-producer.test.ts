@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import { type ConflictingLine, InvalidJobsError, JobProducer, type RefusedLine, describeConflict } from '../src/queue/job-producer.js';
 import { loadConfig } from '../src/config/load-config.js';
 import { DEFAULT_MAX_PROMPT_CHARS } from '../src/queue/job-schema.js';
+import { DEFAULT_PREFIX, enqueueLinesKey } from '../src/queue/queue-names.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
 
 describe('JobProducer against a real redis-server', () => {
@@ -215,7 +216,7 @@ describe('JobProducer against a real redis-server', () => {
     await q.close();
     const same = await new JobProducer({ connection }).enqueueFile(file('dups-1.jsonl', ['{"id": "d-1", "prompt": "first"}', '{"id": "d-1", "prompt": "first"}']), { chunkSize: 1 });
     assert.deepEqual([same.enqueued, same.duplicates, same.conflicts], [0, 2, 0], 'identical lines are plain duplicates');
-    assert.deepEqual(await connection.keys('genqueue:enqueue-lines:*'), [], "the run's line index is deleted at the end");
+    assert.deepEqual(await connection.keys(enqueueLinesKey(DEFAULT_PREFIX, '*')), [], "the run's line index is deleted at the end");
   });
 
   it('fails on an unwritable --ids-out before enqueueing anything', async () => {

@@ -1,83 +1,22 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load-config.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { resolveModelArg } from '../src/model/model-reference.js';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields } from '../src/queue/job-schema.js';
-import { closeRedis, createRedisConnection, redactUrl } from '../src/queue/redis-connection.js';
+import { type RedisConnection, closeRedis, createRedisConnection, redactUrl } from '../src/queue/redis-connection.js';
 import { RedisServerProcess } from '../src/queue/redis-server-process.js';
 import { ResultCollector } from '../src/queue/result-collector.js';
 import { type StartedWorker, startWorker } from '../src/worker/worker-process.js';
+import { Cli, oneClearLine, runCli } from './harness/cli-process.js';
 import { fixturePath } from './harness/fixtures.js';
-
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-/** A CLI child process with its output so far. */
-class Cli {
-  readonly child: ChildProcess;
-  stdout = '';
-  stderr = '';
-  readonly exited: Promise<number | null>;
-  private readonly watchers: { re: RegExp; resolve: () => void }[] = [];
-
-  constructor(args: string[], env: NodeJS.ProcessEnv) {
-    this.child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
-    this.child.stderr!.on('data', (d: Buffer) => {
-      this.stderr += d.toString();
-      for (const w of this.watchers.filter((w) => w.re.test(this.stderr))) w.resolve();
-    });
-    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code)));
-  }
-
-  /** Resolves when stderr matches re; rejects if the process exits first. */
-  async waitFor(re: RegExp): Promise<void> {
-    if (re.test(this.stderr)) return;
-    const seen = new Promise<void>((resolve) => this.watchers.push({ re, resolve }));
-    const code = await Promise.race([seen.then(() => 'seen' as const), this.exited]);
-    if (code !== 'seen') throw new Error(`exited (${code}) before ${re}:\n${this.stderr}`);
-  }
-
-  /** The exit code, or null if it had to be killed after timeoutMs. */
-  async exit(timeoutMs: number): Promise<number | null> {
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
-
-async function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<{ code: number | null; out: string; stderr: string }> {
-  const cli = new Cli(args, env);
-  const code = await cli.exit(timeoutMs);
-  return { code, out: cli.stdout + cli.stderr, stderr: cli.stderr };
-}
-
-/** stderr holds pino's JSON lines and exactly one `genqueue: …` line, which is returned: no raw errors or stacks. */
-function oneClearLine(stderr: string): string {
-  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  const raw = lines.filter((l) => {
-    try {
-      JSON.parse(l);
-      return false;
-    } catch {
-      return true;
-    }
-  });
-  assert.equal(raw.length, 1, `one plain line expected, got:\n${stderr}`);
-  assert.match(raw[0]!, /^genqueue: /);
-  return raw[0]!;
-}
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -186,7 +125,7 @@ describe('worker shutdown and stalled jobs', () => {
   let dir: string;
   let checkpoint: string;
   let server: RedisServerProcess | undefined;
-  let connection: Redis | undefined;
+  let connection: RedisConnection | undefined;
   let workerB: StartedWorker | undefined;
   const children: Cli[] = [];
 
@@ -207,7 +146,7 @@ describe('worker shutdown and stalled jobs', () => {
     return cli;
   };
   /** Jobs that keep a CPU batch busy for seconds: most of the demo model's context, EOS held back. */
-  const enqueueLongJobs = async (c: Redis, n: number, tokens: number): Promise<string[]> => {
+  const enqueueLongJobs = async (c: RedisConnection, n: number, tokens: number): Promise<string[]> => {
     const producer = new JobProducer({ connection: c });
     const ids = Array.from({ length: n }, (_, i) => `long-${randomUUID()}-${i}`);
     await producer.enqueueJobs(ids.map((id) => jobFromFields({ id, prompt: `Long job ${id}`, max_new_tokens: tokens, min_new_tokens: tokens })));

@@ -1,17 +1,17 @@
-import type { Redis } from 'ioredis';
 import type { GenqueueConfig } from '../config/config-schema.js';
-import { createRedisConnection, type RedisUnavailableError } from '../queue/redis-connection.js';
+import { createRedisConnection, type RedisConnection, type RedisUnavailableError } from '../queue/redis-connection.js';
 import { createLogger } from './logger.js';
 
 let failure: RedisUnavailableError | undefined;
 
 /**
- * The Redis connection of a client command (enqueue, results): while Redis is unreachable it retries for
+ * The Redis connection of a client command (enqueue, results, cancel): while Redis is unreachable it retries for
  * config.redisConnectTimeoutMs, then gives up, and the command fails with redisClientFailure().
  */
-export function connectRedisClient(config: GenqueueConfig): Redis {
+export function connectRedisClient(config: GenqueueConfig): RedisConnection {
   return createRedisConnection(config.redisUrl, {
     logger: createLogger(config.logLevel),
+    tls: config.redisTls,
     giveUpAfterMs: config.redisConnectTimeoutMs,
     onUnavailable: (e) => (failure ??= e),
   });

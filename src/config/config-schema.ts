@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Attempts, BackoffMs, KeepJobs } from '../queue/job-schema.js';
+import { redisUrlProblem } from '../queue/redis-connection.js';
 
 export const ModelEntry = z
   .object({
@@ -74,10 +75,31 @@ export const JobSettings = z
   })
   .strict();
 
+/** Files a rediss:// connection uses (paths; read when connecting). A plain redis:// URL takes none. */
+export const RedisTlsSettings = z
+  .object({
+    /** PEM CA certificate(s) that signed the server's certificate; replaces Node's trusted roots for Redis. */
+    ca: z.string().min(1).optional(),
+    /** PEM client certificate and its key, where the server asks for one (tls-auth-clients yes). */
+    cert: z.string().min(1).optional(),
+    key: z.string().min(1).optional(),
+    /** false accepts any server certificate: it defeats TLS's point, for tests only. */
+    rejectUnauthorized: z.boolean().optional(),
+  })
+  .strict();
+
 /** Everything genqueue reads from config files and the environment. */
 export const GenqueueConfig = z
   .object({
-    redisUrl: z.string().url(),
+    /**
+     * redis://[user:password@]host:port[/db] or rediss:// (TLS) for one server; redis+cluster://[user:password@]host:port[,host:port…]
+     * or rediss+cluster:// for a Redis Cluster (the nodes a client starts from).
+     */
+    redisUrl: z.string().superRefine((url, ctx) => {
+      const problem = redisUrlProblem(url);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+    redisTls: RedisTlsSettings.optional(),
     /**
      * How long a client command (enqueue, results, dashboard, demo, and a worker at start) keeps trying to reach
      * Redis before it gives up with one line saying why; refused credentials give up at once.

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { parseRedisUrl, redactUrl } from '../queue/redis-connection.js';
 import { GenqueueConfig } from './config-schema.js';
 
 const DEFAULTS_PATH = fileURLToPath(new URL('../../../config/default.json', import.meta.url));
@@ -61,6 +62,11 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS) {
     out.redisConnectTimeoutMs = intFromEnv('GENQUEUE_REDIS_CONNECT_TIMEOUT_MS', env.GENQUEUE_REDIS_CONNECT_TIMEOUT_MS);
   }
+  const tls: Json = {};
+  if (env.GENQUEUE_REDIS_TLS_CA) tls.ca = env.GENQUEUE_REDIS_TLS_CA;
+  if (env.GENQUEUE_REDIS_TLS_CERT) tls.cert = env.GENQUEUE_REDIS_TLS_CERT;
+  if (env.GENQUEUE_REDIS_TLS_KEY) tls.key = env.GENQUEUE_REDIS_TLS_KEY;
+  if (Object.keys(tls).length > 0) out.redisTls = tls;
   if (env.GENQUEUE_CACHE_DIR) out.cacheDir = env.GENQUEUE_CACHE_DIR;
   if (env.GENQUEUE_LOG_LEVEL) out.logLevel = env.GENQUEUE_LOG_LEVEL;
   if (env.GENQUEUE_MODEL) out.defaultModel = env.GENQUEUE_MODEL;
@@ -81,6 +87,10 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(`config${file ? ` ${file}` : ''}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+  }
+  // TLS files with a plain URL would leave the traffic in clear while the settings say otherwise.
+  if (parsed.data.redisTls && !parseRedisUrl(parsed.data.redisUrl).tls) {
+    throw new Error(`config${file ? ` ${file}` : ''}: redisTls is set, but redisUrl ${redactUrl(parsed.data.redisUrl)} is not a TLS URL (rediss:// or rediss+cluster://)`);
   }
   return parsed.data;
 }

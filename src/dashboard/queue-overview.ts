@@ -1,7 +1,6 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { DEFAULT_QUEUE } from '../queue/queue-names.js';
-import { reportErrors } from '../queue/redis-connection.js';
+import { DEFAULT_QUEUE, isGenqueueQueue, keyPrefix, queueKey } from '../queue/queue-names.js';
+import { type RedisConnection, reportErrors, scanKeys } from '../queue/redis-connection.js';
 import { type FleetMember, type ThroughputSample, readFleet, readThroughput } from '../worker/fleet-heartbeat.js';
 
 /** Job states as the dashboard reports them: exclusive, so they add up to the queue's jobs. */
@@ -34,13 +33,17 @@ export class QueueOverview {
   private discovered: string[] = [];
   private discoveredAt = 0;
 
+  private readonly prefix: string;
+
   constructor(
-    private readonly connection: Redis,
-    private readonly prefix = 'bull',
-  ) {}
+    private readonly connection: RedisConnection,
+    prefix?: string,
+  ) {
+    this.prefix = keyPrefix(connection, prefix);
+  }
 
   async read(): Promise<Overview> {
-    const [fleet, discovered, throughput] = await Promise.all([readFleet(this.connection), this.discover(), readThroughput(this.connection)]);
+    const [fleet, discovered, throughput] = await Promise.all([readFleet(this.connection, this.prefix), this.discover(), readThroughput(this.connection, 60, Date.now(), this.prefix)]);
     const names = [...new Set([DEFAULT_QUEUE, ...discovered, ...fleet.flatMap((m) => m.queues)])].sort();
     const queues = await Promise.all(names.map((name) => this.counts(name)));
     return {
@@ -92,15 +95,12 @@ export class QueueOverview {
     if (Date.now() - this.discoveredAt < DISCOVERY_INTERVAL_MS) return this.discovered;
     const head = `${this.prefix}:`;
     const found = new Set<string>();
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.connection.scan(cursor, 'MATCH', `${head}${DEFAULT_QUEUE}*:meta`, 'COUNT', 1000);
-      cursor = next;
-      for (const k of keys) {
-        const name = k.slice(head.length, -':meta'.length);
-        if (!name.includes(':')) found.add(name);
-      }
-    } while (cursor !== '0');
+    // The prefix is matched literally (glob characters escaped); braces are literal to SCAN anyway.
+    const literal = this.prefix.replace(/[*?[\]\\]/g, '\\$&');
+    for (const k of await scanKeys(this.connection, queueKey(literal, `${DEFAULT_QUEUE}*`, 'meta'))) {
+      const name = k.slice(head.length, -':meta'.length);
+      if (isGenqueueQueue(name)) found.add(name);
+    }
     this.discovered = [...found];
     this.discoveredAt = Date.now();
     return this.discovered;

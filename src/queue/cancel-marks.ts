@@ -1,20 +1,17 @@
-import type { Redis } from 'ioredis';
+import { cancelMarksKey, keyPrefix } from './queue-names.js';
+import type { RedisConnection } from './redis-connection.js';
 import type { JobRef } from './result-collector.js';
 
 /** The reason a cancelled job fails with (a worker's UnrecoverableError), and how the collector recognises it. */
 export const CANCELLED_REASON = 'cancelled';
 
-/**
- * A queue's cancellations: a sorted set of job ids scored by when they were cancelled, next to BullMQ's keys of
- * that queue (so obliterating the queue drops it too). A worker reads it when a job's batch ends; the collector when a
- * job is gone (a cancelled waiting job is removed, not failed). Job ids never contain ":", so no job's key is this one.
+/*
+ * A queue's cancellations (cancelMarksKey) are a sorted set of job ids scored by when they were cancelled. A worker
+ * reads it when a job's batch ends; the collector when a job is gone (a cancelled waiting job is removed, not failed).
  */
-export function cancelMarksKey(prefix: string, queue: string): string {
-  return `${prefix}:${queue}:genqueue:cancelled`;
-}
 
 /** Forgets cancellations of these ids, in one call per queue: enqueueing an id anew starts a new job. */
-export function clearCancelMarks(connection: Redis, prefix: string, refs: readonly JobRef[]): Promise<unknown> {
+export function clearCancelMarks(connection: RedisConnection, prefix: string, refs: readonly JobRef[]): Promise<unknown> {
   const byQueue = groupByQueue(refs);
   if (byQueue.size === 0) return Promise.resolve();
   const pipeline = connection.pipeline();
@@ -32,7 +29,7 @@ export function groupByQueue(refs: readonly JobRef[]): Map<string, string[]> {
   return byQueue;
 }
 
-export async function execOrThrow(pipeline: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
+export async function execOrThrow(pipeline: ReturnType<RedisConnection['pipeline']>): Promise<unknown[]> {
   const replies = (await pipeline.exec()) ?? [];
   return replies.map(([error, value]) => {
     if (error) throw error;
@@ -47,10 +44,14 @@ export async function execOrThrow(pipeline: ReturnType<Redis['pipeline']>): Prom
 export class CancelMarks {
   private asked: { key: string; id: string; resolve: (marked: boolean) => void; reject: (e: Error) => void }[] = [];
 
+  private readonly prefix: string;
+
   constructor(
-    private readonly connection: Redis,
-    private readonly prefix = 'bull',
-  ) {}
+    private readonly connection: RedisConnection,
+    prefix?: string,
+  ) {
+    this.prefix = keyPrefix(connection, prefix);
+  }
 
   isMarked(ref: JobRef): Promise<boolean> {
     return new Promise((resolve, reject) => {

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { cancelMarksKey, clearCancelMarks, execOrThrow, groupByQueue } from './cancel-marks.js';
+import { clearCancelMarks, execOrThrow, groupByQueue } from './cancel-marks.js';
+import { cancelMarksKey, jobKey, keyPrefix } from './queue-names.js';
+import type { RedisConnection } from './redis-connection.js';
 import { type JobRef, distinctRefs } from './result-collector.js';
 
 /** What `cancel` did with each kind of job; the four add up to the distinct jobs asked for. */
@@ -29,8 +30,8 @@ export class JobCanceller {
   private readonly prefix: string;
   private readonly queues = new Map<string, Queue>();
 
-  constructor(private readonly options: { connection: Redis; prefix?: string }) {
-    this.prefix = options.prefix ?? 'bull';
+  constructor(private readonly options: { connection: RedisConnection; prefix?: string }) {
+    this.prefix = keyPrefix(options.connection, options.prefix);
   }
 
   async cancel(refs: readonly JobRef[], onProgress?: (done: number, total: number) => void): Promise<CancelReport> {
@@ -63,7 +64,7 @@ export class JobCanceller {
     }
     await execOrThrow(mark);
     const read = connection.pipeline();
-    for (const r of refs) read.hmget(`${this.prefix}:${r.queue}:${r.id}`, 'timestamp', 'finishedOn');
+    for (const r of refs) read.hmget(jobKey(this.prefix, r.queue, r.id), 'timestamp', 'finishedOn');
     const states = (await execOrThrow(read)) as [string | null, string | null][];
     const outcomes = await Promise.all(
       refs.map(async (r, k): Promise<keyof CancelReport> => {

@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type JobsOptions, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { clearCancelMarks } from './cancel-marks.js';
 import {
@@ -21,8 +20,8 @@ import {
   describeZodError,
 } from './job-schema.js';
 import { JsonlLines } from './jsonl-lines.js';
-import { queueNameFor } from './queue-names.js';
-import { reportErrors } from './redis-connection.js';
+import { enqueueLinesKey, jobKey, keyPrefix, queueNameFor } from './queue-names.js';
+import { type RedisConnection, reportErrors } from './redis-connection.js';
 
 export interface RefusedLine {
   readonly line: number;
@@ -138,8 +137,8 @@ export interface JobControls {
 }
 
 export interface JobProducerOptions extends JobControls {
-  readonly connection: Redis;
-  /** BullMQ key prefix (default "bull"). */
+  readonly connection: RedisConnection;
+  /** BullMQ key prefix (default "bull"; hash-tagged on a Cluster: keyPrefix). */
   readonly prefix?: string;
   /** Raw BullMQ job options, applied over the controls (a job line's own fields still win). */
   readonly jobOptions?: JobsOptions;
@@ -261,7 +260,7 @@ export class JobProducer {
   private readonly maxPromptChars: number;
 
   constructor(private readonly options: JobProducerOptions) {
-    this.prefix = options.prefix ?? 'bull';
+    this.prefix = keyPrefix(options.connection, options.prefix);
     this.maxPromptChars = options.maxPromptChars ?? DEFAULT_MAX_PROMPT_CHARS;
     this.jobOptions = { ...jobOptionsFor(options), ...options.jobOptions };
   }
@@ -291,7 +290,7 @@ export class JobProducer {
     if (refused && !options.skipInvalid) throw new InvalidJobsError(path, firstRefused, refused);
 
     const chunkSize = options.chunkSize ?? 1000;
-    const runLines = `genqueue:enqueue-lines:${randomUUID()}`;
+    const runLines = enqueueLinesKey(this.prefix, randomUUID());
     let idsOut: WriteStream | undefined;
     let idsFile: string | undefined;
     let enqueued = 0;
@@ -377,7 +376,7 @@ export class JobProducer {
     // BullMQ silently keeps the existing job when an id is re-added: read it first, so that the report can say so,
     // and a different job under a reused id is named rather than dropped unnoticed.
     const pipeline = this.options.connection.pipeline();
-    for (const p of placed) pipeline.hget(`${this.prefix}:${keyOf(p)}`, 'data');
+    for (const p of placed) pipeline.hget(jobKey(this.prefix, p.queue, p.id), 'data');
     const stored = ((await pipeline.exec()) ?? []).map(([error, value]) => {
       if (error) throw error;
       return value as string | null;

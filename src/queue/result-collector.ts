@@ -1,12 +1,11 @@
 import { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { CANCELLED_REASON, cancelMarksKey, execOrThrow } from './cancel-marks.js';
+import { CANCELLED_REASON, execOrThrow } from './cancel-marks.js';
 import { readFailureReason } from './failure-reasons.js';
 import { JsonlLines } from './jsonl-lines.js';
 import { JobId } from './job-schema.js';
-import { queueNameFor } from './queue-names.js';
-import { reportErrors } from './redis-connection.js';
+import { cancelMarksKey, jobKey, keyPrefix, queueKey, queueNameFor } from './queue-names.js';
+import { type RedisConnection, duplicateConnection, reportErrors } from './redis-connection.js';
 import { JobResult } from './result-schema.js';
 
 export interface JobRef {
@@ -125,8 +124,8 @@ function storedResult(id: string, stored: string): CollectedResult {
 export class ResultCollector {
   private readonly prefix: string;
 
-  constructor(private readonly options: { connection: Redis; prefix?: string }) {
-    this.prefix = options.prefix ?? 'bull';
+  constructor(private readonly options: { connection: RedisConnection; prefix?: string }) {
+    this.prefix = keyPrefix(options.connection, options.prefix);
   }
 
   async *collect(refs: readonly JobRef[], options: CollectOptions): AsyncGenerator<CollectedResult> {
@@ -153,16 +152,16 @@ export class ResultCollector {
     };
 
     const events: QueueEvents[] = [];
-    const eventConnections: Redis[] = [];
+    const eventConnections: RedisConnection[] = [];
     try {
       if (options.wait) {
         for (const name of new Set([...outstanding.values()].map((r) => r.queue))) {
           // QueueEvents blocks on XREAD, so each needs a connection of its own.
-          const connection = this.options.connection.duplicate();
+          const connection = duplicateConnection(this.options.connection);
           eventConnections.push(connection);
           // Read from the stream's position now, not from wherever its first XREAD lands ('$'): a job finishing
           // in between would otherwise be neither in the state sweep below nor in the events.
-          const [newest] = await this.options.connection.xrevrange(`${this.prefix}:${name}:events`, '+', '-', 'COUNT', 1);
+          const [newest] = await this.options.connection.xrevrange(queueKey(this.prefix, name, 'events'), '+', '-', 'COUNT', 1);
           const qe = new QueueEvents(name, { connection, prefix: this.prefix, lastEventId: newest?.[0] ?? '0-0' });
           events.push(qe);
           qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
@@ -245,7 +244,7 @@ export class ResultCollector {
     if (gone.length === 0 && failed.length === 0) return settled.map((s) => s.result);
     const pipeline = this.options.connection.pipeline();
     for (const { ref } of gone) pipeline.zscore(cancelMarksKey(this.prefix, ref.queue), ref.id);
-    for (const { ref } of failed) pipeline.hget(`${this.prefix}:${ref.queue}:${ref.id}`, 'data');
+    for (const { ref } of failed) pipeline.hget(jobKey(this.prefix, ref.queue, ref.id), 'data');
     const replies = await execOrThrow(pipeline);
     const cancelled = new Set(gone.filter((_, k) => replies[k] != null));
     const data = new Map(failed.map((s, k) => [s, replies[gone.length + k] as string | null]));
@@ -268,7 +267,7 @@ export class ResultCollector {
   private async states(refs: readonly JobRef[]): Promise<CollectedResult[]> {
     if (refs.length === 0) return [];
     const pipeline = this.options.connection.pipeline();
-    for (const r of refs) pipeline.hmget(`${this.prefix}:${r.queue}:${r.id}`, 'timestamp', 'finishedOn', 'returnvalue', 'failedReason');
+    for (const r of refs) pipeline.hmget(jobKey(this.prefix, r.queue, r.id), 'timestamp', 'finishedOn', 'returnvalue', 'failedReason');
     const replies = (await pipeline.exec()) ?? [];
     return refs.map((ref, k): CollectedResult => {
       const [error, fields] = replies[k] ?? [new Error('no reply'), null];

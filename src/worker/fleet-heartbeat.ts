@@ -1,19 +1,19 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
 import { z } from 'zod';
+import { fleetIndexKey, fleetMemberKey, keyPrefix, throughputKey } from '../queue/queue-names.js';
+import type { RedisConnection } from '../queue/redis-connection.js';
 import { withTimeout } from './metrics-server.js';
 import type { WorkerStatsSnapshot } from './worker-stats.js';
 
-export const FLEET_KEY_PREFIX = 'genqueue:fleet:';
-/**
- * Set of the ids of workers that have beaten, so the fleet is read with SMEMBERS instead of a SCAN over the
- * whole keyspace (millions of job keys on a busy queue). Each member's key still expires by its TTL on the
- * Redis clock; readers drop ids whose key is gone.
+/*
+ * Each worker's heartbeat is a key with a TTL (fleetMemberKey); the set of the ids of workers that have beaten
+ * (fleetIndexKey) lets the fleet be read with SMEMBERS instead of a SCAN over the whole keyspace (millions of job
+ * keys on a busy queue). Each member's key still expires by its TTL on the Redis clock; readers drop ids whose key
+ * is gone. Per-minute hashes (throughputKey: `tokens:<worker>`, `jobs:<worker>` → count), kept two hours, feed the
+ * throughput chart. All sit under the queues' key prefix, in one Cluster slot with them.
  */
-export const FLEET_INDEX_KEY = 'genqueue:fleet-index';
 /** How long stop() waits for Redis before it gives up (the TTL removes the worker anyway). */
 const STOP_TIMEOUT_MS = 2_000;
-/** Per-minute hashes (`tokens:<worker>`, `jobs:<worker>` → count), kept two hours, for the throughput chart. */
-export const THROUGHPUT_KEY_PREFIX = 'genqueue:throughput:';
 const INTERVAL_MS = 5_000;
 /** A worker that misses three heartbeats disappears from the fleet view. */
 const TTL_SECONDS = 15;
@@ -56,13 +56,18 @@ export class FleetHeartbeat {
   private beating: Promise<void> | undefined;
   /** Counters already added to the throughput hashes. */
   private published = { tokens: 0, jobs: 0 };
+  private readonly prefix: string;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisConnection,
     private readonly describe: () => Omit<FleetMember, 'updatedAt' | 'stats' | 'rssBytes' | 'gpuMemoryBytes'>,
     private readonly stats: () => WorkerStatsSnapshot,
     private readonly gpuMemoryBytes: () => number | null = () => null,
-  ) {}
+    /** The queues' key prefix (default: keyPrefix's). */
+    prefix?: string,
+  ) {
+    this.prefix = keyPrefix(redis, prefix);
+  }
 
   start(): void {
     this.tick();
@@ -77,7 +82,7 @@ export class FleetHeartbeat {
     const workerId = this.describe().workerId;
     const last = async (): Promise<void> => {
       await this.beating;
-      const m = this.redis.multi().del(FLEET_KEY_PREFIX + workerId).srem(FLEET_INDEX_KEY, workerId);
+      const m = this.redis.multi().del(fleetMemberKey(this.prefix, workerId)).srem(fleetIndexKey(this.prefix), workerId);
       this.addThroughput(m, workerId, Date.now());
       await m.exec();
     };
@@ -100,8 +105,8 @@ export class FleetHeartbeat {
     };
     const m = this.redis
       .multi()
-      .set(FLEET_KEY_PREFIX + member.workerId, JSON.stringify(member), 'EX', TTL_SECONDS)
-      .sadd(FLEET_INDEX_KEY, member.workerId);
+      .set(fleetMemberKey(this.prefix, member.workerId), JSON.stringify(member), 'EX', TTL_SECONDS)
+      .sadd(fleetIndexKey(this.prefix), member.workerId);
     const commit = this.addThroughput(m, member.workerId, now);
     // A missed heartbeat must never fail the worker; the TTL takes care of a dead one, the next beat of the counts.
     const replies = await m.exec().catch(() => null);
@@ -114,15 +119,16 @@ export class FleetHeartbeat {
     const tokens = generatedTokens - this.published.tokens;
     const jobs = jobsCompleted - this.published.jobs;
     if (tokens > 0 || jobs > 0) {
-      const key = throughputKey(now);
+      const key = throughputKey(this.prefix, minuteOf(now));
       m.hincrby(key, `tokens:${workerId}`, tokens).hincrby(key, `jobs:${workerId}`, jobs).expire(key, THROUGHPUT_TTL_SECONDS);
     }
     return () => (this.published = { tokens: generatedTokens, jobs: jobsCompleted });
   }
 }
 
-function throughputKey(at: number): string {
-  return THROUGHPUT_KEY_PREFIX + Math.floor(at / MINUTE_MS) * MINUTE_MS;
+/** The start of the minute a time falls in, ms since epoch. */
+function minuteOf(at: number): number {
+  return Math.floor(at / MINUTE_MS) * MINUTE_MS;
 }
 
 /** What the fleet generated in one minute. */
@@ -134,11 +140,12 @@ export interface ThroughputSample {
 }
 
 /** The fleet's generated tokens and completed jobs per minute over the last `minutes` minutes (oldest first), the current one included. */
-export async function readThroughput(redis: Redis, minutes = 60, now = Date.now()): Promise<ThroughputSample[]> {
-  const current = Math.floor(now / MINUTE_MS) * MINUTE_MS;
+export async function readThroughput(redis: RedisConnection, minutes = 60, now = Date.now(), prefix?: string): Promise<ThroughputSample[]> {
+  const current = minuteOf(now);
+  const head = keyPrefix(redis, prefix);
   const starts = Array.from({ length: minutes }, (_, i) => current - (minutes - 1 - i) * MINUTE_MS);
   const p = redis.pipeline();
-  for (const at of starts) p.hgetall(throughputKey(at));
+  for (const at of starts) p.hgetall(throughputKey(head, at));
   const replies = (await p.exec()) ?? [];
   return starts.map((at, i) => {
     const [err, hash] = replies[i]!;
@@ -153,15 +160,16 @@ export async function readThroughput(redis: Redis, minutes = 60, now = Date.now(
   });
 }
 
-export async function readFleet(redis: Redis): Promise<FleetMember[]> {
-  const ids = await redis.smembers(FLEET_INDEX_KEY);
-  const keys = ids.map((id) => FLEET_KEY_PREFIX + id);
+export async function readFleet(redis: RedisConnection, prefix?: string): Promise<FleetMember[]> {
+  const head = keyPrefix(redis, prefix);
+  const ids = await redis.smembers(fleetIndexKey(head));
+  const keys = ids.map((id) => fleetMemberKey(head, id));
   if (keys.length === 0) return [];
   const values = await redis.mget(keys);
   // A worker whose key has expired (three missed beats) is gone: it leaves the index too.
   const gone = ids.filter((_, i) => values[i] === null);
-  if (gone.length > 0) await redis.srem(FLEET_INDEX_KEY, ...gone);
-  // Anything else under the prefix (another version's heartbeat, a stray key) is skipped, never thrown.
+  if (gone.length > 0) await redis.srem(fleetIndexKey(head), ...gone);
+  // Anything else under a member's key (another version's heartbeat, a stray value) is skipped, never thrown.
   return values.flatMap((v) => {
     if (!v) return [];
     let json: unknown;

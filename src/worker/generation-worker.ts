@@ -1,14 +1,13 @@
 import { hostname } from 'node:os';
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { type GenerationBatchResult, type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { CANCELLED_REASON, CancelMarks } from '../queue/cancel-marks.js';
 import { contentFailureReason } from '../queue/failure-reasons.js';
 import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
-import { queueNameFor, DEFAULT_QUEUE } from '../queue/queue-names.js';
-import { closeRedis, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
+import { queueNameFor, DEFAULT_QUEUE, keyPrefix } from '../queue/queue-names.js';
+import { type RedisConnection, closeRedis, duplicateConnection, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
 import type { JobRef } from '../queue/result-collector.js';
 import { type JobResult, usageOf } from '../queue/result-schema.js';
 import { ChatTemplateError } from '../tokenizer/chat-template.js';
@@ -21,7 +20,7 @@ import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
 
 export interface GenerationWorkerOptions {
-  readonly connection: Redis;
+  readonly connection: RedisConnection;
   readonly engine: TextGenerationEngine;
   readonly tokenizer: TextTokenizer;
   /** The name jobs use to ask for this model; the worker also serves jobs that name no model. */
@@ -42,7 +41,7 @@ export interface GenerationWorkerOptions {
   /** Longer prompts fail before they are tokenized (config limits.maxPromptChars; default DEFAULT_MAX_PROMPT_CHARS). */
   readonly maxPromptChars?: number;
   readonly logger: Logger;
-  /** BullMQ key prefix (tests isolate themselves with it). */
+  /** BullMQ key prefix (tests isolate themselves with it); hash-tagged on a Cluster (keyPrefix). */
   readonly prefix?: string;
   /** A job's lock lasts this long unless renewed (every half of it); BullMQ's default (30 s) when unset. */
   readonly lockDurationMs?: number;
@@ -118,7 +117,8 @@ export class GenerationWorker {
   private readonly concurrency: number;
   /** BullMQ Workers per queue. */
   readonly fetchers: number;
-  private readonly connections: Redis[] = [];
+  private readonly connections: RedisConnection[] = [];
+  private readonly prefix: string;
   private readonly collector: BatchCollector<BatchItem, BatchOutcome>;
   private readonly heartbeat: FleetHeartbeat;
   /** Jobs BullMQ took from Redis (some maybe not handed to process() yet) whose outcome Redis has not confirmed (queue + id). */
@@ -143,7 +143,8 @@ export class GenerationWorker {
       run: (items, release) => this.runBatch(items, release),
       moreComing: () => this.jobsWaiting(),
     });
-    this.cancelMarks = new CancelMarks(options.connection, options.prefix);
+    this.prefix = keyPrefix(options.connection, options.prefix);
+    this.cancelMarks = new CancelMarks(options.connection, this.prefix);
     this.heartbeat = new FleetHeartbeat(
       options.connection,
       () => ({
@@ -156,6 +157,8 @@ export class GenerationWorker {
         host: hostname(),
       }),
       () => this.stats.snapshot(),
+      undefined,
+      this.prefix,
     );
   }
 
@@ -164,13 +167,13 @@ export class GenerationWorker {
     const concurrency = this.concurrency / this.queues.length;
     for (const name of this.queues) {
       for (let f = 0; f < fetchers; f++) {
-        const connection = this.options.connection.duplicate();
+        const connection = duplicateConnection(this.options.connection);
         this.connections.push(connection);
         const { lockDurationMs, stalledIntervalMs } = this.options;
         const worker = new Worker(name, (job: Job) => this.process(job), {
           connection,
           concurrency: Math.ceil(concurrency / fetchers),
-          prefix: this.options.prefix,
+          prefix: this.prefix,
           // BullMQ merges these over its defaults, so an unset one must be absent rather than undefined.
           ...(lockDurationMs === undefined ? {} : { lockDuration: lockDurationMs }),
           ...(stalledIntervalMs === undefined ? {} : { stalledInterval: stalledIntervalMs }),
@@ -194,7 +197,7 @@ export class GenerationWorker {
         reportErrors(worker, connection, `worker ${name}`);
         this.workers.push(worker);
       }
-      const probe = new Queue(name, { connection: this.options.connection, prefix: this.options.prefix });
+      const probe = new Queue(name, { connection: this.options.connection, prefix: this.prefix });
       reportErrors(probe, this.options.connection, `queue ${name}`);
       this.waitingProbes.push(probe);
     }

@@ -1,7 +1,7 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
+import type { RedisConnection } from '../queue/redis-connection.js';
 
 /** Named checks, each `ok` or the reason it failed. */
 export type HealthChecks = Record<string, string>;
@@ -31,7 +31,7 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 }
 
 /** Answers `ok` when Redis replies to PING in time, else why not. */
-export async function redisCheck(connection: Redis): Promise<string> {
+export async function redisCheck(connection: RedisConnection): Promise<string> {
   return withTimeout(connection.ping(), PING_TIMEOUT_MS, 'PING').then(
     () => 'ok',
     (e: Error) => e.message,

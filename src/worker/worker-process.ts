@@ -1,4 +1,3 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
 import { parseDevice } from '../engine/execution-provider.js';
@@ -8,7 +7,7 @@ import { ThreadedGenerator } from '../engine/threaded-generator.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
-import { assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
+import { type RedisConnection, assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { GenerationWorker, type ShutdownReport } from './generation-worker.js';
 import { MetricsServer, redisCheck } from './metrics-server.js';
@@ -26,7 +25,7 @@ export interface WorkerProcessOptions {
 }
 
 export interface StartOptions extends WorkerProcessOptions {
-  /** Overrides the config's Redis (the demo's private server). */
+  /** Overrides the config's Redis URL (the demo's private server); the config's redisTls applies to a rediss:// one. */
   readonly redisUrl?: string;
   /** BullMQ key prefix (the demo keeps its jobs apart). */
   readonly prefix?: string;
@@ -38,7 +37,7 @@ export interface StartedWorker {
   readonly engine: ThreadedGenerator;
   readonly worker: GenerationWorker;
   /** The worker's Redis connection, also usable by a producer in the same process. */
-  readonly connection: Redis;
+  readonly connection: RedisConnection;
   /** Serves /metrics and /healthz when a metrics port was given. */
   readonly metrics: MetricsServer | undefined;
   /**
@@ -68,7 +67,7 @@ export async function startWorker(
     await engine.close(); // its thread would otherwise keep the process alive
     throw e;
   });
-  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl, { logger });
+  const connection = createRedisConnection(o.redisUrl ?? config.redisUrl, { logger, tls: config.redisTls });
   const worker = new GenerationWorker({
     connection,
     engine,
@@ -142,7 +141,7 @@ export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessO
   const modelArg = o.model ?? config.defaultModel;
   if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
   // A wrong URL or password is one clear error now, not a warning repeated for ever once the model is loaded.
-  await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
+  await assertRedisReachable(config.redisUrl, { logger, tls: config.redisTls, giveUpAfterMs: config.redisConnectTimeoutMs });
   const model = await resolveModelArg(modelArg, config, o.precision);
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
   // Listening before the worker announces itself, so that a signal right after that is a clean shutdown.

@@ -13,7 +13,7 @@ export interface TestRedis {
 /** Every test file that needs Redis starts its own real redis-server on a free port, with one client. */
 export async function startTestRedis(): Promise<TestRedis> {
   const server = await RedisServerProcess.start();
-  const connection = createRedisConnection(server.url);
+  const connection = createRedisConnection(server.url) as Redis; // a redis:// URL: one server
   return {
     url: server.url,
     connection,

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { JobCanceller } from '../../queue/job-canceller.js';
-import { createRedisConnection } from '../../queue/redis-connection.js';
+import { closeRedis } from '../../queue/redis-connection.js';
 import { distinctRefs, readJobRefs } from '../../queue/result-collector.js';
 import { configOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
+import { connectRedisClient } from '../redis-client.js';
 
 interface CancelOptions {
   idsFrom: string;
@@ -20,7 +21,7 @@ export function registerCancelCommand(program: Command): void {
     .action(async (o: CancelOptions) => {
       const config = loadConfig({ file: o.config });
       const refs = distinctRefs(await readJobRefs(o.idsFrom));
-      const connection = createRedisConnection(config.redisUrl);
+      const connection = connectRedisClient(config);
       const canceller = new JobCanceller({ connection });
       const bar = new ProgressBar('cancel');
       let r;
@@ -29,7 +30,7 @@ export function registerCancelCommand(program: Command): void {
       } finally {
         bar.stop();
         await canceller.close();
-        await connection.quit();
+        await closeRedis(connection);
       }
       process.stderr.write(
         `jobs ${refs.length}: removed ${r.removed} (waiting), marked ${r.marked} (active: they end as cancelled), ` +

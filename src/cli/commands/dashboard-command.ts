@@ -32,8 +32,8 @@ export function registerDashboardCommand(program: Command): void {
       }
       const logger = createLogger(config.logLevel);
       // A wrong URL or password fails here; later outages are ridden out (the API answers 503 meanwhile).
-      await assertRedisReachable(config.redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
-      const connection = createRedisConnection(config.redisUrl, { logger });
+      await assertRedisReachable(config.redisUrl, { logger, tls: config.redisTls, giveUpAfterMs: config.redisConnectTimeoutMs });
+      const connection = createRedisConnection(config.redisUrl, { logger, tls: config.redisTls });
       const overview = new QueueOverview(connection);
       const server = new DashboardServer(overview, access);
       const port = await server.listen(o.port, o.host);

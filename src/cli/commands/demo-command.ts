@@ -53,7 +53,7 @@ export function registerDemoCommand(program: Command): void {
         redisUrl = redisServer.url;
         out(`redis: started a private redis-server on ${redisUrl}`);
       } else {
-        await assertRedisReachable(redisUrl, { logger, giveUpAfterMs: config.redisConnectTimeoutMs });
+        await assertRedisReachable(redisUrl, { logger, tls: config.redisTls, giveUpAfterMs: config.redisConnectTimeoutMs });
         out(`redis: ${redactUrl(redisUrl)}`);
       }
 

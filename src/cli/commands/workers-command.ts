@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../../config/load-config.js';
 import { resolveModelArg } from '../../model/model-reference.js';
+import { assertRedisReachable } from '../../queue/redis-connection.js';
 import { type ChildSpec, FleetSupervisor } from '../../worker/fleet-supervisor.js';
 import { createLogger } from '../logger.js';
 import { nonNegativeInt, positiveInt } from '../options.js';
@@ -55,6 +56,8 @@ export function registerWorkersCommand(program: Command): void {
     if (!o.gpus && !o.cpus) command.error('error: give --gpus 0,1,… or --cpus N', { exitCode: 2 });
     const config = loadConfig({ file: o.config });
     const logger = createLogger(config.logLevel);
+    // A wrong URL or password is one clear error here, not a crash of every child, restarted for ever.
+    await assertRedisReachable(config.redisUrl, { logger, tls: config.redisTls, giveUpAfterMs: config.redisConnectTimeoutMs });
     // Resolve (and build) the model once here: a bad --model fails now instead of in a restart loop, and the
     // children find it in the cache instead of building it side by side.
     const modelArg = (o.model as string | undefined) ?? config.defaultModel;
