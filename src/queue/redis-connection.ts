@@ -312,7 +312,13 @@ class Reachability {
   private giveUp(): void {
     if (this.failure) return;
     const waited = Date.now() - (this.unreachableSince ?? Date.now());
-    this.failure = new RedisUnavailableError(this.family.url, describeRedisError(this.lastError ?? 'no answer'), waited);
+    let reason = describeRedisError(this.lastError ?? 'no answer');
+    // Under TLS 1.3 a server that wants a client certificate sends its alert after the handshake; a client that
+    // writes first may see only the reset that follows it.
+    if (reason === 'connection reset' && this.family.url.startsWith('rediss') && !this.family.tls?.cert) {
+      reason = 'TLS: the server reset the connection, as one that asks for a client certificate does (set redisTls.cert and redisTls.key)';
+    }
+    this.failure = new RedisUnavailableError(this.family.url, reason, waited);
     this.family.onUnavailable?.(this.failure);
   }
 }
