@@ -5,7 +5,6 @@
 //
 // The ONNX Runtime library is the one onnxruntime-node ships: its path comes from JS and is opened with
 // dlopen, so the addon links nothing but libdl and cannot load a second copy.
-#include <dlfcn.h>
 #include <node_api.h>
 #include <onnxruntime_c_api.h>
 
@@ -27,6 +26,8 @@
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
 #include "greedy-next-token.h"
+#include "ort-sessions.h"
+#include "run-model.h"
 #include "small-batch-matmul.h"
 
 namespace {
@@ -66,7 +67,7 @@ struct Options {
   bool kvFloat16 = false;
   Bindings names;
   // A second step graph for batches of at most smallBatchRows (empty: none): the fp16 CUDA step built on
-  // genqueue.SmallBatchMatMul (gpt2.ts matmul 'small-batch'), for the batches where it beats cuBLAS.
+  // genqueue.SmallBatchMatMul (the 'small-batch' decoder variant), for the batches where it beats cuBLAS.
   std::string smallBatchStep;
   int smallBatchRows = 2;
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
@@ -125,6 +126,9 @@ class DeviceLoop {
   // DeviceLoop objects holding ONNX Runtime or CUDA resources, partly constructed ones included (resourceCounts()).
   static std::atomic<int> liveLoops;
 
+  // Why the small-batch step given in the options is not used ('' when it is, or when none was given).
+  const std::string& smallBatchError() const { return smallBatchError_; }
+
  private:
   void init(const std::string& stepPath, const Options& o) {
     check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
@@ -145,7 +149,13 @@ class DeviceLoop {
     step_ = createSession(stepPath);
     if (!o.smallBatchStep.empty() && o.smallBatchRows > 0) {
       if (o.smallBatchRows > SmallBatchMatMul::kMaxRows) throw std::invalid_argument("smallBatchRows is at most 2");
-      smallStep_ = createSession(o.smallBatchStep);
+      // Its kernels compile here (NVRTC): one that fails costs the small batches their faster step, not the loop.
+      try {
+        smallStep_ = createSession(o.smallBatchStep);
+      } catch (const std::exception& e) {
+        smallBatchError_ = e.what();
+        fprintf(stderr, "genqueue device loop: the small-batch step could not be created (%s); every batch runs the regular step\n", e.what());
+      }
     }
     check(ort->CreateRunOptions(&runSync_));
     check(ort->CreateRunOptions(&runAsync_));
@@ -340,21 +350,9 @@ class DeviceLoop {
     std::unique_ptr<OrtSessionOptions, void (*)(OrtSessionOptions*)> guard(so, [](OrtSessionOptions* p) { ort->ReleaseSessionOptions(p); });
     check(ort->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL));
     if (!options_.profilePrefix.empty()) check(ort->EnableProfiling(so, options_.profilePrefix.c_str()));
-    if (options_.cuda) {
-      OrtCUDAProviderOptionsV2* cuda = nullptr;
-      check(ort->CreateCUDAProviderOptions(&cuda));
-      std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> cudaGuard(
-          cuda, [](OrtCUDAProviderOptionsV2* p) { ort->ReleaseCUDAProviderOptions(p); });
-      std::string device = std::to_string(options_.deviceId);
-      const char* keys[] = {"device_id"};
-      const char* values[] = {device.c_str()};
-      check(ort->UpdateCUDAProviderOptions(cuda, keys, values, 1));
-      // ONNX Runtime's own enable_cuda_graph captures one run per graph id and cannot release a graph; the
-      // step's past length is baked into each capture, so the addon captures runs of steps itself, on this stream.
-      check(ort->UpdateCUDAProviderOptionsWithValue(cuda, "user_compute_stream", stream_));
-      check(ort->SessionOptionsAppendExecutionProvider_CUDA_V2(so, cuda));
-      check(ort->AddCustomOpDomain(so, customOps_));
-    }
+    // ONNX Runtime's own enable_cuda_graph captures one run per graph id and cannot release a graph; the step's
+    // past length is baked into each capture, so the addon captures runs of steps itself, on its own stream.
+    if (options_.cuda) genqueue::appendCudaProvider(ort, so, options_.deviceId, stream_, customOps_);
     OrtSession* session = nullptr;
     check(ort->CreateSession(env_, path.c_str(), so, &session));
     return session;
@@ -476,6 +474,7 @@ class DeviceLoop {
   OrtCustomOpDomain* customOps_ = nullptr;
   OrtSession* step_ = nullptr;
   OrtSession* smallStep_ = nullptr;  // batches of at most options_.smallBatchRows, when given
+  std::string smallBatchError_;
   OrtRunOptions* runSync_ = nullptr;
   OrtRunOptions* runAsync_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
@@ -604,16 +603,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
   return guarded(env, [&]() -> napi_value {
     auto argv = args(env, info, 3);
     std::unique_lock<std::mutex> lock(processState);
-    if (ort == nullptr) {
-      std::string lib = stringArg(env, argv[0]);
-      void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
-      if (handle == nullptr) throw std::runtime_error("dlopen " + lib + ": " + dlerror());
-      auto getBase = reinterpret_cast<const OrtApiBase* (*)()>(dlsym(handle, "OrtGetApiBase"));
-      if (getBase == nullptr) throw std::runtime_error(lib + " has no OrtGetApiBase");
-      const OrtApi* api = getBase()->GetApi(ORT_API_VERSION);
-      if (api == nullptr) throw std::runtime_error(lib + " does not provide ONNX Runtime C API version " + std::to_string(ORT_API_VERSION));
-      ort = api;
-    }
+    if (ort == nullptr) ort = genqueue::openOrtApi(stringArg(env, argv[0]));
     Options o;
     napi_value opts = argv[2];
     o.cuda = boolProperty(env, opts, "cuda");
@@ -701,6 +691,19 @@ napi_value Close(napi_env env, napi_callback_info info) {
   });
 }
 
+// smallBatchError(handle) → why the small-batch step given to open() is not used, or undefined when it is (or none
+// was given).
+napi_value SmallBatchError(napi_env env, napi_callback_info info) {
+  return guarded(env, [&]() -> napi_value {
+    auto argv = args(env, info, 1);
+    const std::string& error = unwrap(env, argv[0])->smallBatchError();
+    napi_value out;
+    if (error.empty()) NAPI_CALL(env, napi_get_undefined(env, &out));
+    else NAPI_CALL(env, napi_create_string_utf8(env, error.c_str(), error.size(), &out));
+    return out;
+  });
+}
+
 // resourceCounts() → { loops }: DeviceLoops holding resources in this process (tests check that nothing leaks).
 napi_value ResourceCounts(napi_env env, napi_callback_info) {
   return guarded(env, [&]() -> napi_value {
@@ -718,6 +721,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"generate", nullptr, Generate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resourceCounts", nullptr, ResourceCounts, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"smallBatchError", nullptr, SmallBatchError, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"runModel", nullptr, genqueue::RunModel, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

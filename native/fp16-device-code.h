@@ -1,5 +1,7 @@
 // Device code the addon's kernels share, prepended to each NVRTC source (which can include none of the CUDA
-// toolkit's headers): fp16 <-> fp32 as inline PTX, and 16-byte loads through the read-only cache.
+// toolkit's headers): fp16 <-> fp32 as inline PTX, and 16-byte loads through the read-only cache. Everything
+// after it in a kernel source is plain CUDA C++ (test/small-batch-kernel.test.ts runs it on the CPU with host
+// versions of these functions).
 #pragma once
 
 namespace genqueue {
@@ -18,6 +20,10 @@ __device__ __forceinline__ unsigned short floatToHalf(float f) {
 // Data the kernel only reads (written by earlier kernels, if at all): cached.
 __device__ __forceinline__ void loadCached(const unsigned short* p, unsigned (&v)[4]) {
   asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+}
+// Data read once per kernel (weights): not kept in L1.
+__device__ __forceinline__ void loadStreaming(const unsigned short* p, unsigned (&v)[4]) {
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
 }
 // Eight halves of a 16-byte load as floats, in order.
 __device__ __forceinline__ void unpack(const unsigned (&v)[4], float (&f)[8]) {
