@@ -17,9 +17,10 @@ __device__ __forceinline__ unsigned short floatToHalf(float f) {
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
 }
-// Data the kernel only reads (written by earlier kernels, if at all): cached.
+// Data the kernel only reads (written by earlier kernels, if at all): cached. Both loads are volatile so that they
+// are issued where the kernel places them (before a barrier, ahead of the arithmetic that waits for them).
 __device__ __forceinline__ void loadCached(const unsigned short* p, unsigned (&v)[4]) {
-  asm("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
 }
 // Data read once per kernel (weights): not kept in L1.
 __device__ __forceinline__ void loadStreaming(const unsigned short* p, unsigned (&v)[4]) {

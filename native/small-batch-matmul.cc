@@ -102,6 +102,16 @@ __device__ __forceinline__ void smallBatchMatMul(const Params& p) {
   }
 
   if (p.norm != 0) {
+    // The gains do not depend on the moments: their loads go out before the moments' barrier.
+    unsigned g[kPieces][4], bt[kPieces][4];
+#pragma unroll
+    for (int j = 0; j < kPieces; j++) {
+      const int piece = t + j * kTeamThreads;
+      if (piece < pieces) loadCached(p.gamma + piece * 8, g[j]);
+      else clear(g[j]);
+      if (piece < pieces && p.norm == 1) loadCached(p.beta + piece * 8, bt[j]);
+      else clear(bt[j]);
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
       float sum = 0.f, squares = 0.f;
@@ -123,15 +133,6 @@ __device__ __forceinline__ void smallBatchMatMul(const Params& p) {
       }
     }
     __syncthreads();
-    unsigned g[kPieces][4], bt[kPieces][4];
-#pragma unroll
-    for (int j = 0; j < kPieces; j++) {
-      const int piece = t + j * kTeamThreads;
-      if (piece < pieces) loadCached(p.gamma + piece * 8, g[j]);
-      else clear(g[j]);
-      if (piece < pieces && p.norm == 1) loadCached(p.beta + piece * 8, bt[j]);
-      else clear(bt[j]);
-    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
       float sum = 0.f, squares = 0.f;
@@ -214,8 +215,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) small_batch_matmul_2(const 
 )CUDA";
 
 constexpr int kWarpsPerBlock = 8;
+constexpr unsigned kThreadsPerBlock = 32 * kWarpsPerBlock;
 constexpr int kMaxPieces = 8;
 constexpr int kMaxWeightPieces = 16;  // weight rows × pieces per thread: 64 registers of loads in flight
+constexpr int kWidestWeightPieces = 8;  // how far a grid of a few waves may widen its teams (see createKernel)
 
 // The kernel's Params, byte for byte (pointers, then five ints and a float on both sides).
 struct KernelParams {
@@ -237,10 +240,17 @@ static_assert(sizeof(KernelParams) == 80, "KernelParams must match the kernel's 
 
 bool powerOfTwoUpTo8(int64_t v) { return v == 1 || v == 2 || v == 4 || v == 8; }
 
-// The kernel shape for n output columns over rows of k values (why these rules: the report of issue 11 item 8).
-// A team is as wide as K allows (a power of two of warps, up to the whole block), so that each thread holds few
-// pieces of a row; each thread then takes enough columns for about four 16-byte weight loads in flight; fewer
-// columns when that would leave fewer than four blocks per SM.
+int64_t weightPieces(const SmallBatchMatMul::Shape& s) { return int64_t{s.columns} * (s.swiglu ? 2 : 1) * s.pieces; }
+
+int64_t blocksFor(int64_t n, const SmallBatchMatMul::Shape& s) {
+  const int64_t columnsPerBlock = int64_t{s.columns} * (kWarpsPerBlock / s.split);
+  return (n + columnsPerBlock - 1) / columnsPerBlock;
+}
+
+// The kernel shape for n output columns over rows of k values (createKernel may widen it once it knows the
+// kernel's occupancy). A team is as wide as K allows (a power of two of warps, up to the whole block), so that
+// each thread holds few pieces of a row; each thread then takes enough columns for about four 16-byte weight
+// loads in flight; fewer columns when that would leave fewer than two blocks per SM.
 SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multiprocessors, int64_t split, int64_t columns) {
   const int64_t pieces = k / 8;
   if (split == 0) {
@@ -260,7 +270,7 @@ SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multi
     while (columns < 4 && 2 * columns * perThread * rowsPerColumn <= 4) columns *= 2;
     const int64_t teams = kWarpsPerBlock / split;
     auto blocks = [&](int64_t c) { return (n + c * teams - 1) / (c * teams); };
-    while (columns > 1 && blocks(columns) < 4 * static_cast<int64_t>(multiprocessors)) columns /= 2;
+    while (columns > 1 && blocks(columns) < 2 * static_cast<int64_t>(multiprocessors)) columns /= 2;
   }
   if (!powerOfTwoUpTo8(columns)) throw std::invalid_argument("columns must be 1, 2, 4 or 8");
   if (columns * rowsPerColumn * perThread > kMaxWeightPieces) {
@@ -345,9 +355,31 @@ SmallBatchMatMul::Kernel* SmallBatchMatMul::createKernel(const OrtApi* api, cons
     api->ReleaseStatus(missing);
     epsilon = 1e-5f;
   }
-  const Shape shape = chooseShape(swiglu ? b[0] / 2 : b[0], b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0),
-                                  intAttribute(api, info, "columns", 0));
-  return new Kernel{this, module(shape), shape, intAttribute(api, info, "fast_gelu", 0) != 0, intAttribute(api, info, "rms_norm", 0) != 0, epsilon};
+  const int64_t n = swiglu ? b[0] / 2 : b[0];
+  const int64_t columns = intAttribute(api, info, "columns", 0);
+  Shape shape = chooseShape(n, b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0), columns);
+  const NvrtcModule* kernels = module(shape);
+  // A grid of a few waves (as many blocks per SM as the compiled kernel's registers allow) leaves most SMs idle
+  // in its last one: when twice the columns per team would fit the grid into one wave, they are taken.
+  const int64_t blocks = blocksFor(n, shape);
+  const int64_t slots = residentSlots(*kernels, shape);
+  if (columns == 0 && blocks > slots && blocks < 4 * slots && 2 * weightPieces(shape) <= kWidestWeightPieces) {
+    Shape wider = shape;
+    wider.columns *= 2;
+    const NvrtcModule* widerKernels = module(wider);
+    if (blocksFor(n, wider) <= residentSlots(*widerKernels, wider)) {
+      shape = wider;
+      kernels = widerKernels;
+    }
+  }
+  return new Kernel{this, kernels, shape, intAttribute(api, info, "fast_gelu", 0) != 0, intAttribute(api, info, "rms_norm", 0) != 0, epsilon};
+}
+
+int64_t SmallBatchMatMul::residentSlots(const NvrtcModule& kernels, const Shape& shape) const {
+  const int one = kernels.residentBlocks(0, kThreadsPerBlock);
+  const int two = kernels.residentBlocks(1, kThreadsPerBlock);
+  if (one == 0 || two == 0) throw std::runtime_error("the kernel of shape " + shapeKey(shape) + " cannot run blocks of " + std::to_string(kThreadsPerBlock) + " threads");
+  return int64_t{one} * multiprocessors();
 }
 
 int SmallBatchMatMul::multiprocessors() const {
@@ -417,9 +449,7 @@ void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) 
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) c.fail("A, B, gamma and beta must be 16-byte aligned");
   }
   void* args[] = {&params};
-  const int64_t columnsPerBlock = int64_t{s.columns} * (kWarpsPerBlock / s.split);
-  kernel.module->launch(static_cast<size_t>(rows - 1), static_cast<unsigned>((n + columnsPerBlock - 1) / columnsPerBlock), 32 * kWarpsPerBlock, 0,
-                        c.stream(), args);
+  kernel.module->launch(static_cast<size_t>(rows - 1), static_cast<unsigned>(blocksFor(n, s)), kThreadsPerBlock, 0, c.stream(), args);
 }
 
 }  // namespace genqueue

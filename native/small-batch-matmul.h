@@ -59,6 +59,8 @@ class SmallBatchMatMul : public OrtCustomOp {
   Kernel* createKernel(const OrtApi* api, const OrtKernelInfo* info) const;
   int multiprocessors() const;
   const NvrtcModule* module(const Shape& shape) const;
+  // Blocks of one kernel shape the GPU holds at once (for one row); throws when it cannot run its blocks at all.
+  int64_t residentSlots(const NvrtcModule& kernels, const Shape& shape) const;
   void compute(const Kernel& kernel, OrtKernelContext* context) const;
   template <typename K>
   friend void setKernelCallbacks(OrtCustomOp& op);

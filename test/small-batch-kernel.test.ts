@@ -25,13 +25,15 @@ interface EmulatedShape {
 }
 
 const base = { bias: false, residual: false, norm: 'none' } as const;
-// The shapes the operator picks for Llama-3.2-1B, Qwen2.5-0.5B, GPT-2 and the tiny fixtures, and the extremes (8 and
-// partly used pieces per thread, 8 columns, tails where the last team's columns run past N).
+// The shapes the operator picks for Llama-3.2-1B, Qwen2.5-0.5B, GPT-2 and the tiny fixtures (widened ones included),
+// and the extremes (8 and partly used pieces per thread, 8 columns, tails where the last team's columns run past N).
 const SHAPES: EmulatedShape[] = [
   { split: 8, columns: 4, swiglu: false, cases: [{ ...base, rows: 1, n: 37, k: 2048, norm: 'rms' }, { ...base, rows: 2, n: 37, k: 2048, norm: 'rms' }] },
   { split: 8, columns: 2, swiglu: true, cases: [{ ...base, rows: 1, n: 19, k: 2048, norm: 'rms', bias: true }, { ...base, rows: 2, n: 19, k: 2048, norm: 'rms' }] },
   { split: 8, columns: 1, swiglu: false, cases: [{ ...base, rows: 1, n: 5, k: 8192, bias: true, residual: true }, { ...base, rows: 2, n: 6, k: 8192, residual: true }] },
   { split: 8, columns: 1, swiglu: false, cases: [{ ...base, rows: 2, n: 7, k: 4864, residual: true }] },
+  { split: 8, columns: 2, swiglu: false, cases: [{ ...base, rows: 1, n: 9, k: 4864, residual: true }] },
+  { split: 8, columns: 8, swiglu: false, cases: [{ ...base, rows: 1, n: 70, k: 2048, norm: 'rms' }, { ...base, rows: 2, n: 17, k: 2048, norm: 'rms' }] },
   { split: 8, columns: 1, swiglu: false, cases: [{ ...base, rows: 2, n: 3, k: 16384, norm: 'rms', residual: true }] },
   { split: 8, columns: 2, swiglu: false, cases: [{ ...base, rows: 1, n: 13, k: 3072, norm: 'layer', bias: true, residual: true }] },
   { split: 2, columns: 1, swiglu: false, cases: [{ ...base, rows: 1, n: 9, k: 896, norm: 'rms', bias: true }, { ...base, rows: 2, n: 9, k: 896, norm: 'rms', bias: true }] },
