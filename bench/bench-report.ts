@@ -86,12 +86,18 @@ export function writeReport(outDir: string, notes: string[] = []): BenchReport {
 }
 
 const fmt = (x: number | undefined, digits = 3): string => (x === undefined || Number.isNaN(x) ? '–' : x.toFixed(digits));
+
+/** How the report names the main model's shape. */
+function modelLabel(shape: string): string {
+  const names: Record<string, string> = { 'llama-3.2-1b': 'Llama-3.2-1B', 'qwen2.5-0.5b': 'Qwen2.5-0.5B' };
+  return `${names[shape] ?? `GPT-2 ${shape}`} shapes`;
+}
 const tps = (x: number | undefined): string => (x === undefined ? '–' : Math.round(x).toLocaleString('en-US'));
 
 function renderMarkdown(r: BenchReport): string {
   const lines: string[] = [];
   lines.push(`# genqueue benchmark — ${r.gpu} (${r.date})`, '');
-  lines.push(`GPT-2 ${r.modelShape} shapes, random weights built by genqueue; prompt "Here is some text to encode Hello World" (8 tokens)`);
+  lines.push(`${modelLabel(r.modelShape)}, random weights built by genqueue; prompt "Here is some text to encode Hello World" (8 tokens)`);
   lines.push('→ 256 tokens, greedy, no early stop (min_new_tokens = max_new_tokens), unless a row says otherwise.', '');
   lines.push('## The write-up\'s table, batch 1', '');
   lines.push('| method | s / sequence | new tokens/s |', '| --- | --- | --- |');
@@ -112,7 +118,8 @@ function renderMarkdown(r: BenchReport): string {
   for (const name of sweepNames) {
     const cells = batches.map((b) => {
       const row = r.rows.find((x) => x.name === name && x.batch === b && x.status === 'ok');
-      return row ? `${tps(row.newTokensPerSecond)} (${fmt(row.secondsPerBatch)} s)` : '–';
+      if (!row) return '–';
+      return `${tps(row.newTokensPerSecond)} (${row.msPerStep ? `${fmt(row.msPerStep)} ms/step` : `${fmt(row.secondsPerBatch)} s`})`;
     });
     lines.push(`| ${name} | ${cells.join(' | ')} |`);
   }
@@ -121,12 +128,12 @@ function renderMarkdown(r: BenchReport): string {
     lines.push(`| roofline ${name.replace('ort-ingraph-', '')} | ${cells.join(' | ')} |`);
   }
   lines.push('', '## Every row', '');
-  lines.push('| section | name | batch | tokens | status | s / batch | new tokens/s | roofline tokens/s | GPU MiB | variant / note |');
-  lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  lines.push('| section | name | batch | tokens | status | s / batch | ms / step | new tokens/s | roofline tokens/s | GPU MiB | variant / note |');
+  lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const x of r.rows) {
     const detail = [x.variant ? JSON.stringify(x.variant) : '', x.note ?? '', x.error ?? ''].filter(Boolean).join(' ').replace(/\|/g, '/');
     lines.push(
-      `| ${x.section} | ${x.name} | ${x.batch} | ${x.promptTokens ?? ''}→${x.totalTokens ?? ''} | ${x.status} | ${fmt(x.secondsPerBatch)} | ${tps(x.newTokensPerSecond)} | ${tps(x.rooflineTokensPerSecond)} | ${x.gpuMemoryMiB ?? ''} | ${detail} |`,
+      `| ${x.section} | ${x.name} | ${x.batch} | ${x.promptTokens ?? ''}→${x.totalTokens ?? ''} | ${x.status} | ${fmt(x.secondsPerBatch)} | ${fmt(x.msPerStep)} | ${tps(x.newTokensPerSecond)} | ${tps(x.rooflineTokensPerSecond)} | ${x.gpuMemoryMiB ?? ''} | ${detail} |`,
     );
   }
   lines.push('', '## Measurements', '', '| section | name | value | note |', '| --- | --- | --- | --- |');
@@ -164,7 +171,7 @@ function renderChart(r: BenchReport): string {
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${left}" y="22" font-size="13">Generated tokens/s vs batch size: ${r.gpu}, GPT-2 ${r.modelShape} shapes, 8 → 256 tokens</text>`,
+    `<text x="${left}" y="22" font-size="13">Generated tokens/s vs batch size: ${r.gpu}, ${modelLabel(r.modelShape)}, 8 → 256 tokens</text>`,
   ];
   for (let e = y0; e <= y1; e++) {
     const y = py(10 ** e);

@@ -8,6 +8,8 @@ export const BenchRow = z.object({
   secondsPerBatch: z.number().optional(),
   newTokensPerSecond: z.number().optional(),
   jobsPerSecond: z.number().optional(),
+  /** Device-loop rows: milliseconds per decode step (a step feeds or generates one token per row). */
+  msPerStep: z.number().optional(),
   precision: z.enum(['fp32', 'fp16']).optional(),
   promptTokens: z.number().int().optional(),
   totalTokens: z.number().int().optional(),

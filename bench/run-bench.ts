@@ -17,6 +17,7 @@ import {
   searchRows,
   warmupMeasurements,
 } from './search-bench.js';
+import { smallBatchWeightBytes } from './step-weights.js';
 import { tensorrtRow } from './tensorrt-probe.js';
 import { loadDeviceLoopAddon } from '../src/engine/device-loop-runner.js';
 
@@ -89,6 +90,9 @@ export async function runBench(o: BenchOptions): Promise<SectionResult[]> {
     };
     writeFileSync(join(o.outDir, 'parts', `${section}.json`), JSON.stringify(result, null, 1));
     for (const r of rows) o.log(`  ${JSON.stringify(r)}`);
+    for (const r of rows.filter((x) => x.msPerStep)) {
+      o.log(`  ${r.name} batch ${r.batch}: ${r.msPerStep!.toFixed(3)} ms/step, ${Math.round(r.newTokensPerSecond!)} new tokens/s${r.note ? ` (${r.note})` : ''}`);
+    }
     results.push(result);
   }
   return results;
@@ -123,6 +127,8 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         // Batch 1 on the regular step (ONNX Runtime's MatMul on cuBLAS) instead of the small-batch step.
         const regular = { ...base, batches: [1].filter((b) => o.batches.includes(b)), generator: { deviceLoopMaxBatch: 4096, deviceLoopSmallBatchRows: 0 } };
         rows.push(...(await searchRows(`ort-native-nosmallbatch-${fp16}`, regular, { variant: { deviceLoop: true, cudaGraph: true, smallBatchStep: false } })));
+        const small = model.manifest.files.deviceLoopSmallBatch;
+        if (small) notePerStepBandwidth(rows, smallBatchWeightBytes(join(model.dir, small)));
       }
       return;
     }
@@ -233,6 +239,15 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
       rows.push(...(await hfRows(o.hfScript, o.batches)).rows);
       return;
     }
+  }
+}
+
+/** Batch-1 device-loop rows get the bandwidth their step time means for the weights every step must read. */
+function notePerStepBandwidth(rows: BenchRow[], weightBytes: number): void {
+  for (const [i, r] of rows.entries()) {
+    if (r.batch !== 1 || !r.msPerStep) continue;
+    const note = `weights ${(weightBytes / 1e9).toFixed(3)} GB per step: ${(weightBytes / (r.msPerStep / 1000) / 1e12).toFixed(2)} TB/s`;
+    rows[i] = { ...r, note: r.note ? `${r.note}; ${note}` : note };
   }
 }
 

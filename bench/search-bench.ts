@@ -42,11 +42,22 @@ export async function searchRows(name: string, o: SearchBenchOptions, extra: Par
     throw new Error(`${name}: ${warnings.join('; ') || 'device loop did not open'}`);
   }
   const rows: BenchRow[] = [];
+  // The device loop runs one step per position after the first: prompt tokens are fed one per step.
+  const steps = runsDeviceLoop(gen) ? o.shape.totalTokens - 1 : 0;
   try {
     for (const batch of o.batches) {
       const reqs = fixedLengthRequests(batch, o.shape);
       const seconds = await timeIt(() => checked(gen, reqs), o.repeats, 2);
-      rows.push(okRow(name, batch, seconds, o.shape, { precision: gen.manifest.spec.precision, gpuMemoryMiB: gpuMemoryOf(), ...extra }));
+      rows.push(
+        okRow(name, batch, seconds, o.shape, {
+          precision: gen.manifest.spec.precision,
+          gpuMemoryMiB: gpuMemoryOf(),
+          ...(steps ? { msPerStep: (seconds * 1000) / steps } : {}),
+          // A fallback taken on the way (e.g. a small-batch step that could not be created) belongs with the numbers.
+          ...(warnings.length ? { note: warnings.join('; ') } : {}),
+          ...extra,
+        }),
+      );
     }
   } finally {
     await gen.close();

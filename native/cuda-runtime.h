@@ -42,6 +42,7 @@ struct CudaRuntime {
   static constexpr int kCaptureModeRelaxed = 2;
   static constexpr int kAttrComputeCapabilityMajor = 75;
   static constexpr int kAttrComputeCapabilityMinor = 76;
+  static constexpr int kAttrMultiProcessorCount = 16;
 
   void load() {
     static std::mutex loading;

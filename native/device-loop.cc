@@ -29,6 +29,7 @@
 #include "napi-util.h"
 #include "ort-api.h"
 #include "slot-loop-napi.h"
+#include "run-model.h"
 #include "small-batch-matmul.h"
 
 namespace {
@@ -63,7 +64,7 @@ struct Options {
   bool kvFloat16 = false;
   Bindings names;
   // A second step graph for batches of at most smallBatchRows (empty: none): the fp16 CUDA step built on
-  // genqueue.SmallBatchMatMul (gpt2.ts matmul 'small-batch'), for the batches where it beats cuBLAS.
+  // genqueue.SmallBatchMatMul (the 'small-batch' decoder variant), for the batches where it beats cuBLAS.
   std::string smallBatchStep;
   int smallBatchRows = 2;
   std::string profilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the step session
@@ -106,6 +107,9 @@ class DeviceLoop {
   // DeviceLoop objects holding ONNX Runtime or CUDA resources, partly constructed ones included (resourceCounts()).
   static std::atomic<int> liveLoops;
 
+  // Why the small-batch step given in the options is not used ('' when it is, or when none was given).
+  const std::string& smallBatchError() const { return smallBatchError_; }
+
  private:
   void init(const std::string& stepPath, const Options& o) {
     check(ort->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "genqueue-device-loop", &env_));
@@ -126,7 +130,13 @@ class DeviceLoop {
     step_ = createSession(stepPath);
     if (!o.smallBatchStep.empty() && o.smallBatchRows > 0) {
       if (o.smallBatchRows > SmallBatchMatMul::kMaxRows) throw std::invalid_argument("smallBatchRows is at most 2");
-      smallStep_ = createSession(o.smallBatchStep);
+      // Its kernels compile here (NVRTC): one that fails costs the small batches their faster step, not the loop.
+      try {
+        smallStep_ = createSession(o.smallBatchStep);
+      } catch (const std::exception& e) {
+        smallBatchError_ = e.what();
+        fprintf(stderr, "genqueue device loop: the small-batch step could not be created (%s); every batch runs the regular step\n", e.what());
+      }
     }
     check(ort->CreateRunOptions(&runSync_));
     check(ort->CreateRunOptions(&runAsync_));
@@ -438,6 +448,7 @@ class DeviceLoop {
   OrtCustomOpDomain* customOps_ = nullptr;
   OrtSession* step_ = nullptr;
   OrtSession* smallStep_ = nullptr;  // batches of at most options_.smallBatchRows, when given
+  std::string smallBatchError_;
   OrtRunOptions* runSync_ = nullptr;
   OrtRunOptions* runAsync_ = nullptr;
   std::map<std::pair<int64_t, int64_t>, Slot> slots_;
@@ -517,6 +528,19 @@ napi_value Close(napi_env env, napi_callback_info info) {
   });
 }
 
+// smallBatchError(handle) → why the small-batch step given to open() is not used, or undefined when it is (or none
+// was given).
+napi_value SmallBatchError(napi_env env, napi_callback_info info) {
+  return napi::guarded(env, [&]() -> napi_value {
+    auto argv = napi::args(env, info, 1);
+    const std::string& error = loops.get(env, argv[0])->smallBatchError();
+    napi_value out;
+    if (error.empty()) napi::call(napi_get_undefined(env, &out), "napi_get_undefined");
+    else napi::call(napi_create_string_utf8(env, error.c_str(), error.size(), &out), "napi_create_string_utf8");
+    return out;
+  });
+}
+
 // resourceCounts() → { loops }: DeviceLoops holding resources in this process (tests check that nothing leaks).
 napi_value ResourceCounts(napi_env env, napi_callback_info) {
   return napi::guarded(env, [&]() -> napi_value {
@@ -532,6 +556,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"generate", nullptr, Generate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"close", nullptr, Close, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resourceCounts", nullptr, ResourceCounts, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"smallBatchError", nullptr, SmallBatchError, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"runModel", nullptr, genqueue::RunModel, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   genqueue::defineSlotLoopExports(env, exports);

@@ -33,11 +33,13 @@ struct CudaDriver {
   int (*moduleUnload)(void*) = nullptr;
   int (*moduleGetFunction)(void**, void*, const char*) = nullptr;
   int (*launchKernel)(void*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void*, void**, void**) = nullptr;
+  int (*occupancy)(int*, void*, int, size_t) = nullptr;
 
   bool load() {
     void* lib = openSharedLibrary({"libcuda.so.1", "libcuda.so"});
     return lib != nullptr && bindSymbol(lib, moduleLoadData, "cuModuleLoadData") && bindSymbol(lib, moduleUnload, "cuModuleUnload") &&
-           bindSymbol(lib, moduleGetFunction, "cuModuleGetFunction") && bindSymbol(lib, launchKernel, "cuLaunchKernel");
+           bindSymbol(lib, moduleGetFunction, "cuModuleGetFunction") && bindSymbol(lib, launchKernel, "cuLaunchKernel") &&
+           bindSymbol(lib, occupancy, "cuOccupancyMaxActiveBlocksPerMultiprocessor");
   }
 };
 
@@ -98,6 +100,12 @@ NvrtcModule::NvrtcModule(const std::string& source, const char* fileName, int de
 
 NvrtcModule::~NvrtcModule() {
   if (module_ != nullptr) driver.moduleUnload(module_);
+}
+
+int NvrtcModule::residentBlocks(size_t kernel, unsigned threads) const {
+  int blocks = 0;
+  checkDriver(driver.occupancy(&blocks, functions_.at(kernel), static_cast<int>(threads), 0), "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+  return blocks;
 }
 
 void NvrtcModule::launch(size_t kernel, Grid blocks, unsigned threads, unsigned sharedBytes, void* stream, void** args) const {

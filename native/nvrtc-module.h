@@ -25,6 +25,9 @@ class NvrtcModule {
   };
   void launch(size_t kernel, Grid blocks, unsigned threads, unsigned sharedBytes, void* stream, void** args) const;
 
+  // How many blocks of `threads` threads of kernel i fit on one SM at once (0: none, it cannot be launched so).
+  int residentBlocks(size_t kernel, unsigned threads) const;
+
  private:
   void* module_ = nullptr;           // CUmodule
   std::vector<void*> functions_;     // CUfunction

@@ -5,21 +5,60 @@
 #include <string>
 #include <vector>
 
+#include "cuda-runtime.h"
 #include "custom-op-context.h"
 #include "fp16-device-code.h"
+#include "ort-api.h"
 
 namespace genqueue {
 namespace {
 
-// The kernels. No headers: fp16 conversions and 16-byte loads are inline PTX. One warp per output column n reads
-// B's row n (K contiguous halves) in 16-byte pieces and reuses each piece for all R rows of A; the warp's partial
-// sums are reduced with shuffles, in a fixed order (deterministic). The _norm kernels layer-normalize A's rows on
-// the way (see smallBatchMatMulNorm).
-// (After kFp16DeviceCode.)
+// The kernel, after kFp16DeviceCode and the #defines of one Shape: plain CUDA C++ without headers (the test that runs
+// it on the CPU reads it from this file). Weights are loaded with loadStreaming (read once per step), A's rows and
+// the gains with loadCached (every team reads them).
+//
+// A team of SBMM_SPLIT warps computes SBMM_COLUMNS output columns for every row of A. Thread t of the team takes the
+// 16-byte pieces t, t + team size, ... (SBMM_PIECES of them) of each of the team's weight rows, and the same pieces of
+// A's rows, which it reuses for every column. All of a thread's weight loads are issued before anything waits for
+// one, so many loads are in flight per SM. When A is normalized on the way, the team's threads hold A's whole row
+// between them: the row's moments are a team sum, and the normalized pieces are rounded to fp16, as the regular
+// step's normalization output is. Sums are reduced in a fixed order (warp shuffles, then the team's warps in order
+// through shared memory), so results do not depend on timing.
 constexpr const char* kKernelSource = R"CUDA(
-// Weights are read once per step: no L1 allocation (loadCached for A's rows, which every warp reads).
-__device__ __forceinline__ void loadStreaming(const unsigned short* p, unsigned (&v)[4]) {
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+constexpr int kWarps = 8;
+constexpr int kSplit = SBMM_SPLIT;
+constexpr int kColumns = SBMM_COLUMNS;
+constexpr int kPieces = SBMM_PIECES;
+constexpr int kWeightRows = SBMM_GLU ? 2 * kColumns : kColumns;
+constexpr int kTeamThreads = 32 * kSplit;
+constexpr int kTeams = kWarps / kSplit;
+
+// As SmallBatchMatMul::compute fills it (KernelParams there).
+struct Params {
+  const unsigned short* a;
+  const unsigned short* b;
+  unsigned short* y;
+  const unsigned short* bias;
+  const unsigned short* residual;
+  const unsigned short* gamma;
+  const unsigned short* beta;
+  int rows;
+  int n;
+  int k;
+  int norm;  // 0: none, 1: layer normalization, 2: RMS normalization
+  int fastGelu;
+  float epsilon;
+};
+
+__device__ __forceinline__ void clear(unsigned (&v)[4]) {
+  v[0] = 0u;
+  v[1] = 0u;
+  v[2] = 0u;
+  v[3] = 0u;
+}
+__device__ __forceinline__ void pack(const float (&f)[8], unsigned (&v)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++) v[i] = static_cast<unsigned>(floatToHalf(f[2 * i])) | (static_cast<unsigned>(floatToHalf(f[2 * i + 1])) << 16);
 }
 __device__ __forceinline__ float warpSum(float v) {
 #pragma unroll
@@ -27,193 +66,265 @@ __device__ __forceinline__ float warpSum(float v) {
   return v;
 }
 
-struct Epilogue {
-  const unsigned short* bias;      // [n] or null
-  const unsigned short* residual;  // [rows, n] or null
-  int fastGelu;
-};
-// + bias, then ONNX Runtime's FastGelu (GPT-2's gelu_new), then + residual.
-__device__ __forceinline__ float finish(float v, const Epilogue& e, int row, int n, int column) {
-  if (e.bias != nullptr) v += halfToFloat(e.bias[column]);
-  if (e.fastGelu) v = 0.5f * v * (1.f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
-  if (e.residual != nullptr) v += halfToFloat(e.residual[static_cast<size_t>(row) * n + column]);
-  return v;
-}
+template <int R>
+__device__ __forceinline__ void smallBatchMatMul(const Params& p) {
+  __shared__ float moments[kWarps][R][2];
+  __shared__ float partial[kWarps][kWeightRows][R];
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int team = warp / kSplit;
+  const int t = threadIdx.x - team * kTeamThreads;
+  const int first = (blockIdx.x * kTeams + team) * kColumns;
+  const int pieces = p.k >> 3;
 
-// S warps share a column, each over K/S (long rows would otherwise be a chain of dependent loads per lane); their
-// sums meet in shared memory, added in warp order.
-template <int R, int S>
-__device__ __forceinline__ void smallBatchMatMul(const unsigned short* __restrict__ a, const unsigned short* __restrict__ b,
-                                                 unsigned short* __restrict__ y, int rows, int n, int k, Epilogue e) {
-  __shared__ float partial[S > 1 ? 32 : 1][R];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int column = blockIdx.x * ((blockDim.x >> 5) / S) + warp / S;
-  const int slice = warp % S;
-  const bool active = column < n;  // whole warps: column is per warp
-  const int span = k / S;
-  const unsigned short* weights = b + static_cast<size_t>(active ? column : 0) * k + slice * span;
-  const unsigned short* x0 = a + slice * span;
-  float acc[R];
+  // Weight row i of the team: column first + i % kColumns; with SwiGLU, its gate row, then (i >= kColumns) its up row.
+  unsigned w[kWeightRows][kPieces][4];
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = 0.f;
-  if (active) {
-#pragma unroll 4
-    for (int i = lane * 8; i < span; i += 256) {
-      unsigned wv[4];
-      loadStreaming(weights + i, wv);
-      float w[8];
-      unpack(wv, w);
+  for (int i = 0; i < kWeightRows; i++) {
+    const int column = first + i % kColumns;
+    const unsigned short* row = p.b + static_cast<size_t>(i < kColumns ? column : p.n + column) * p.k;
 #pragma unroll
-      for (int r = 0; r < R; r++) {
-        if (r < rows) {
-          unsigned av[4];
-          loadCached(x0 + static_cast<size_t>(r) * k + i, av);
-          float x[8];
-          unpack(av, x);
-#pragma unroll
-          for (int j = 0; j < 8; j++) acc[r] = fmaf(x[j], w[j], acc[r]);
-        }
-      }
+    for (int j = 0; j < kPieces; j++) {
+      const int piece = t + j * kTeamThreads;
+      if (column < p.n && piece < pieces) loadStreaming(row + piece * 8, w[i][j]);
+      else clear(w[i][j]);
     }
   }
+  unsigned x[R][kPieces][4];
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = warpSum(acc[r]);
-  if (S > 1) {
-    if (lane == 0) {
+  for (int r = 0; r < R; r++) {
 #pragma unroll
-      for (int r = 0; r < R; r++) partial[warp][r] = acc[r];
+    for (int j = 0; j < kPieces; j++) {
+      const int piece = t + j * kTeamThreads;
+      if (piece < pieces) loadCached(p.a + static_cast<size_t>(r) * p.k + piece * 8, x[r][j]);
+      else clear(x[r][j]);
     }
-    __syncthreads();
-    if (slice != 0) return;
+  }
+
+  if (p.norm != 0) {
+    // The gains do not depend on the moments: their loads go out before the moments' barrier.
+    unsigned g[kPieces][4], bt[kPieces][4];
+#pragma unroll
+    for (int j = 0; j < kPieces; j++) {
+      const int piece = t + j * kTeamThreads;
+      if (piece < pieces) loadCached(p.gamma + piece * 8, g[j]);
+      else clear(g[j]);
+      if (piece < pieces && p.norm == 1) loadCached(p.beta + piece * 8, bt[j]);
+      else clear(bt[j]);
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
-      acc[r] = partial[warp][r];
-      for (int s2 = 1; s2 < S; s2++) acc[r] += partial[warp + s2][r];
-    }
-  }
-  if (!active) return;
+      float sum = 0.f, squares = 0.f;
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    if (lane == 0 && r < rows) y[static_cast<size_t>(r) * n + column] = floatToHalf(finish(acc[r], e, r, n, column));
-  }
-}
-
-// With the layer normalization of A's rows first. Each lane holds its C pieces of the weight row (issued first)
-// and of A's row in registers; the row's mean and variance (fp32, as ONNX Runtime's) come from two warp sums
-// over the same pieces, so a warp needs no shared memory and no block-wide barrier. K ≤ 256 * C.
-template <int R, int C>
-__device__ __forceinline__ void smallBatchMatMulNorm(const unsigned short* __restrict__ a, const unsigned short* __restrict__ b,
-                                                     unsigned short* __restrict__ y, int rows, int n, int k, Epilogue e,
-                                                     const unsigned short* __restrict__ gamma, const unsigned short* __restrict__ beta,
-                                                     float epsilon) {
-  const int column = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (column >= n) return;
-  const unsigned short* weights = b + static_cast<size_t>(column) * k;
-  unsigned wv[C][4];
+      for (int j = 0; j < kPieces; j++) {
+        float f[8];
+        unpack(x[r][j], f);
 #pragma unroll
-  for (int c = 0; c < C; c++) {
-    const int i = (lane + 32 * c) * 8;
-    if (i < k) loadStreaming(weights + i, wv[c]);
-  }
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = 0.f;
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    if (r >= rows) break;
-    float x[C][8];
-    float sum = 0.f, squares = 0.f;
-#pragma unroll
-    for (int c = 0; c < C; c++) {
-      const int i = (lane + 32 * c) * 8;
-      if (i < k) {
-        unsigned av[4];
-        loadCached(a + static_cast<size_t>(r) * k + i, av);
-        unpack(av, x[c]);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          sum += x[c][j];
-          squares += x[c][j] * x[c][j];
+        for (int e = 0; e < 8; e++) {
+          sum += f[e];
+          squares = fmaf(f[e], f[e], squares);
         }
       }
+      sum = warpSum(sum);
+      squares = warpSum(squares);
+      if (lane == 0) {
+        moments[warp][r][0] = sum;
+        moments[warp][r][1] = squares;
+      }
     }
-    sum = warpSum(sum);
-    squares = warpSum(squares);
-    const float mean = sum / k;
-    const float rstd = rsqrtf(fmaxf(squares / k - mean * mean, 0.f) + epsilon);
+    __syncthreads();
 #pragma unroll
-    for (int c = 0; c < C; c++) {
-      const int i = (lane + 32 * c) * 8;
-      if (i < k) {
-        unsigned gv[4], bv[4];
-        loadCached(gamma + i, gv);
-        loadCached(beta + i, bv);
-        float g[8], bt[8], w[8];
-        unpack(gv, g);
-        unpack(bv, bt);
-        unpack(wv[c], w);
+    for (int r = 0; r < R; r++) {
+      float sum = 0.f, squares = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc[r] = fmaf((x[c][j] - mean) * rstd * g[j] + bt[j], w[j], acc[r]);
+      for (int s = 0; s < kSplit; s++) {
+        sum += moments[team * kSplit + s][r][0];
+        squares += moments[team * kSplit + s][r][1];
+      }
+      const float mean = p.norm == 1 ? sum / p.k : 0.f;
+      const float rstd = rsqrtf(fmaxf(squares / p.k - mean * mean, 0.f) + p.epsilon);
+#pragma unroll
+      for (int j = 0; j < kPieces; j++) {
+        float f[8], gf[8], bf[8];
+        unpack(x[r][j], f);
+        unpack(g[j], gf);
+        unpack(bt[j], bf);
+#pragma unroll
+        for (int e = 0; e < 8; e++) f[e] = (f[e] - mean) * rstd * gf[e] + bf[e];
+        pack(f, x[r][j]);
+      }
+    }
+  }
+
+  float acc[kWeightRows][R];
+#pragma unroll
+  for (int i = 0; i < kWeightRows; i++) {
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[i][r] = 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < kPieces; j++) {
+    float xf[R][8];
+#pragma unroll
+    for (int r = 0; r < R; r++) unpack(x[r][j], xf[r]);
+#pragma unroll
+    for (int i = 0; i < kWeightRows; i++) {
+      float wf[8];
+      unpack(w[i][j], wf);
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[i][r] = fmaf(xf[r][e], wf[e], acc[i][r]);
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    const float v = warpSum(acc[r]);
-    if (lane == 0 && r < rows) y[static_cast<size_t>(r) * n + column] = floatToHalf(finish(v, e, r, n, column));
+  for (int i = 0; i < kWeightRows; i++) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const float v = warpSum(acc[i][r]);
+      if (lane == 0) partial[warp][i][r] = v;
+    }
   }
+  __syncthreads();
+
+  // The team's first warp finishes its columns: one lane per (column, row).
+  if (warp != team * kSplit || lane >= kColumns * R) return;
+  const int c = lane / R;
+  const int r = lane - c * R;
+  const int column = first + c;
+  if (column >= p.n) return;
+  float v = 0.f;
+#pragma unroll
+  for (int s = 0; s < kSplit; s++) v += partial[team * kSplit + s][c][r];
+  if (p.bias != nullptr) v += halfToFloat(p.bias[column]);
+  if constexpr (SBMM_GLU != 0) {
+    float up = 0.f;
+#pragma unroll
+    for (int s = 0; s < kSplit; s++) up += partial[team * kSplit + s][kColumns + c][r];
+    if (p.bias != nullptr) up += halfToFloat(p.bias[p.n + column]);
+    v = v / (1.f + expf(-v)) * up;
+  }
+  if (p.fastGelu != 0) v = 0.5f * v * (1.f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+  if (p.residual != nullptr) v += halfToFloat(p.residual[static_cast<size_t>(r) * p.n + column]);
+  p.y[static_cast<size_t>(r) * p.n + column] = floatToHalf(v);
 }
 
-#define GENQUEUE_SMALL_BATCH_KERNEL(R, S)                                                                          \
-  extern "C" __global__ void __launch_bounds__(128) small_batch_matmul_##R##_##S(                                  \
-      const unsigned short* a, const unsigned short* b, unsigned short* y, int rows, int n, int k,                 \
-      const unsigned short* bias, const unsigned short* residual, int fastGelu) {                                  \
-    smallBatchMatMul<R, S>(a, b, y, rows, n, k, Epilogue{bias, residual, fastGelu});                               \
-  }
-#define GENQUEUE_SMALL_BATCH_NORM_KERNEL(R, C)                                                                     \
-  extern "C" __global__ void __launch_bounds__(128) small_batch_matmul_norm_##R##_##C(                             \
-      const unsigned short* a, const unsigned short* b, unsigned short* y, int rows, int n, int k,                 \
-      const unsigned short* bias, const unsigned short* residual, int fastGelu, const unsigned short* gamma,       \
-      const unsigned short* beta, float epsilon) {                                                                 \
-    smallBatchMatMulNorm<R, C>(a, b, y, rows, n, k, Epilogue{bias, residual, fastGelu}, gamma, beta, epsilon);     \
-  }
-GENQUEUE_SMALL_BATCH_KERNEL(1, 1)
-GENQUEUE_SMALL_BATCH_KERNEL(2, 1)
-GENQUEUE_SMALL_BATCH_KERNEL(1, 4)
-GENQUEUE_SMALL_BATCH_KERNEL(2, 4)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(1, 4)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(2, 4)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(1, 8)
-GENQUEUE_SMALL_BATCH_NORM_KERNEL(2, 8)
+extern "C" __global__ void __launch_bounds__(256, 2) small_batch_matmul_1(const Params p) { smallBatchMatMul<1>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) small_batch_matmul_2(const Params p) { smallBatchMatMul<2>(p); }
 )CUDA";
 
-constexpr int kKernelRows[2] = {1, 2};
-constexpr int kSplits[2] = {1, 4};      // warps per column
-constexpr int kNormPieces[2] = {4, 8};  // 16-byte pieces of A's row per lane: K ≤ 1,024 or ≤ 2,048
-constexpr unsigned kWarpsPerBlock = 4;
-// From this K on, four warps share a column: GPT-2 small's MLP down-projection (K 3,072) took 8.5 us per call
-// with one warp (12 dependent 16-byte loads per lane), its up-projection (K 768) 5.9 us (H100, ncu, no flush).
-constexpr int64_t kSplitFromK = 2048;
+constexpr int kWarpsPerBlock = 8;
+constexpr unsigned kThreadsPerBlock = 32 * kWarpsPerBlock;
+constexpr int kMaxPieces = 8;
+constexpr int kMaxWeightPieces = 16;  // weight rows × pieces per thread: 64 registers of loads in flight
+constexpr int kWidestWeightPieces = 8;  // how far a grid of a few waves may widen its teams (see createKernel)
 
-// Kernel order: small_batch_matmul_R_S (S = 1, then 4; R = 1, 2), then small_batch_matmul_norm_R_C (C = 4, then 8).
-std::vector<std::string> kernelNames() {
-  std::vector<std::string> names;
-  for (int split : kSplits) {
-    for (int rows : kKernelRows) names.push_back("small_batch_matmul_" + std::to_string(rows) + "_" + std::to_string(split));
-  }
-  for (int pieces : kNormPieces) {
-    for (int rows : kKernelRows) names.push_back("small_batch_matmul_norm_" + std::to_string(rows) + "_" + std::to_string(pieces));
-  }
-  return names;
+// The kernel's Params, byte for byte (pointers, then five ints and a float on both sides).
+struct KernelParams {
+  const void* a;
+  const void* b;
+  void* y;
+  const void* bias;
+  const void* residual;
+  const void* gamma;
+  const void* beta;
+  int32_t rows;
+  int32_t n;
+  int32_t k;
+  int32_t norm;
+  int32_t fastGelu;
+  float epsilon;
+};
+static_assert(sizeof(KernelParams) == 80, "KernelParams must match the kernel's Params");
+
+bool powerOfTwoUpTo8(int64_t v) { return v == 1 || v == 2 || v == 4 || v == 8; }
+
+int64_t weightPieces(const SmallBatchMatMul::Shape& s) { return int64_t{s.columns} * (s.swiglu ? 2 : 1) * s.pieces; }
+
+int64_t blocksFor(int64_t n, const SmallBatchMatMul::Shape& s) {
+  const int64_t columnsPerBlock = int64_t{s.columns} * (kWarpsPerBlock / s.split);
+  return (n + columnsPerBlock - 1) / columnsPerBlock;
 }
+
+// The kernel shape for n output columns over rows of k values (createKernel may widen it once it knows the
+// kernel's occupancy). A team is as wide as K allows (a power of two of warps, up to the whole block), so that
+// each thread holds few pieces of a row; each thread then takes enough columns for about four 16-byte weight
+// loads in flight; fewer columns when that would leave fewer than two blocks per SM.
+SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multiprocessors, int64_t split, int64_t columns) {
+  const int64_t pieces = k / 8;
+  if (split == 0) {
+    split = 1;
+    while (split < kWarpsPerBlock && 32 * 2 * split <= pieces) split *= 2;
+  }
+  if (!powerOfTwoUpTo8(split)) throw std::invalid_argument("split must be 1, 2, 4 or 8");
+  const int64_t teamThreads = 32 * split;
+  const int64_t perThread = (pieces + teamThreads - 1) / teamThreads;
+  if (perThread > kMaxPieces) {
+    throw std::invalid_argument("K = " + std::to_string(k) + " is too long for split " + std::to_string(split) + " (at most " +
+                                std::to_string(kMaxPieces * 8 * teamThreads) + ")");
+  }
+  const int64_t rowsPerColumn = swiglu ? 2 : 1;
+  if (columns == 0) {
+    columns = 1;
+    while (columns < 4 && 2 * columns * perThread * rowsPerColumn <= 4) columns *= 2;
+    const int64_t teams = kWarpsPerBlock / split;
+    auto blocks = [&](int64_t c) { return (n + c * teams - 1) / (c * teams); };
+    while (columns > 1 && blocks(columns) < 2 * static_cast<int64_t>(multiprocessors)) columns /= 2;
+  }
+  if (!powerOfTwoUpTo8(columns)) throw std::invalid_argument("columns must be 1, 2, 4 or 8");
+  if (columns * rowsPerColumn * perThread > kMaxWeightPieces) {
+    throw std::invalid_argument("columns " + std::to_string(columns) + " hold too many weight pieces per thread for K = " + std::to_string(k));
+  }
+  return {static_cast<int>(split), static_cast<int>(columns), static_cast<int>(perThread), swiglu};
+}
+
+std::string shapeKey(const SmallBatchMatMul::Shape& s) {
+  return std::to_string(s.split) + "_" + std::to_string(s.columns) + "_" + std::to_string(s.pieces) + "_" + (s.swiglu ? "1" : "0");
+}
+
+std::string kernelSource(const SmallBatchMatMul::Shape& s) {
+  return "#define SBMM_SPLIT " + std::to_string(s.split) + "\n#define SBMM_COLUMNS " + std::to_string(s.columns) + "\n#define SBMM_PIECES " +
+         std::to_string(s.pieces) + "\n#define SBMM_GLU " + (s.swiglu ? "1" : "0") + "\n" + kFp16DeviceCode + kKernelSource;
+}
+
+// Kernel i handles i + 1 rows.
+const std::vector<std::string> kKernelNames = {"small_batch_matmul_1", "small_batch_matmul_2"};
 
 enum Input : size_t { kA, kB, kBias, kResidual, kGamma, kBeta, kInputs };
 
+// An optional int attribute: absent means `fallback`.
+int64_t intAttribute(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
+  int64_t value = fallback;
+  if (OrtStatus* missing = api->KernelInfoGetAttribute_int64(info, name, &value)) {
+    api->ReleaseStatus(missing);
+    value = fallback;
+  }
+  return value;
+}
+
+// Input i's shape as the graph declares it (B is an initializer: its shape is known when the kernel is created).
+std::vector<int64_t> declaredShape(const OrtApi* api, const OrtKernelInfo* info, size_t i) {
+  OrtTypeInfo* type = nullptr;
+  checkOrt(api, api->KernelInfo_GetInputTypeInfo(info, i, &type));
+  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
+  size_t count = 0;
+  std::vector<int64_t> dims;
+  OrtStatus* failed = api->CastTypeInfoToTensorInfo(type, &tensor);
+  if (failed == nullptr && tensor == nullptr) failed = api->CreateStatus(ORT_FAIL, "input is not a tensor");
+  if (failed == nullptr) failed = api->GetDimensionsCount(tensor, &count);
+  if (failed == nullptr) {
+    dims.resize(count);
+    failed = api->GetDimensions(tensor, dims.data(), count);
+  }
+  api->ReleaseTypeInfo(type);
+  checkOrt(api, failed);
+  return dims;
+}
+
 }  // namespace
 
-SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId)
-    : OrtCustomOp{}, api_(api), kernels_(std::string(kFp16DeviceCode) + kKernelSource, "small_batch_matmul.cu", deviceId, kernelNames()) {
+SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId) : OrtCustomOp{}, api_(api), deviceId_(deviceId) {
   setCudaCustomOpDefaults(*this);
   GetName = [](const OrtCustomOp*) { return "SmallBatchMatMul"; };
   GetInputTypeCount = [](const OrtCustomOp*) -> size_t { return kInputs; };
@@ -222,21 +333,73 @@ SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId)
   GetOutputTypeCount = [](const OrtCustomOp*) -> size_t { return 1; };
   GetOutputType = [](const OrtCustomOp*, size_t) { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16; };
   CreateKernelV2 = [](const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** kernel) -> OrtStatusPtr {
-    // Optional attributes: absent means no activation and ONNX Runtime's default epsilon.
-    int64_t fastGelu = 0;
-    if (OrtStatus* missing = api->KernelInfoGetAttribute_int64(info, "fast_gelu", &fastGelu)) {
-      api->ReleaseStatus(missing);
-      fastGelu = 0;
+    try {
+      *kernel = static_cast<const SmallBatchMatMul*>(op)->createKernel(api, info);
+      return nullptr;
+    } catch (const std::exception& e) {
+      return api->CreateStatus(ORT_FAIL, (std::string("SmallBatchMatMul: ") + e.what()).c_str());
     }
-    float epsilon = 1e-5f;
-    if (OrtStatus* missing = api->KernelInfoGetAttribute_float(info, "epsilon", &epsilon)) {
-      api->ReleaseStatus(missing);
-      epsilon = 1e-5f;
-    }
-    *kernel = new Kernel{static_cast<const SmallBatchMatMul*>(op), fastGelu != 0, epsilon};
-    return nullptr;
   };
   setKernelCallbacks<Kernel>(*this);
+}
+
+SmallBatchMatMul::Kernel* SmallBatchMatMul::createKernel(const OrtApi* api, const OrtKernelInfo* info) const {
+  const bool swiglu = intAttribute(api, info, "swiglu", 0) != 0;
+  const std::vector<int64_t> b = declaredShape(api, info, kB);
+  if (b.size() != 2 || b[0] <= 0 || b[1] <= 0) throw std::invalid_argument("B must be a [N, K] initializer with a known shape");
+  if (b[1] % 8 != 0) throw std::invalid_argument("K must be a multiple of 8 (16-byte weight loads)");
+  if (b[1] > kMaxK) throw std::invalid_argument("K = " + std::to_string(b[1]) + " is above " + std::to_string(kMaxK));
+  if (swiglu && b[0] % 2 != 0) throw std::invalid_argument("with swiglu, B must hold gate and up rows: an even number of rows");
+  float epsilon = 1e-5f;  // absent: ONNX Runtime's default
+  if (OrtStatus* missing = api->KernelInfoGetAttribute_float(info, "epsilon", &epsilon)) {
+    api->ReleaseStatus(missing);
+    epsilon = 1e-5f;
+  }
+  const int64_t n = swiglu ? b[0] / 2 : b[0];
+  const int64_t columns = intAttribute(api, info, "columns", 0);
+  Shape shape = chooseShape(n, b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0), columns);
+  const NvrtcModule* kernels = module(shape);
+  // A grid of a few waves (as many blocks per SM as the compiled kernel's registers allow) leaves most SMs idle
+  // in its last one: when twice the columns per team would fit the grid into one wave, they are taken.
+  const int64_t blocks = blocksFor(n, shape);
+  const int64_t slots = residentSlots(*kernels, shape);
+  if (columns == 0 && blocks > slots && blocks < 4 * slots && 2 * weightPieces(shape) <= kWidestWeightPieces) {
+    Shape wider = shape;
+    wider.columns *= 2;
+    const NvrtcModule* widerKernels = module(wider);
+    if (blocksFor(n, wider) <= residentSlots(*widerKernels, wider)) {
+      shape = wider;
+      kernels = widerKernels;
+    }
+  }
+  return new Kernel{this, kernels, shape, intAttribute(api, info, "fast_gelu", 0) != 0, intAttribute(api, info, "rms_norm", 0) != 0, epsilon};
+}
+
+int64_t SmallBatchMatMul::residentSlots(const NvrtcModule& kernels, const Shape& shape) const {
+  const int one = kernels.residentBlocks(0, kThreadsPerBlock);
+  const int two = kernels.residentBlocks(1, kThreadsPerBlock);
+  if (one == 0 || two == 0) throw std::runtime_error("the kernel of shape " + shapeKey(shape) + " cannot run blocks of " + std::to_string(kThreadsPerBlock) + " threads");
+  return int64_t{one} * multiprocessors();
+}
+
+int SmallBatchMatMul::multiprocessors() const {
+  std::lock_guard<std::mutex> lock(compiling_);
+  if (multiprocessors_ == 0) {
+    cudart.load();
+    cudart.check(cudart.deviceGetAttribute(&multiprocessors_, CudaRuntime::kAttrMultiProcessorCount, deviceId_), "cudaDeviceGetAttribute");
+  }
+  return multiprocessors_;
+}
+
+const NvrtcModule* SmallBatchMatMul::module(const Shape& shape) const {
+  std::lock_guard<std::mutex> lock(compiling_);
+  std::unique_ptr<NvrtcModule>& slot = modules_[shapeKey(shape)];
+  if (!slot) {
+    cudart.load();
+    cudart.check(cudart.setDevice(deviceId_), "cudaSetDevice");
+    slot = std::make_unique<NvrtcModule>(kernelSource(shape), "small_batch_matmul.cu", deviceId_, kKernelNames);
+  }
+  return slot.get();
 }
 
 void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) const {
@@ -249,50 +412,44 @@ void SmallBatchMatMul::compute(const Kernel& kernel, OrtKernelContext* context) 
   const std::vector<int64_t> bDims = c.dims(b);
   if (shape.empty() || bDims.size() != 2 || bDims[1] != shape.back()) c.fail("A [..., K] and B [N, K] do not match");
   const int64_t k = bDims[1];
-  const int64_t n = bDims[0];
+  const int64_t n = kernel.shape.swiglu ? bDims[0] / 2 : bDims[0];
+  const Shape& s = kernel.shape;
+  if (k % 8 != 0 || k / 8 > int64_t{32} * s.split * s.pieces) c.fail("B's shape differs from the one its kernel was made for");
   int64_t rows = 1;
   for (size_t i = 0; i + 1 < shape.size(); i++) rows *= shape[i];
   shape.back() = n;
   if (rows > kMaxRows) c.fail(std::to_string(rows) + " rows: the small-batch step takes at most " + std::to_string(kMaxRows));
-  if (k % 8 != 0) c.fail("K must be a multiple of 8 (16-byte weight loads)");
   const OrtValue* bias = optional(kBias);
   const OrtValue* residual = optional(kResidual);
   const OrtValue* gamma = optional(kGamma);
   const OrtValue* beta = optional(kBeta);
-  if (bias != nullptr && c.dims(bias) != std::vector<int64_t>{n}) c.fail("bias must be [N]");
+  if (bias != nullptr && c.dims(bias) != std::vector<int64_t>{bDims[0]}) c.fail("bias must have one value per row of B");
   if (residual != nullptr && c.dims(residual) != shape) c.fail("residual must have the output's shape");
-  if ((gamma == nullptr) != (beta == nullptr)) c.fail("layer normalization needs both gamma and beta");
-  if (gamma != nullptr && (c.dims(gamma) != std::vector<int64_t>{k} || c.dims(beta) != std::vector<int64_t>{k})) c.fail("gamma and beta must be [K]");
+  if (kernel.rmsNorm && (gamma == nullptr || beta != nullptr)) c.fail("rms_norm takes gamma and no beta");
+  if (!kernel.rmsNorm && (gamma == nullptr) != (beta == nullptr)) c.fail("layer normalization needs both gamma and beta");
+  for (const OrtValue* gain : {gamma, beta}) {
+    if (gain != nullptr && c.dims(gain) != std::vector<int64_t>{k}) c.fail("gamma and beta must be [K]");
+  }
   OrtValue* y = c.output(0, shape);
   if (rows == 0 || n == 0) return;
 
-  void* aData = c.data(a);
-  void* bData = c.data(b);
-  void* yData = c.data(y);
-  if ((reinterpret_cast<uintptr_t>(aData) | reinterpret_cast<uintptr_t>(bData)) % 16 != 0) c.fail("A and B must be 16-byte aligned");
-  void* biasData = bias != nullptr ? c.data(bias) : nullptr;
-  void* residualData = residual != nullptr ? c.data(residual) : nullptr;
-  int fastGelu = kernel.fastGelu ? 1 : 0;
-  int rowsArg = static_cast<int>(rows), nArg = static_cast<int>(n), kArg = static_cast<int>(k);
-  size_t which = 0;
-  while (kKernelRows[which] < rows) which++;
-  const unsigned blocks = static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  if (gamma == nullptr) {
-    const bool split = k >= kSplitFromK && k % (8 * kSplits[1]) == 0;
-    const unsigned columnsPerBlock = kWarpsPerBlock / (split ? kSplits[1] : 1);
-    void* args[] = {&aData, &bData, &yData, &rowsArg, &nArg, &kArg, &biasData, &residualData, &fastGelu};
-    kernels_.launch((split ? 2 : 0) + which, static_cast<unsigned>((n + columnsPerBlock - 1) / columnsPerBlock), 32 * kWarpsPerBlock, 0, c.stream(),
-                    args);
-    return;
+  KernelParams params{c.data(a), c.data(b), c.data(y),
+                      bias != nullptr ? c.data(bias) : nullptr,
+                      residual != nullptr ? c.data(residual) : nullptr,
+                      gamma != nullptr ? c.data(gamma) : nullptr,
+                      beta != nullptr ? c.data(beta) : nullptr,
+                      static_cast<int32_t>(rows),
+                      static_cast<int32_t>(n),
+                      static_cast<int32_t>(k),
+                      gamma == nullptr ? 0 : kernel.rmsNorm ? 2 : 1,
+                      kernel.fastGelu ? 1 : 0,
+                      kernel.epsilon};
+  // 16-byte loads of A, B and the gains.
+  for (const void* p : {params.a, params.b, params.gamma, params.beta}) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) c.fail("A, B, gamma and beta must be 16-byte aligned");
   }
-  size_t pieces = 0;
-  while (pieces < 2 && 256 * kNormPieces[pieces] < k) pieces++;
-  if (pieces == 2) c.fail("layer normalization in the projection needs K ≤ 2,048");
-  void* gammaData = c.data(gamma);
-  void* betaData = c.data(beta);
-  float epsilon = kernel.epsilon;
-  void* args[] = {&aData, &bData, &yData, &rowsArg, &nArg, &kArg, &biasData, &residualData, &fastGelu, &gammaData, &betaData, &epsilon};
-  kernels_.launch(4 + 2 * pieces + which, blocks, 32 * kWarpsPerBlock, 0, c.stream(), args);
+  void* args[] = {&params};
+  kernel.module->launch(static_cast<size_t>(rows - 1), static_cast<unsigned>(blocksFor(n, s)), kThreadsPerBlock, 0, c.stream(), args);
 }
 
 }  // namespace genqueue

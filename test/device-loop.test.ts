@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import onnxProto from 'onnx-proto';
 import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
@@ -16,6 +16,7 @@ import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/r
 import { buildModel } from '../src/model/model-builder.js';
 import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
 import { fixturePath } from './harness/fixtures.js';
+import { onnxCensus } from './harness/onnx-census.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
@@ -282,13 +283,7 @@ describe('device-loop step files the builder writes', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** Operator counts by domain.type, and the model's opset domains. */
-  const census = (file: string) => {
-    const m = onnxProto.onnx.ModelProto.decode(readFileSync(file));
-    const ops: Record<string, number> = {};
-    for (const n of m.graph?.node ?? []) ops[`${n.domain ?? ''}.${n.opType}`] = (ops[`${n.domain ?? ''}.${n.opType}`] ?? 0) + 1;
-    return { ops, domains: (m.opsetImport ?? []).map((o) => o.domain ?? '') };
-  };
+  const census = onnxCensus;
 
   it('fp16: the small-batch step is one SmallBatchMatMul per projection (normalizations folded in) and one GreedyNextToken', () => {
     const manifest = readManifest(join(dir, 'fp16'));
@@ -306,6 +301,27 @@ describe('device-loop step files the builder writes', () => {
     assert.equal(regular.ops['genqueue.GreedyNextToken'], 1);
     // The CPU step uses standard and com.microsoft operators only.
     assert.ok(!census(join(dir, 'fp16', manifest.files.deviceLoopCpu!)).domains.includes('genqueue'));
+  });
+
+  it('GPT-2\'s step files stay byte for byte what they were before the Llama small-batch step (update these hashes only for an intended change)', () => {
+    const sha256 = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+    const manifest = readManifest(join(dir, 'fp16'));
+    assert.deepEqual(
+      {
+        regular: sha256(join(dir, 'fp16', manifest.files.deviceLoop!)),
+        smallBatch: sha256(join(dir, 'fp16', manifest.files.deviceLoopSmallBatch!)),
+        cpu: sha256(join(dir, 'fp16', manifest.files.deviceLoopCpu!)),
+      },
+      {
+        regular: 'fec01269bb45b2b02beab65e3d0fb901608026bf481fae5d84661d0e0264dfc7',
+        smallBatch: 'ce458b12b62913664c6c1100272194423d0cf9fa9c86e44e8ac903c9f0331994',
+        cpu: '92cbf7e88d419cba6424d41bf3adf2ae4fd82c9f9e5b932b1a20e9b1a6dc1cd8',
+      },
+    );
+    const tiny = join(dir, 'tiny-fp16');
+    mkdirSync(tiny);
+    buildModel(fixturePath('gpt2-tiny'), tiny, { precision: 'fp16' });
+    assert.equal(sha256(join(tiny, readManifest(tiny).files.deviceLoop!)), '220cfc303940ef7666464f693f47249d17651c3dba37f2e2f34eec951cb717fe');
   });
 
   it('fp32: no small-batch step and no genqueue operators (its kernels read fp16)', () => {

@@ -43,6 +43,8 @@ interface DeviceLoopAddon {
     checkEvery: number,
   ): { tokens: Int32Array; steps: number };
   close(handle: unknown): void;
+  /** Why the small-batch step given to open() is not used (it could not be created), or undefined. */
+  smallBatchError(handle: unknown): string | undefined;
 }
 
 /** The libonnxruntime.so.1 that onnxruntime-node loads, so the addon shares its ONNX Runtime. */
@@ -71,6 +73,8 @@ export interface DeviceLoopRunnerOptions {
   readonly smallBatchRows?: number;
   /** Write ONNX Runtime's per-node profile of the step session to <prefix>_<date>.json (diagnostics). */
   readonly profilePrefix?: string;
+  /** Told once when the model's small-batch step could not be created (its batches run the regular step). */
+  readonly onWarning?: (message: string) => void;
 }
 
 const CAPACITY_STEP = 64;
@@ -91,6 +95,8 @@ export class DeviceLoopRunner {
     private readonly addon: DeviceLoopAddon,
     private readonly handle: unknown,
     private readonly manifest: ModelManifest,
+    /** Why the model's small-batch step is not used although it has one (it could not be created), or undefined. */
+    readonly smallBatchError: string | undefined,
   ) {}
 
   static open(modelDir: string, manifest: ModelManifest, options: DeviceLoopRunnerOptions): DeviceLoopRunner {
@@ -117,7 +123,10 @@ export class DeviceLoopRunner {
       ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
     });
-    return new DeviceLoopRunner(addon, handle, manifest);
+    // Its kernels are compiled when it is created: one that fails leaves every batch on the regular step.
+    const smallBatchError = addon.smallBatchError(handle);
+    if (smallBatchError) options.onWarning?.(`small-batch step unavailable (${smallBatchError.split('\n')[0]}); batches of 1-2 run the regular step`);
+    return new DeviceLoopRunner(addon, handle, manifest, smallBatchError);
   }
 
   /** Requests must be valid for the model (Generator.validate) and greedy without repetition penalty. */

@@ -42,7 +42,7 @@ export interface GeneratorOptions {
   readonly deviceLoopCudaGraph?: boolean;
   /** Batches up to which the device loop runs the model's small-batch step (DeviceLoopRunnerOptions.smallBatchRows). */
   readonly deviceLoopSmallBatchRows?: number;
-  /** Called once when a requested provider could not load and a fallback was used. */
+  /** Called when something requested could not be used and a fallback was (a provider, the device loop or its small-batch step). */
   readonly onWarning?: (message: string) => void;
 }
 
@@ -125,6 +125,7 @@ export class Generator implements TextGenerationEngine {
         device: this.options.device,
         ...(this.options.deviceLoopCudaGraph === undefined ? {} : { cudaGraph: this.options.deviceLoopCudaGraph }),
         ...(this.options.deviceLoopSmallBatchRows === undefined ? {} : { smallBatchRows: this.options.deviceLoopSmallBatchRows }),
+        ...(this.options.onWarning ? { onWarning: this.options.onWarning } : {}),
       });
     } catch (e) {
       this.options.onWarning?.(`device loop unavailable (${(e as Error).message.split('\n')[0]}); greedy batches use GreedySearch`);

@@ -53,7 +53,7 @@ export function buildModel(checkpointDir: string, outDir: string, options: Build
     if (caps.deviceLoop) {
       staticCpuDecoder = build({ kvCache: 'static-cpu', logits: 'last' });
       staticDecoder = caps.maskedDecodeAttention ? build({ kvCache: 'static', logits: 'last' }) : staticCpuDecoder;
-      if (fp16 && caps.smallBatchStep) smallBatchDecoder = build({ kvCache: 'static', logits: 'last', matmul: 'small-batch' });
+      if (fp16 && caps.smallBatchStep) smallBatchDecoder = build({ kvCache: caps.maskedDecodeAttention ? 'static' : 'static-cpu', logits: 'last', matmul: 'small-batch' });
       slotDecoder = build({ kvCache: 'slots', logits: 'last' });
     }
   } finally {

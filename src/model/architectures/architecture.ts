@@ -20,7 +20,7 @@ export interface DecoderCapabilities {
   readonly tiedLmHead: boolean;
   /**
    * The step variants this architecture builds: shared-KV GreedySearch (CUDA), the device loop's static steps,
-   * the small-batch static step (genqueue.SmallBatchMatMul, fp16 CUDA).
+   * the small-batch static step (genqueue.SmallBatchMatMul, fp16 CUDA; its projections' shapes fit the kernel).
    */
   readonly sharedKvSearch: boolean;
   readonly deviceLoop: boolean;
@@ -72,10 +72,10 @@ export interface DecoderVariant {
   /** last: logits [B,1,V]; sample: last-position logits with the sampling head (sampling-head.ts), for GreedySearch to argmax. */
   readonly logits: 'last' | 'sample';
   /**
-   * onnx (default): MatMul / FusedMatMul with ONNX Runtime's normalizations; small-batch (fp16, kvCache static):
-   * every projection is one genqueue.SmallBatchMatMul against an [out, in] weight copy, with the layer
-   * normalization before it and bias, FastGelu or residual after it folded in — at most 2 rows; registered only
-   * by the native device-loop addon on CUDA (native/small-batch-matmul.h).
+   * onnx (default): MatMul / FusedMatMul with ONNX Runtime's normalizations; small-batch (fp16, a static cache:
+   * the one the regular CUDA step uses): every projection is one genqueue.SmallBatchMatMul against [out, in]
+   * weights, with the normalization before it and bias, FastGelu/SwiGLU or residual after it folded in — at most
+   * 2 rows; registered only by the native device-loop addon on CUDA (native/small-batch-matmul.h).
    */
   readonly matmul?: 'onnx' | 'small-batch';
 }

@@ -2,8 +2,9 @@ import { z } from 'zod';
 import type { CheckpointTensors, HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
 import { maskedDecodeAttention, packedQkvAttention, type PackedQkv } from '../components/attention.js';
 import type { DecoderStep, LayerState } from '../components/decoder-step.js';
+import { appendSmallBatchLogits } from '../components/heads.js';
 import { generationTokenIds, parseConfig } from '../components/model-config.js';
-import { SEARCH_STEP_IO } from '../contract.js';
+import { smallBatchFits, smallBatchMatMul } from '../components/small-batch.js';
 import type { AttrValue } from '../onnx/graph-builder.js';
 import type { ArchitectureDefinition, DecoderArchitecture, DecoderCapabilities, DecoderSpec } from './architecture.js';
 
@@ -89,9 +90,7 @@ class Gpt2 implements DecoderArchitecture {
       sharedKvSearch: true,
       deviceLoop: true,
       maskedDecodeAttention: masked,
-      // genqueue.SmallBatchMatMul normalizes rows of at most 2,048 values in registers and reads 16-byte pieces
-      // (native/small-batch-matmul.cc).
-      smallBatchStep: masked && D <= 2048 && D % 8 === 0 && this.inner % 8 === 0,
+      smallBatchStep: masked && smallBatchFits(D, this.inner),
     };
   }
 
@@ -167,27 +166,31 @@ class Gpt2 implements DecoderArchitecture {
    */
   smallBatchStep(step: DecoderStep): string {
     const { g, w } = step;
-    const { D, inner, eps } = this;
+    const { D, inner } = this;
+    const layerNorm = (i: number, which?: 'ln_2') => {
+      const [gamma, beta] = this.norm(step, i, which);
+      return { kind: 'layernorm' as const, gamma, beta, epsilon: this.eps };
+    };
     const [tok, pos] = this.embeddings(step);
-    const matmul = (inputs: string[], output: string, attrs: Record<string, AttrValue> = {}): string => g.genqueueOp('SmallBatchMatMul', inputs, [output], attrs)[0]!;
     let x = g.op('Add', [tok, pos], ['embedded'])[0]!;
     for (let i = 0; i < this.cfg.n_layer; i++) {
       const h = `h.${i}.`;
       const qkv = this.qkv(step, i);
-      const ln1 = this.norm(step, i);
-      const packed = matmul([x, w.transposed(`${h}attn.c_attn.weight`, D, 3 * D), '', '', ...ln1], `h${i}_qkv`, { epsilon: eps });
+      const ln1 = layerNorm(i);
+      const packed = smallBatchMatMul(g, { input: x, weight: w.transposed(`${h}attn.c_attn.weight`, D, 3 * D), norm: ln1 }, `h${i}_qkv`);
       const attn = maskedDecodeAttention(step, `h${i}`, i, packed, qkv);
-      const x2 = matmul([attn, w.transposed(`${h}attn.c_proj.weight`, D, D), w.tensor(`${h}attn.c_proj.bias`, [D]), x], `h${i}_resid2`);
-      const ln2 = this.norm(step, i, 'ln_2');
+      const x2 = smallBatchMatMul(g, { input: attn, weight: w.transposed(`${h}attn.c_proj.weight`, D, D), bias: w.tensor(`${h}attn.c_proj.bias`, [D]), residual: x }, `h${i}_resid2`);
+      const ln2 = layerNorm(i, 'ln_2');
       const fcWeight = w.transposed(`${h}mlp.c_fc.weight`, D, inner);
       const fcBias = w.tensor(`${h}mlp.c_fc.bias`, [inner]);
       const act =
         this.gelu === 'FastGelu'
-          ? matmul([x2, fcWeight, fcBias, '', ...ln2], `h${i}_gelu`, { epsilon: eps, fast_gelu: 1 })
-          : g.msOp(this.gelu, [matmul([x2, fcWeight, '', '', ...ln2], `h${i}_fc`, { epsilon: eps }), fcBias], [`h${i}_gelu`])[0]!;
-      x = matmul([act, w.transposed(`${h}mlp.c_proj.weight`, inner, D), w.tensor(`${h}mlp.c_proj.bias`, [D]), x2], `h${i}_resid3`);
+          ? smallBatchMatMul(g, { input: x2, weight: fcWeight, bias: fcBias, norm: ln2, activation: 'fast_gelu' }, `h${i}_gelu`)
+          : g.msOp(this.gelu, [smallBatchMatMul(g, { input: x2, weight: fcWeight, norm: ln2 }, `h${i}_fc`), fcBias], [`h${i}_gelu`])[0]!;
+      const projection = w.transposed(`${h}mlp.c_proj.weight`, inner, D);
+      x = smallBatchMatMul(g, { input: act, weight: projection, bias: w.tensor(`${h}mlp.c_proj.bias`, [D]), residual: x2 }, `h${i}_resid3`);
     }
-    return matmul([x, this.lmHead(step), '', '', ...this.norm(step, this.cfg.n_layer)], SEARCH_STEP_IO.logits, { epsilon: eps });
+    return appendSmallBatchLogits(step, x, this.lmHead(step), layerNorm(this.cfg.n_layer));
   }
 }
 

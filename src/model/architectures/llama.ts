@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import type { HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
-import { rotaryAttention, type RotaryQkv } from '../components/attention.js';
+import { groupQueryAttention, rotaryAttention, type RotaryQkv } from '../components/attention.js';
 import type { DecoderStep, LayerState } from '../components/decoder-step.js';
+import { appendSmallBatchLogits } from '../components/heads.js';
 import { ModelConfigError, generationTokenIds, parseConfig } from '../components/model-config.js';
 import { parseRope } from '../components/rotary.js';
+import { smallBatchFits, smallBatchMatMul } from '../components/small-batch.js';
 import type { AttrValue } from '../onnx/graph-builder.js';
 import type { ArchitectureDefinition, DecoderArchitecture, DecoderCapabilities, DecoderSpec } from './architecture.js';
 
@@ -38,6 +40,9 @@ export type LlamaFamilyConfig = z.infer<typeof LlamaFamilyConfig>;
  * (+ bias: Qwen2, or Llama with attention_bias) → rotary attention with grouped K/V heads → o_proj → RMSNorm →
  * one MatMul for gate/up → SiLU(gate) · up → down_proj → … → final RMSNorm → last position → FusedMatMul against
  * embed_tokens (tied) or lm_head. HF's Linear weights are [out, in]; the builder stores transposed copies.
+ * The small-batch step reads them as they are: per layer one SmallBatchMatMul for q/k/v (RMSNorm and bias folded
+ * in), GroupQueryAttention, one for o_proj (+ residual), one for gate/up (RMSNorm and SwiGLU folded in) and one for
+ * down_proj (+ residual).
  */
 export class LlamaFamily implements DecoderArchitecture {
   readonly graphName: string;
@@ -90,7 +95,7 @@ export class LlamaFamily implements DecoderArchitecture {
       sharedKvSearch: false,
       // The device loop feeds prompts one token per step; dynamic scaling depends on the whole prompt's length.
       deviceLoop: rope.type !== 'dynamic',
-      smallBatchStep: false,
+      smallBatchStep: rope.type !== 'dynamic' && smallBatchFits(cfg.hidden_size, cfg.intermediate_size, N * HS),
       maskedDecodeAttention: false,
     };
   }
@@ -107,39 +112,59 @@ export class LlamaFamily implements DecoderArchitecture {
     return { normed: normed!, residual: x! };
   }
 
-  layer(step: DecoderStep, i: number, x: LayerState): LayerState {
-    const { g, w } = step;
-    const { hidden_size: D, intermediate_size: I } = this.cfg;
+  /** Layer i's q/k/v projection: one stacked weight, [out, in] or transposed, and the concatenated bias. */
+  private qkv(step: DecoderStep, i: number, layout: 'transposed' | 'out-in'): RotaryQkv {
+    const { w } = step;
     const { numHeads: N, numKvHeads: KVH, headSize: HS } = this.spec;
-    const p = `model.layers.${i}.`;
-    const qkv: RotaryQkv = {
-      weight: () =>
-        w.stackedTransposed(`${p}self_attn.qkv_proj.weight.t`, [
-          { name: `${p}self_attn.q_proj.weight`, rows: N * HS },
-          { name: `${p}self_attn.k_proj.weight`, rows: KVH * HS },
-          { name: `${p}self_attn.v_proj.weight`, rows: KVH * HS },
-        ], D),
+    const p = `model.layers.${i}.self_attn.`;
+    const parts = [
+      { name: `${p}q_proj.weight`, rows: N * HS },
+      { name: `${p}k_proj.weight`, rows: KVH * HS },
+      { name: `${p}v_proj.weight`, rows: KVH * HS },
+    ];
+    const D = this.cfg.hidden_size;
+    return {
+      weight: () => (layout === 'transposed' ? w.stackedTransposed(`${p}qkv_proj.weight.t`, parts, D) : w.stacked(`${p}qkv_proj.weight`, parts, D)),
       bias: this.qkvBias
         ? () =>
-            w.concatenated(`${p}self_attn.qkv_proj.bias`, [
-              { name: `${p}self_attn.q_proj.bias`, size: N * HS },
-              { name: `${p}self_attn.k_proj.bias`, size: KVH * HS },
-              { name: `${p}self_attn.v_proj.bias`, size: KVH * HS },
+            w.concatenated(`${p}qkv_proj.bias`, [
+              { name: `${p}q_proj.bias`, size: N * HS },
+              { name: `${p}k_proj.bias`, size: KVH * HS },
+              { name: `${p}v_proj.bias`, size: KVH * HS },
             ])
         : undefined,
       numHeads: N,
       numKvHeads: KVH,
       headSize: HS,
     };
-    const attn = rotaryAttention(step, `l${i}`, i, x.normed, qkv);
+  }
+
+  /** Layer i's gate and up projections stacked: gate rows, then up rows. */
+  private gateUpParts(i: number): { name: string; rows: number }[] {
+    const p = `model.layers.${i}.mlp.`;
+    const I = this.cfg.intermediate_size;
+    return [{ name: `${p}gate_proj.weight`, rows: I }, { name: `${p}up_proj.weight`, rows: I }];
+  }
+
+  /** Layer i's gate and up biases concatenated (mlp_bias). */
+  private gateUpBias(step: DecoderStep, i: number): string {
+    const p = `model.layers.${i}.mlp.`;
+    const I = this.cfg.intermediate_size;
+    return step.w.concatenated(`${p}gate_up_proj.bias`, [{ name: `${p}gate_proj.bias`, size: I }, { name: `${p}up_proj.bias`, size: I }]);
+  }
+
+  layer(step: DecoderStep, i: number, x: LayerState): LayerState {
+    const { g, w } = step;
+    const { hidden_size: D, intermediate_size: I } = this.cfg;
+    const { numHeads: N, headSize: HS } = this.spec;
+    const p = `model.layers.${i}.`;
+    const attn = rotaryAttention(step, `l${i}`, i, x.normed, this.qkv(step, i, 'transposed'));
     const [out] = g.op('MatMul', [attn, w.transposed(`${p}self_attn.o_proj.weight`, D, N * HS)], [`l${i}_attn_out`]);
     const skipInputs = [out!, x.residual, this.norm(step, i, 'post_attention_layernorm')];
     if (this.cfg.attention_bias) skipInputs.push(w.tensor(`${p}self_attn.o_proj.bias`, [D]));
     const [normed2, , , resid2] = g.msOp('SkipSimplifiedLayerNormalization', skipInputs, [`l${i}_mlp_norm`, '', '', `l${i}_resid_attn`], { epsilon: this.eps });
-    const [gateUpRaw] = g.op('MatMul', [normed2!, w.stackedTransposed(`${p}mlp.gate_up_proj.weight.t`, [{ name: `${p}mlp.gate_proj.weight`, rows: I }, { name: `${p}mlp.up_proj.weight`, rows: I }], D)], [`l${i}_gate_up`]);
-    const gateUp = this.cfg.mlp_bias
-      ? g.op('Add', [gateUpRaw!, w.concatenated(`${p}mlp.gate_up_proj.bias`, [{ name: `${p}mlp.gate_proj.bias`, size: I }, { name: `${p}mlp.up_proj.bias`, size: I }])], [`l${i}_gate_up_biased`])[0]!
-      : gateUpRaw!;
+    const [gateUpRaw] = g.op('MatMul', [normed2!, w.stackedTransposed(`${p}mlp.gate_up_proj.weight.t`, this.gateUpParts(i), D)], [`l${i}_gate_up`]);
+    const gateUp = this.cfg.mlp_bias ? g.op('Add', [gateUpRaw!, this.gateUpBias(step, i)], [`l${i}_gate_up_biased`])[0]! : gateUpRaw!;
     const [gate, up] = g.op('Split', [gateUp, step.once('gate_up_split', () => g.int64s('gate_up_split', [I, I]))], [`l${i}_gate`, `l${i}_up`], { axis: -1 });
     const [sig] = g.op('Sigmoid', [gate!], [`l${i}_gate_sigmoid`]);
     const [silu] = g.op('Mul', [gate!, sig!], [`l${i}_silu`]);
@@ -158,6 +183,28 @@ export class LlamaFamily implements DecoderArchitecture {
     const dims = [this.cfg.vocab_size, this.cfg.hidden_size];
     // Tied: the embedding initializer the step already holds.
     return this.capabilities.tiedLmHead ? 'model.embed_tokens.weight' : step.w.tensor('lm_head.weight', dims);
+  }
+
+  smallBatchStep(step: DecoderStep): string {
+    const { g, w, io } = step;
+    const { hidden_size: D, intermediate_size: I } = this.cfg;
+    const { numHeads: N, headSize: HS } = this.spec;
+    const rms = (i: number, which?: 'post_attention_layernorm') => ({ kind: 'rmsnorm' as const, gamma: this.norm(step, i, which), epsilon: this.eps });
+    let [x] = g.op('Gather', [w.tensor('model.embed_tokens.weight', [this.cfg.vocab_size, D]), io.inputIds], ['embedded']);
+    for (let i = 0; i < this.cfg.num_hidden_layers; i++) {
+      const p = `model.layers.${i}.`;
+      const qkv = this.qkv(step, i, 'out-in');
+      const packed = smallBatchMatMul(g, { input: x!, weight: qkv.weight(), bias: qkv.bias?.(), norm: rms(i) }, `l${i}_qkv`);
+      const attn = groupQueryAttention(step, `l${i}`, i, packed, qkv);
+      const oBias = this.cfg.attention_bias ? w.tensor(`${p}self_attn.o_proj.bias`, [D]) : undefined;
+      const x2 = smallBatchMatMul(g, { input: attn, weight: w.tensor(`${p}self_attn.o_proj.weight`, [D, N * HS]), bias: oBias, residual: x }, `l${i}_resid_attn`);
+      const gateUp = w.stacked(`${p}mlp.gate_up_proj.weight`, this.gateUpParts(i), D);
+      const gateUpBias = this.cfg.mlp_bias ? this.gateUpBias(step, i) : undefined;
+      const hidden = smallBatchMatMul(g, { input: x2, weight: gateUp, bias: gateUpBias, norm: rms(i, 'post_attention_layernorm'), activation: 'swiglu' }, `l${i}_swiglu`);
+      const downBias = this.cfg.mlp_bias ? w.tensor(`${p}mlp.down_proj.bias`, [D]) : undefined;
+      x = smallBatchMatMul(g, { input: hidden, weight: w.tensor(`${p}mlp.down_proj.weight`, [D, I]), bias: downBias, residual: x2 }, `l${i}_resid`);
+    }
+    return appendSmallBatchLogits(step, x!, this.lmHead(step), rms(this.cfg.num_hidden_layers));
   }
 }
 

@@ -165,7 +165,9 @@ export function writeRandomLlamaCheckpoint(dir: string, shape: RandomLlamaShape,
     eos_token_id: shape.eosIds.length === 1 ? shape.eosIds[0] : shape.eosIds,
   };
   writeFileSync(join(dir, CHECKPOINT_FILES.config), JSON.stringify(config, null, 2));
-  writeFileSync(join(dir, CHECKPOINT_FILES.generationConfig), JSON.stringify({ bos_token_id: shape.bosId, eos_token_id: shape.eosIds }, null, 2));
+  // As transformers writes it: a model without a BOS id (Qwen2.5) has none in its generation config.
+  const generation = { ...(shape.bosId === null ? {} : { bos_token_id: shape.bosId }), eos_token_id: shape.eosIds };
+  writeFileSync(join(dir, CHECKPOINT_FILES.generationConfig), JSON.stringify(generation, null, 2));
   copyFileSync(join(tokenizerDir, CHECKPOINT_FILES.tokenizer), join(dir, CHECKPOINT_FILES.tokenizer));
   const tokenizerConfig = join(tokenizerDir, CHECKPOINT_FILES.tokenizerConfig);
   if (existsSync(tokenizerConfig)) copyFileSync(tokenizerConfig, join(dir, CHECKPOINT_FILES.tokenizerConfig));

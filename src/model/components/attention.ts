@@ -72,33 +72,17 @@ export interface RotaryQkv {
  * past_i [2, batch, kv heads, past, head size] (so the cache holds kv heads only), each K/V head repeated for its
  * query heads and MultiHeadAttention with an additive bias for causality, left padding and a sliding window
  * (GroupQueryAttention takes no such bias on CUDA, and left-padded rows need it);
- * static/static-cpu (device loop): one GroupQueryAttention over the packed projection with its own rotary
- * (do_rotary; all rows share the position, which it takes from seqlens_k) writing the kv-head caches in place.
+ * static/static-cpu (device loop): groupQueryAttention over the packed projection.
  */
 export function rotaryAttention(step: DecoderStep, name: string, i: number, input: string, p: RotaryQkv): string {
-  const { g, io, spec } = step;
+  const { g, io } = step;
   const [projected] = g.op('MatMul', [input, p.weight()], [`${name}_qkv`]);
   const qkv = p.bias ? g.op('Add', [projected!, p.bias()], [`${name}_qkv_biased`])[0]! : projected!;
+  if (io.isStatic) return groupQueryAttention(step, name, i, qkv, p);
   const rotary = ropeCaches(step);
   const scale = { float: 1 / Math.sqrt(p.headSize) };
   const { numHeads: N, numKvHeads: KVH, headSize: HS } = p;
-  const split = (): string[] => g.op('Split', [qkv, g.int64s(`${name}_qkv_split`, [N * HS, KVH * HS, KVH * HS])], [`${name}_q`, `${name}_k`, `${name}_v`], { axis: -1 });
-  if (io.isStatic) {
-    // local_window_size counts the keys a query sees, as HF's sliding_window does (checked against Mistral on the CPU).
-    const attrs: Record<string, AttrValue> = { num_heads: N, kv_num_heads: KVH, scale, ...(spec.slidingWindow ? { local_window_size: spec.slidingWindow } : {}) };
-    const outputs = [`${name}_attn`, STATIC_KV.presentKey(i), STATIC_KV.presentValue(i)];
-    const caches = [STATIC_KV.pastKey(i), STATIC_KV.pastValue(i), io.seqlensK, io.totalSequenceLength];
-    // GroupQueryAttention's own rotary needs head sizes that are multiples of 16; others rotate q and k first,
-    // at the rows' shared position (a [1] start offset).
-    if (HS % 16 === 0) return g.msOp('GroupQueryAttention', [qkv, '', '', ...caches, rotary.cos, rotary.sin], outputs, { ...attrs, do_rotary: 1 })[0]!;
-    const [q, k, v] = split();
-    // The device loop's rows share a position (a [1] start offset); the slot steps' rows have one each ([batch, seq]).
-    const start = io.variant.kvCache === 'slots' ? io.positions() : step.once('rope_start', () => g.op('Reshape', [io.positions(), g.int64s('rope_start_shape', [1])], ['rope_start'])[0]!);
-    const [qr] = g.msOp('RotaryEmbedding', [q!, start, rotary.cos, rotary.sin], [`${name}_q_rot`], { num_heads: N });
-    const [kr] = g.msOp('RotaryEmbedding', [k!, start, rotary.cos, rotary.sin], [`${name}_k_rot`], { num_heads: KVH });
-    return g.msOp('GroupQueryAttention', [qr!, kr!, v!, ...caches], outputs, attrs)[0]!;
-  }
-  const [q, k, v] = split();
+  const [q, k, v] = g.op('Split', [qkv, g.int64s(`${name}_qkv_split`, [N * HS, KVH * HS, KVH * HS])], [`${name}_q`, `${name}_k`, `${name}_v`], { axis: -1 });
   const positions = step.once('rope_positions', () => g.op('Cast', [io.positions()], ['rope_position_ids'], { to: ElemType.int64 })[0]!);
   const [qr] = g.msOp('RotaryEmbedding', [q!, positions, rotary.cos, rotary.sin], [`${name}_q_rot`], { num_heads: N });
   const [kr] = g.msOp('RotaryEmbedding', [k!, positions, rotary.cos, rotary.sin], [`${name}_k_rot`], { num_heads: KVH });
@@ -119,6 +103,31 @@ export function rotaryAttention(step: DecoderStep, name: string, i: number, inpu
   const [key] = g.op('Squeeze', [keys!, squeeze], [`${name}_keys`]);
   const [value] = g.op('Squeeze', [values!, squeeze], [`${name}_values`]);
   return g.msOp('MultiHeadAttention', [qr!, key!, value!, '', '', attentionBias(step)], [`${name}_attn`], { num_heads: N, scale })[0]!;
+}
+
+/**
+ * The device loop's rotary attention over a packed q/k/v projection [batch, 1, (heads + 2 · kv heads) · head size]
+ * (the static and slot steps, and the small-batch step): one GroupQueryAttention with its own rotary (do_rotary: the
+ * position of each row comes from seqlens_k) writing the kv-head caches in place.
+ */
+export function groupQueryAttention(step: DecoderStep, name: string, i: number, qkv: string, p: RotaryQkv): string {
+  const { g, io, spec } = step;
+  const rotary = ropeCaches(step);
+  const scale = { float: 1 / Math.sqrt(p.headSize) };
+  const { numHeads: N, numKvHeads: KVH, headSize: HS } = p;
+  // local_window_size counts the keys a query sees, as HF's sliding_window does (checked against Mistral on the CPU).
+  const attrs: Record<string, AttrValue> = { num_heads: N, kv_num_heads: KVH, scale, ...(spec.slidingWindow ? { local_window_size: spec.slidingWindow } : {}) };
+  const outputs = [`${name}_attn`, STATIC_KV.presentKey(i), STATIC_KV.presentValue(i)];
+  const caches = [STATIC_KV.pastKey(i), STATIC_KV.pastValue(i), io.seqlensK, io.totalSequenceLength];
+  // GroupQueryAttention's own rotary needs head sizes that are multiples of 16; others rotate q and k first,
+  // at the rows' shared position (a [1] start offset).
+  if (HS % 16 === 0) return g.msOp('GroupQueryAttention', [qkv, '', '', ...caches, rotary.cos, rotary.sin], outputs, { ...attrs, do_rotary: 1 })[0]!;
+  const [q, k, v] = g.op('Split', [qkv, g.int64s(`${name}_qkv_split`, [N * HS, KVH * HS, KVH * HS])], [`${name}_q`, `${name}_k`, `${name}_v`], { axis: -1 });
+  // The device loop's rows share a position (a [1] start offset); the slot steps' rows have one each ([batch, seq]).
+  const start = io.variant.kvCache === 'slots' ? io.positions() : step.once('rope_start', () => g.op('Reshape', [io.positions(), g.int64s('rope_start_shape', [1])], ['rope_start'])[0]!);
+  const [qr] = g.msOp('RotaryEmbedding', [q!, start, rotary.cos, rotary.sin], [`${name}_q_rot`], { num_heads: N });
+  const [kr] = g.msOp('RotaryEmbedding', [k!, start, rotary.cos, rotary.sin], [`${name}_k_rot`], { num_heads: KVH });
+  return g.msOp('GroupQueryAttention', [qr!, kr!, v!, ...caches], outputs, attrs)[0]!;
 }
 
 /** The rotary cos/sin caches of the step: precomputed initializers, or computed per call for dynamic scaling. */

@@ -3,6 +3,7 @@ import type { GraphBuilder } from '../onnx/graph-builder.js';
 import { type ElemTypeName, encodeFloats } from '../onnx/tensor-types.js';
 import type { DecoderStep } from './decoder-step.js';
 import { appendSamplingHead } from './sampling-head.js';
+import { type SmallBatchProjection, smallBatchMatMul } from './small-batch.js';
 
 /** The lowest finite value of a float type: a logit that never wins and never turns softmax into NaN. */
 export function lowestLogit(type: ElemTypeName): number {
@@ -26,6 +27,18 @@ export function appendLogitsHead(step: DecoderStep, hidden: string, lmHead: stri
   const [logits] = g.msOp('FusedMatMul', [projected, lmHead], [name], { transB: 1, alpha: { float: 1 } });
   const folded = extraEos ? foldEosIds(g, logits!, spec.eosTokenIds, step.w.type, spec.vocabSize, sample ? 'logsumexp' : 'max', sample ? 'last_logits' : SEARCH_STEP_IO.logits) : logits!;
   if (sample) appendSamplingHead(g, folded, step.w.type, spec.vocabSize, SEARCH_STEP_IO.logits);
+}
+
+/**
+ * The small-batch step's logits (static steps, the last position only): one SmallBatchMatMul of the final hidden
+ * state, with the final normalization folded in, against the [vocab, hidden] lm_head; several EOS ids folded onto
+ * the first as in appendLogitsHead.
+ */
+export function appendSmallBatchLogits(step: DecoderStep, hidden: string, lmHead: string, norm: SmallBatchProjection['norm']): string {
+  const { g, spec } = step;
+  const extraEos = spec.eosTokenIds.length > 1;
+  const logits = smallBatchMatMul(g, { input: hidden, weight: lmHead, norm }, extraEos ? 'raw_logits' : SEARCH_STEP_IO.logits);
+  return extraEos ? foldEosIds(g, logits, spec.eosTokenIds, step.w.type, spec.vocabSize, 'max', SEARCH_STEP_IO.logits) : logits;
 }
 
 /**

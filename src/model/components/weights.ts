@@ -59,15 +59,16 @@ export class WeightLoader {
    */
   stackedTransposed(initName: string, parts: readonly { name: string; rows: number }[], cols: number): string {
     const total = parts.reduce((n, p) => n + p.rows, 0);
-    return this.g.initializer(initName, this.type, [cols, total], () => {
-      const stacked = new Float32Array(total * cols);
-      let row = 0;
-      for (const p of parts) {
-        stacked.set(this.read(p.name, [p.rows, cols]), row * cols);
-        row += p.rows;
-      }
-      return encodeFloats(transposeMatrix(stacked, total, cols), this.precision);
-    });
+    return this.g.initializer(initName, this.type, [cols, total], () => encodeFloats(transposeMatrix(this.readStacked(parts, cols), total, cols), this.precision));
+  }
+
+  /**
+   * Several stored [rows_i, cols] matrices stacked along their rows as they are: one [Σ rows_i, cols] initializer
+   * ([out, in], as genqueue.SmallBatchMatMul reads its weights).
+   */
+  stacked(initName: string, parts: readonly { name: string; rows: number }[], cols: number): string {
+    const total = parts.reduce((n, p) => n + p.rows, 0);
+    return this.g.initializer(initName, this.type, [total, cols], () => encodeFloats(this.readStacked(parts, cols), this.precision));
   }
 
   /** Several stored vectors concatenated (the biases of a stacked projection). */
@@ -82,6 +83,16 @@ export class WeightLoader {
       }
       return encodeFloats(out, this.precision);
     });
+  }
+
+  private readStacked(parts: readonly { name: string; rows: number }[], cols: number): Float32Array {
+    const stacked = new Float32Array(parts.reduce((n, p) => n + p.rows, 0) * cols);
+    let row = 0;
+    for (const p of parts) {
+      stacked.set(this.read(p.name, [p.rows, cols]), row * cols);
+      row += p.rows;
+    }
+    return stacked;
   }
 
   private read(name: string, dims: readonly number[]): Float32Array {
