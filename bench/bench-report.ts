@@ -60,9 +60,8 @@ export function writeReport(outDir: string, notes: string[] = []): BenchReport {
   const gpus = [...new Set(sections.map((s) => s.gpu))];
   if (gpus.length > 1) throw new Error(`section results come from different GPUs (${gpus.join(', ')}); rerun them on one`);
   const gpu = gpus[0]!;
-  const shapes = [...new Set(sections.map((s) => s.modelShape))];
-  if (shapes.length > 1) throw new Error(`section results come from different model shapes (${shapes.join(', ')})`);
-  const modelShape = shapes[0]!;
+  // Several shapes may share a report (their rows carry the shape's prefix); the first section's names the report.
+  const modelShape = sections.find((s) => s.modelShape === 'small')?.modelShape ?? sections[0]!.modelShape;
   const report: BenchReport = {
     gpu,
     modelShape,
@@ -71,7 +70,7 @@ export function writeReport(outDir: string, notes: string[] = []): BenchReport {
     rows: sections.flatMap((s) =>
       s.rows.map((r) => {
         // The roofline is computed for GPT-2 small's parameter count only.
-        const roof = modelShape === 'small' ? rooflineTokensPerSecond(r, gpu) : undefined;
+        const roof = s.modelShape === 'small' ? rooflineTokensPerSecond(r, gpu) : undefined;
         return { ...r, section: s.section, ...(roof ? { rooflineTokensPerSecond: roof } : {}) };
       }),
     ),
@@ -112,7 +111,7 @@ function renderMarkdown(r: BenchReport): string {
     );
   }
   lines.push('', '## Batch sweep (new tokens/s; roofline = HBM-bandwidth upper bound)', '');
-  const sweepNames = [...new Set(r.rows.filter((x) => x.status === 'ok' && /^(ort-ingraph|ort-native|hf-transformers)/.test(x.name)).map((x) => x.name))];
+  const sweepNames = [...new Set(r.rows.filter((x) => x.status === 'ok' && /^(llama1b-|qwen05b-)?(ort-ingraph|ort-native|hf-transformers)/.test(x.name)).map((x) => x.name))];
   const batches = [...new Set(r.rows.filter((x) => sweepNames.includes(x.name)).map((x) => x.batch))].sort((a, b) => a - b);
   lines.push(`| method | ${batches.map((b) => `bs ${b}`).join(' | ')} |`, `| --- | ${batches.map(() => '---').join(' | ')} |`);
   for (const name of sweepNames) {
@@ -148,7 +147,7 @@ function renderMarkdown(r: BenchReport): string {
 function renderChart(r: BenchReport): string {
   const series = new Map<string, { batch: number; tps: number }[]>();
   for (const x of r.rows) {
-    if (x.status !== 'ok' || !x.newTokensPerSecond || !/^(ort-ingraph|ort-native-cudagraph|hf-transformers)/.test(x.name)) continue;
+    if (x.status !== 'ok' || !x.newTokensPerSecond || !/^(llama1b-|qwen05b-)?(ort-ingraph|ort-native-cudagraph|hf-transformers)/.test(x.name)) continue;
     series.set(x.name, [...(series.get(x.name) ?? []), { batch: x.batch, tps: x.newTokensPerSecond }]);
     if (x.rooflineTokensPerSecond && x.name === 'ort-ingraph-fp16') {
       series.set('roofline fp16', [...(series.get('roofline fp16') ?? []), { batch: x.batch, tps: x.rooflineTokensPerSecond }]);

@@ -63,6 +63,14 @@ export interface SectionResult {
 
 const SEED: BenchShape = { promptTokens: 8, totalTokens: 256 };
 
+/**
+ * Row names and part files of the other shapes carry their shape's prefix (llama1b-ort-native-cudagraph-fp16,
+ * parts/llama1b-native.json), so runs of several shapes sit side by side in one report; GPT-2's keep theirs.
+ */
+const ROW_PREFIX: Record<BenchModelShape, string> = { tiny: '', small: '', large: '', 'llama-3.2-1b': 'llama1b-', 'qwen2.5-0.5b': 'qwen05b-' };
+/** hf_generate_bench.py's --arch for each shape (it names its rows <arch>-hf-transformers, GPT-2's hf-transformers). */
+const HF_ARCH: Record<BenchModelShape, string> = { tiny: 'gpt2', small: 'gpt2', large: 'gpt2', 'llama-3.2-1b': 'llama1b', 'qwen2.5-0.5b': 'qwen05b' };
+
 /** Runs the requested sections one after another, writing each section's JSON as soon as it is done. */
 export async function runBench(o: BenchOptions): Promise<SectionResult[]> {
   mkdirSync(join(o.outDir, 'parts'), { recursive: true });
@@ -88,7 +96,9 @@ export async function runBench(o: BenchOptions): Promise<SectionResult[]> {
       measurements: [...measurements, { name: `${section}-wall`, value: (performance.now() - started) / 1000, unit: 's' }],
       finishedAt: new Date().toISOString(),
     };
-    writeFileSync(join(o.outDir, 'parts', `${section}.json`), JSON.stringify(result, null, 1));
+    const prefix = ROW_PREFIX[o.shape];
+    for (const [i, r] of rows.entries()) if (!r.name.startsWith(prefix)) rows[i] = { ...r, name: prefix + r.name };
+    writeFileSync(join(o.outDir, 'parts', `${prefix}${section}.json`), JSON.stringify(result, null, 1));
     for (const r of rows) o.log(`  ${JSON.stringify(r)}`);
     for (const r of rows.filter((x) => x.msPerStep)) {
       o.log(`  ${r.name} batch ${r.batch}: ${r.msPerStep!.toFixed(3)} ms/step, ${Math.round(r.newTokensPerSecond!)} new tokens/s${r.note ? ` (${r.note})` : ''}`);
@@ -236,7 +246,7 @@ async function runSection(section: BenchSection, o: BenchOptions, ckpt: string, 
         rows.push({ name: 'hf-transformers', batch: 0, status: 'unavailable', note: 'no --hf-script given' });
         return;
       }
-      rows.push(...(await hfRows(o.hfScript, o.batches)).rows);
+      rows.push(...(await hfRows(o.hfScript, o.batches, HF_ARCH[o.shape], o.repeats)).rows);
       return;
     }
   }
