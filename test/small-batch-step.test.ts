@@ -215,7 +215,7 @@ describe('the Llama-family small-batch step on CUDA', { skip: gpuSkip }, () => {
   it('random Llama (head size 64): batches of 1 and 2 give the regular step\'s tokens for at least 24 tokens per row; captured graphs give the plain runs\' tokens', () => {
     withRunners('random', [{}, { cudaGraph: false }, { smallBatchRows: 0 }], (small, plain, regular) => {
       assert.equal(small.smallBatchError, undefined, 'the small-batch step was created');
-      for (const requests of [[greedy([1, 500, 600], 40)], [greedy([1, 500, 600], 40), greedy([1, 17, 1000, 33, 250, 1900], 32)]]) {
+      for (const requests of [[greedy([1, 500, 600], 40, 40)], [greedy([1, 500, 600], 40, 40), greedy([1, 17, 1000, 33, 250, 1900], 32, 32)]]) {
         const expected = plain.run(requests);
         for (let call = 0; call < 3; call++) assert.deepEqual(small.run(requests), expected, `batch ${requests.length} call ${call}`);
         regular.run(requests).forEach((r, i) => {

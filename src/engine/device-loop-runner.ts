@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type DeviceLoopBindings, EOS_CHECK_EVERY, deviceLoopBindings } from '../model/contract.js';
 import type { ModelManifest } from '../model/manifest.js';
-import type { DeviceSpec } from './execution-provider.js';
+import { type DeviceSpec, preferFullFp32OnCuda } from './execution-provider.js';
 import { type GenerationRequest, type GenerationResult, resultFromGenerated } from './generation-types.js';
 
 const require = createRequire(import.meta.url);
@@ -100,6 +100,7 @@ export class DeviceLoopRunner {
   ) {}
 
   static open(modelDir: string, manifest: ModelManifest, options: DeviceLoopRunnerOptions): DeviceLoopRunner {
+    preferFullFp32OnCuda(options.device);
     const { spec, capabilities, files } = manifest;
     const cuda = options.device.kind !== 'cpu';
     const step = cuda ? files.deviceLoop : files.deviceLoopCpu;

@@ -1,3 +1,4 @@
+import { isMainThread } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -72,4 +73,15 @@ export function assertCudaProviderInstalled(device: DeviceSpec): void {
 /** ONNX Runtime's error when a provider's shared library (or one it needs, such as cuBLAS) fails to load. */
 export function isProviderLoadFailure(e: unknown): boolean {
   return e instanceof Error && /AppendExecutionProvider_(Cuda|CUDA|TensorRT)|Failed to load (shared )?library|providers_cuda/.test(e.message);
+}
+
+/**
+ * Full fp32 matrix products on CUDA. ONNX Runtime's CUDA provider lets cuBLAS use TF32 (a 10-bit mantissa) for fp32
+ * products, which flips greedy tokens at near-ties, so fp32 on CUDA would not give the CPU's tokens; onnxruntime-node
+ * cannot set the provider's use_tf32, so the process asks cuBLAS for full fp32 through NVIDIA_TF32_OVERRIDE=0 unless
+ * the environment already says otherwise (fp16 products are unaffected). Only the main thread's environment reaches
+ * native code, so engines call this before they start their thread.
+ */
+export function preferFullFp32OnCuda(d: DeviceSpec): void {
+  if (d.kind !== 'cpu' && isMainThread && process.env.NVIDIA_TF32_OVERRIDE === undefined) process.env.NVIDIA_TF32_OVERRIDE = '0';
 }

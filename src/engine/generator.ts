@@ -11,6 +11,7 @@ import {
   executionProviders,
   formatDevice,
   isProviderLoadFailure,
+  preferFullFp32OnCuda,
 } from './execution-provider.js';
 import type { TextGenerationEngine } from './text-generation-engine.js';
 import {
@@ -78,6 +79,7 @@ export class Generator implements TextGenerationEngine {
    * warms up every path a greedy batch may take (warmUp).
    */
   static async open(modelDir: string, options: GeneratorOptions): Promise<Generator> {
+    preferFullFp32OnCuda(options.device);
     const manifest = readManifest(modelDir);
     if (manifest.spec.precision === 'fp16' && options.device.kind === 'cpu') {
       throw new Error(`${modelDir} is an fp16 build: ONNX Runtime's CPU kernels for its operators are fp32 only; use --device cuda:N or an fp32 build`);

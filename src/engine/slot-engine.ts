@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
 import { SLOT_STATUS, slotBindings } from '../model/contract.js';
 import { onnxRuntimeLibrary } from './device-loop-runner.js';
-import { type DeviceSpec, formatDevice } from './execution-provider.js';
+import { type DeviceSpec, formatDevice, preferFullFp32OnCuda } from './execution-provider.js';
 import { type SlotAdmission, type SlotChunk, type SlotLoopAddon, loadSlotLoopAddon } from './slot-addon.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
 import {
@@ -94,6 +94,7 @@ export class SlotEngine implements SlotGenerationEngine {
   }
 
   static open(modelDir: string, options: SlotEngineOptions): SlotEngine {
+    preferFullFp32OnCuda(options.device);
     const manifest = readManifest(modelDir);
     const { spec, files } = manifest;
     if (!files.slotDecode || !files.slotPrefill) {

@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import { startEngineThread } from './engine-thread.js';
 import type { ModelManifest } from '../model/manifest.js';
-import type { DeviceSpec } from './execution-provider.js';
+import { type DeviceSpec, preferFullFp32OnCuda } from './execution-provider.js';
 import type { GeneratorOptions } from './generator.js';
 import type { GenerationBatchResult, GenerationRequest } from './generation-types.js';
 import type { ThreadRequest, ThreadResponse } from './generator-thread-protocol.js';
@@ -51,6 +51,7 @@ export class ThreadedGenerator implements TextGenerationEngine {
   ) {}
 
   static async open(modelDir: string, options: ThreadedGeneratorOptions): Promise<ThreadedGenerator> {
+    preferFullFp32OnCuda(options.device);
     const { manifest, device, thread } = await spawnThread(modelDir, options);
     const g = new ThreadedGenerator(modelDir, options, manifest, device);
     g.attach(thread);

@@ -1,5 +1,6 @@
 import type { Worker } from 'node:worker_threads';
 import { startEngineThread } from './engine-thread.js';
+import { preferFullFp32OnCuda } from './execution-provider.js';
 import type { SlotEngineOptions } from './slot-engine.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
 import type { SlotThreadInit, SlotThreadRequest, SlotThreadResponse } from './slot-thread-protocol.js';
@@ -66,6 +67,7 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
   ) {}
 
   static async open(modelDir: string, options: ThreadedSlotEngineOptions): Promise<ThreadedSlotEngine> {
+    preferFullFp32OnCuda(options.device);
     const started = await spawnThread(modelDir, options);
     const engine = new ThreadedSlotEngine(modelDir, options, started.limits, started.device);
     engine.attach(started.thread);
