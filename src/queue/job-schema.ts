@@ -39,6 +39,36 @@ export function promptLengthError(job: Pick<JobData, 'prompt' | 'messages'>, max
  */
 const boundedFloat = (min: number, max: number) => z.number().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 
+/** Seeds are unsigned 63-bit integers (what a sampler's int64 state takes without a sign). */
+export const MAX_SEED = 2n ** 63n - 1n;
+
+/** Why a value cannot be a seed, or undefined: an integer in [0, 2^63 - 1], as a JSON number or a decimal string. */
+function seedProblem(value: number | string): string | undefined {
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0) return 'must be an integer from 0 to 2^63 - 1';
+    // JSON.parse has already rounded a larger number to a nearby double: the seed given is not the seed read.
+    if (!Number.isSafeInteger(value)) return 'above 2^53 - 1 a JSON number loses precision: give the seed as a decimal string ("12345678901234567890")';
+    return undefined;
+  }
+  if (!/^(0|[1-9][0-9]*)$/.test(value)) return 'a seed string must be a decimal integer without sign or leading zeros';
+  return value.length > 19 || BigInt(value) > MAX_SEED ? 'must be at most 2^63 - 1 (9223372036854775807)' : undefined;
+}
+
+/**
+ * A sampling seed: an integer from 0 to 2^63 - 1, as a JSON number up to 2^53 - 1 (beyond, JSON numbers lose
+ * precision) or as a decimal string (any value). Kept as given: `BigInt(seed)` reads either form.
+ */
+export const Seed = z
+  .union([z.number(), z.string()], { message: 'must be an integer or a decimal string' })
+  .superRefine((value, ctx) => {
+    const problem = seedProblem(value);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+export const MAX_STOP_STRINGS = 16;
+/** Strings that end a completion where they appear (the text stops before the first one, as OpenAI's `stop`). */
+export const StopStrings = z.array(z.string().min(1, 'must not be empty')).max(MAX_STOP_STRINGS, `at most ${MAX_STOP_STRINGS} stop strings`);
+
 /** BullMQ's priorities: 1 is the highest; jobs without one run before every prioritized job. */
 export const MAX_PRIORITY = 2 ** 21 - 1;
 export const Priority = z.number().int().min(1).max(MAX_PRIORITY, `must be at most ${MAX_PRIORITY} (1 is the highest)`);
@@ -109,6 +139,12 @@ export const JobInput = z
     top_k: z.number().int().min(0).default(0),
     top_p: boundedFloat(0.001, 1).default(1),
     repetition_penalty: boundedFloat(0.01, 100).default(1),
+    // seed, stop and stream are for the slot engine (continuous batching); the search-op paths do not read them
+    // (docs/architecture.md: which path honours which job field).
+    seed: Seed.optional(),
+    stop: StopStrings.optional(),
+    /** Send tokens as they are generated (where the engine can) besides the result. */
+    stream: z.boolean().default(false),
     model: ModelName.optional(),
     /** Any JSON object: copied into the job's result and output line as it is. */
     metadata: Metadata.optional(),

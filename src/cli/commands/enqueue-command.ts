@@ -8,9 +8,11 @@ import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { connectRedisClient } from '../redis-client.js';
 import { openOutput, summaryLine, writeResults } from '../result-lines.js';
+import { streamPrinter } from '../stream-lines.js';
 
 interface EnqueueOptions {
   wait?: boolean;
+  stream?: boolean;
   out?: string;
   skipInvalid?: boolean;
   idsOut?: string;
@@ -60,6 +62,7 @@ export function registerEnqueueCommand(program: Command): void {
     .argument('<file.jsonl>', 'lines of {"id"?, "prompt", "max_new_tokens"?, "decoding"?, "model"?, ...}')
     .option('--wait', 'wait for every job and write its result (exit code 1 unless every job completed)')
     .option('--out <results.jsonl>', 'where --wait writes results (default: stdout)')
+    .option('--stream', 'with --wait, print the text of jobs with "stream": true as it is generated, to stderr: `<id>: "<new text>"`')
     .option('--skip-invalid', 'enqueue the valid lines even if some are invalid (default: refuse the whole file)')
     .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from`')
     .option('--chunk-size <n>', 'jobs per addBulk call', positiveInt('--chunk-size'), 1000)
@@ -73,6 +76,7 @@ export function registerEnqueueCommand(program: Command): void {
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
+      if (o.stream && !o.wait) throw new Error('--stream needs --wait');
       const connection = connectRedisClient(config);
       const producer = new JobProducer({
         connection,
@@ -111,17 +115,24 @@ export function registerEnqueueCommand(program: Command): void {
         const refs = distinctRefs(report.jobs ?? []);
         const collector = new ResultCollector({ connection });
         const out = openOutput(o.out);
-        const waitBar = new ProgressBar('results');
+        // Streamed text and a redrawn bar would garble each other on stderr.
+        const waitBar = o.stream ? undefined : new ProgressBar('results');
         try {
           const summary = await writeResults(
-            collector.collect(refs, { wait: true, timeoutMs: o.timeoutMs, recheckMs: o.recheckMs, onProgress: (d, t) => waitBar.update(d, t) }),
+            collector.collect(refs, {
+              wait: true,
+              timeoutMs: o.timeoutMs,
+              recheckMs: o.recheckMs,
+              onProgress: (d, t) => waitBar?.update(d, t),
+              ...(o.stream ? { onPartial: streamPrinter(process.stderr) } : {}),
+            }),
             out.stream,
             refs.length,
           );
           process.stderr.write(`${summaryLine(summary)}\n`);
           if (summary.completed !== summary.jobs) process.exitCode = 1;
         } finally {
-          waitBar.stop();
+          waitBar?.stop();
           await out.close();
         }
       } finally {
