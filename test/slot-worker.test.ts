@@ -8,12 +8,15 @@ import { after, before, describe, it } from 'node:test';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { loadConfig } from '../src/config/load-config.js';
 import { DEVICE_LOOP_ADDON } from '../src/engine/device-loop-runner.js';
+import { SlotCapacityError } from '../src/engine/slot-errors.js';
 import { Generator } from '../src/engine/generator.js';
 import { ThreadedGenerator } from '../src/engine/threaded-generator.js';
 import { ThreadedSlotEngine } from '../src/engine/threaded-slot-engine.js';
 import { writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { readManifest } from '../src/model/manifest.js';
+import { resolveModelArg } from '../src/model/model-reference.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { JobCanceller } from '../src/queue/job-canceller.js';
 import { JobProducer } from '../src/queue/job-producer.js';
@@ -25,6 +28,8 @@ import { readFleet } from '../src/worker/fleet-heartbeat.js';
 import { GenerationWorker, type GenerationWorkerOptions } from '../src/worker/generation-worker.js';
 import { generationRequestFor } from '../src/worker/job-request.js';
 import { LazyEngine } from '../src/worker/lazy-engine.js';
+import { slotRefusal } from '../src/worker/slot-scheduler.js';
+import { startWorker } from '../src/worker/worker-process.js';
 import { eventually } from './harness/eventually.js';
 import { fixturePath } from './harness/fixtures.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
@@ -241,7 +246,7 @@ describe('worker on the slot engine (continuous batching, CPU provider, real Red
       assert.match(error('bad-temperature'), /^invalid job data: temperature: /);
       assert.match(error('bad-stop'), /^invalid job data: stop\.1: must not be empty/);
       const n = (await tokenizer.encode('word '.repeat(100))).length;
-      assert.equal(error('too-long'), `promptIds: prompt (${n} tokens) + max_new_tokens (100) = ${n + 100} exceeds the slot capacity 128`);
+      assert.equal(error('too-long'), `prompt (${n} tokens) + max_new_tokens (100) = ${n + 100} exceeds the model's context length 128`);
       completed(results.get('fine'), 'fine');
       // Only the job that fits reached the engine.
       assert.equal((await slotEngine.stats()).submitted, submitted + 1);
@@ -392,7 +397,90 @@ describe('worker on the slot engine (continuous batching, CPU provider, real Red
   });
 });
 
+describe('the worker process and the CLI on the slot engine (CPU provider)', { skip }, () => {
+  let redis: TestRedis;
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  before(async () => {
+    redis = await startTestRedis();
+    work = mkdtempSync(join(tmpdir(), 'genqueue-slot-cli-'));
+    env = { ...process.env, GENQUEUE_CACHE_DIR: join(work, 'cache'), REDIS_URL: redis.url, GENQUEUE_LOG_LEVEL: 'warn' };
+  });
+  after(async () => {
+    await redis.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('startWorker on slots: every slot warmed through the graph capture and per warm-up length; slot metrics with real first tokens', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const config = loadConfig({ env: { REDIS_URL: redis.url, GENQUEUE_CACHE_DIR: join(work, 'cache') } });
+    const model = await resolveModelArg(fixturePath('gpt2-tiny'), config);
+    const started = await startWorker(config, { ...model, name: 'tiny' }, { device: 'cpu', engine: 'slots', slots: 3, warmupLengths: [12], prefix: 'warm' }, logger);
+    try {
+      assert.equal(started.slotEngine?.limits.slots, 3);
+      const warmed = lines.map((l) => JSON.parse(l) as { msg: string; promptTokens: number; newTokens: number; slots: number }).filter((l) => l.msg === 'warmed up');
+      assert.deepEqual(warmed.map((l) => [l.promptTokens, l.newTokens, l.slots]), [[1, 33, 3], [6, 6, 3]]);
+      const producer = new JobProducer({ connection: redis.connection, prefix: 'warm' });
+      const placed = await producer.enqueueJobs([job({ id: 'w-1', prompt: 'Hello', max_new_tokens: 40 }), job({ id: 'w-2', prompt: 'Hi', max_new_tokens: 3 })]);
+      await producer.close();
+      for await (const r of new ResultCollector({ connection: redis.connection, prefix: 'warm' }).collect(placed, { wait: true, timeoutMs: 60_000 })) {
+        assert.equal(r.status, 'completed');
+      }
+      const metrics = await started.worker.metrics.registry.metrics();
+      assert.match(metrics, /genqueue_slots\{[^}]*\} 3/);
+      assert.match(metrics, /genqueue_slots_in_use\{[^}]*\} 0/);
+      assert.match(metrics, /genqueue_time_to_first_token_seconds_count\{[^}]*\} 2/);
+      assert.match(metrics, /genqueue_generated_tokens_total\{[^}]*\} 43/);
+    } finally {
+      await started.close();
+    }
+  });
+
+  it('generate --seed: the same seed gives the same tokens in any company; --stop cuts the text; a prompt beyond a slot says both numbers', async () => {
+    const cli = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [CLI, 'generate', '--model', fixturePath('gpt2-tiny'), '--device', 'cpu', '--engine', 'slots', ...args], { env }, (e, stdout, stderr) =>
+          resolve({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr }),
+        ),
+      );
+    const sample = ['--decoding', 'sample', '--temperature', '1.2', '--max-new-tokens', '24', '--json'];
+    const alone = await cli(['--prompt', 'The weather today', '--seed', '12345', ...sample]);
+    assert.equal(alone.code, 0, alone.stderr);
+    const line = JSON.parse(alone.stdout) as { tokenIds: number[]; seed: number; text: string };
+    assert.equal(line.seed, 12345);
+    const prompts = join(work, 'prompts.jsonl');
+    writeFileSync(prompts, ['{"prompt": "Other company first", "seed": 1}', '{"prompt": "The weather today"}', '{"prompt": "And a greedy one", "decoding": "greedy"}'].join('\n'));
+    const together = await cli(['--prompts-file', prompts, '--seed', '12345', '--slots', '2', ...sample]);
+    assert.equal(together.code, 0, together.stderr);
+    const lines = together.stdout.trim().split('\n').map((l) => JSON.parse(l) as { prompt: string; tokenIds: number[]; seed?: number });
+    assert.deepEqual(lines.map((l) => l.prompt), ['Other company first', 'The weather today', 'And a greedy one'], 'printed in input order');
+    assert.deepEqual(lines[1]!.tokenIds, line.tokenIds);
+    assert.equal(lines[0]!.seed, 1);
+    assert.equal(lines[2]!.seed, undefined);
+    const other = JSON.parse((await cli(['--prompt', 'The weather today', '--seed', '12346', ...sample])).stdout) as { tokenIds: number[] };
+    assert.notDeepEqual(other.tokenIds, line.tokenIds);
+    const stop = line.text.slice(6, 9);
+    const cut = JSON.parse((await cli(['--prompt', 'The weather today', '--seed', '12345', '--stop', stop, ...sample])).stdout) as { text: string; finishReason: string };
+    assert.deepEqual([cut.text, cut.finishReason], [line.text.slice(0, line.text.indexOf(stop)), 'stop']);
+    const tooLong = await cli(['--prompt', 'Hello world', '--max-new-tokens', '200']);
+    assert.equal(tooLong.code, 1);
+    assert.match(tooLong.stderr, /prompt \(2 tokens\) \+ max_new_tokens \(200\) = 202 exceeds the model's context length 128/);
+    const refused = await cli(['--prompt', 'x', '--decoding', 'sample', '--seed', '-1']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /--prompt: seed: /);
+  });
+});
+
 describe('job fields for the slot engine, refused at enqueue naming the field', () => {
+  it('a prompt beyond a slot smaller than the context names the slot capacity and the context length', () => {
+    assert.equal(
+      slotRefusal(new SlotCapacityError(100, 50, 96), 128),
+      'prompt (100 tokens) + max_new_tokens (50) = 150 exceeds the slot capacity 96 (worker.slotCapacity; the model\'s context length is 128)',
+    );
+    assert.equal(slotRefusal(new SlotCapacityError(100, 50, 128), 128), "prompt (100 tokens) + max_new_tokens (50) = 150 exceeds the model's context length 128");
+  });
+
   it('seed, top_p, temperature with sampling, stop', () => {
     const error = (fields: Record<string, unknown>): string => {
       const p = parseJob({ prompt: 'p', ...fields });

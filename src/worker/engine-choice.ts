@@ -1,5 +1,7 @@
+import type { GenqueueConfig } from '../config/config-schema.js';
 import type { DeviceSpec } from '../engine/execution-provider.js';
 import { loadSlotLoopAddon } from '../engine/slot-addon.js';
+import type { SlotEngineOptions } from '../engine/slot-engine.js';
 import type { ModelManifest } from '../model/manifest.js';
 
 /** config worker.engine / --engine. */
@@ -12,7 +14,7 @@ export type EngineChoice = { readonly kind: 'slots' } | { readonly kind: 'batche
  * Whether auto picks the slot engine on the CPU provider. Measured on the demo model through the queue (bench
  * `--sections mixed --device cpu`): README "Continuous batching in the worker" has the numbers.
  */
-export const AUTO_SLOTS_ON_CPU = false;
+export const AUTO_SLOTS_ON_CPU = true;
 
 /** Why the slot engine cannot run this model on this device, or undefined when it can. */
 export function slotEngineUnavailable(manifest: ModelManifest, device: DeviceSpec): string | undefined {
@@ -42,4 +44,24 @@ export function chooseEngine(setting: EngineSetting, manifest: ModelManifest, de
   }
   if (device.kind === 'cpu' && !AUTO_SLOTS_ON_CPU) return { kind: 'batches' };
   return unavailable ? { kind: 'batches', reason: `continuous batching is off: ${unavailable}` } : { kind: 'slots' };
+}
+
+/** The slot engine's options from the config's worker settings (`slots` from a flag wins); unset ones keep the engine's defaults. */
+export function slotEngineOptions(
+  w: GenqueueConfig['worker'],
+  device: DeviceSpec,
+  slots: number | undefined,
+  onWarning: (message: string) => void,
+): SlotEngineOptions {
+  const set = <K extends keyof SlotEngineOptions>(key: K, value: SlotEngineOptions[K] | undefined): Partial<SlotEngineOptions> =>
+    value === undefined ? {} : { [key]: value };
+  return {
+    device,
+    ...set('slots', slots ?? w.slots),
+    ...set('capacity', w.slotCapacity),
+    ...set('chunkSteps', w.chunkSteps),
+    ...set('prefillChunk', w.prefillChunk),
+    ...set('prefillRows', w.prefillRows),
+    onWarning,
+  };
 }

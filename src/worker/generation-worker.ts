@@ -18,7 +18,7 @@ import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
 import { generationRequestFor, runsOnSlots, seedForResult } from './job-request.js';
 import { generateSplittingOnOom } from './out-of-memory.js';
-import { SlotScheduler, type SlotOutcome } from './slot-scheduler.js';
+import { SlotScheduler, type SlotOutcome, slotRefusal } from './slot-scheduler.js';
 import { StopSequences, applyStops } from './stop-sequences.js';
 import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
@@ -380,7 +380,7 @@ export class GenerationWorker {
         ...(data.stream ? { publish: (progress) => job.updateProgress({ ...progress }) } : {}),
       });
     } catch (e) {
-      if (e instanceof SlotRequestError) throw new JobContentError(e.message);
+      if (e instanceof SlotRequestError) throw new JobContentError(slotRefusal(e, this.options.engine.manifest.spec.contextLength));
       if (await this.isCancelled(ref)) throw new JobCancelledError();
       throw new Error(`generation failed: ${(e as Error).message}`);
     }

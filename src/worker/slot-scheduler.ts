@@ -1,3 +1,4 @@
+import { SlotCapacityError, type SlotRequestError } from '../engine/slot-errors.js';
 import type { SlotGenerationEngine, SlotHandle, SlotResult, SlotTimings } from '../engine/slot-types.js';
 import type { JobData } from '../queue/job-schema.js';
 import type { JobRef } from '../queue/result-collector.js';
@@ -41,6 +42,19 @@ export interface SlotOutcome {
   readonly timings: SlotTimings;
   /** When its first token reached this thread (ms since the epoch). */
   readonly firstTokenAt?: number;
+}
+
+/**
+ * Why the slot engine refused a job, as its failed reason: a prompt too long for a slot reads as it does on the
+ * search ops (both numbers and the model's context length) when the slot holds the whole context, and names the
+ * slot capacity setting when it holds less.
+ */
+export function slotRefusal(e: SlotRequestError, contextLength: number): string {
+  if (!(e instanceof SlotCapacityError)) return e.message;
+  const total = `prompt (${e.promptTokens} tokens) + max_new_tokens (${e.maxNewTokens}) = ${e.promptTokens + e.maxNewTokens}`;
+  return e.capacity >= contextLength
+    ? `${total} exceeds the model's context length ${contextLength}`
+    : `${total} exceeds the slot capacity ${e.capacity} (worker.slotCapacity; the model's context length is ${contextLength})`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
-import { type DeviceSpec, formatDevice, parseDevice } from '../engine/execution-provider.js';
+import { formatDevice, parseDevice } from '../engine/execution-provider.js';
 import { warmupRequest } from '../engine/generation-types.js';
 import { runsDeviceLoop } from '../engine/generator.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
@@ -12,7 +12,7 @@ import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
 import { assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
-import { type EngineSetting, chooseEngine } from './engine-choice.js';
+import { type EngineSetting, chooseEngine, slotEngineOptions } from './engine-choice.js';
 import { GenerationWorker, type ShutdownReport } from './generation-worker.js';
 import { LazyEngine } from './lazy-engine.js';
 import { MetricsServer, redisCheck } from './metrics-server.js';
@@ -72,11 +72,15 @@ export async function startWorker(
   const maxBatch = o.maxBatch ?? config.worker.maxBatch;
   const warmupLengths = o.warmupLengths ?? config.worker.warmupLengths;
   const choice = chooseEngine(o.engine ?? config.worker.engine, model.manifest, device);
-  if (choice.kind === 'batches' && choice.reason) logger.warn(choice.reason);
+  // On CUDA continuous batching is what a worker is expected to run; on the CPU the search ops are a fine second.
+  if (choice.kind === 'batches' && choice.reason) {
+    if (device.kind === 'cpu') logger.info(choice.reason);
+    else logger.warn(choice.reason);
+  }
   let engine: TextGenerationEngine;
   let slotEngine: ThreadedSlotEngine | undefined;
   if (choice.kind === 'slots') {
-    slotEngine = await openSlotEngine(config, model.dir, device, o.slots, logger);
+    slotEngine = await ThreadedSlotEngine.open(model.dir, slotEngineOptions(config.worker, device, o.slots, (m) => logger.warn(m)));
     engine = new LazyEngine(openSearchOps, model.manifest, formatDevice(device));
     await warmUpSlots(slotEngine, model.manifest.spec.eosTokenId, warmupLengths, logger).catch(async (e: unknown) => {
       await slotEngine!.close(); // its thread would otherwise keep the process alive
@@ -143,21 +147,6 @@ export async function startWorker(
       return report;
     },
   };
-}
-
-/** The slot engine in its worker thread, with the config's slot settings (flags win). */
-function openSlotEngine(config: GenqueueConfig, modelDir: string, device: DeviceSpec, slots: number | undefined, logger: Logger): Promise<ThreadedSlotEngine> {
-  const w = config.worker;
-  const set = <K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> => (value === undefined ? {} : ({ [key]: value } as Record<K, V>));
-  return ThreadedSlotEngine.open(modelDir, {
-    device,
-    ...set('slots', slots ?? w.slots),
-    ...set('capacity', w.slotCapacity),
-    ...set('chunkSteps', w.chunkSteps),
-    ...set('prefillChunk', w.prefillChunk),
-    ...set('prefillRows', w.prefillRows),
-    onWarning: (m) => logger.warn(m),
-  });
 }
 
 /**
