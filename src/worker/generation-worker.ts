@@ -45,7 +45,8 @@ export interface GenerationWorkerOptions {
   readonly maxWaitMs: number;
   /**
    * Jobs BullMQ may hold active at once per queue (default 2 × maxBatch, so the next batch collects while one
-   * runs; measured in bench/results), split evenly across that queue's fetchers.
+   * runs; measured in bench/results; with a slot engine, slots + slotPrefetch), split evenly across that queue's
+   * fetchers.
    */
   readonly concurrency?: number;
   /**
@@ -118,10 +119,11 @@ export class JobCancelledError extends UnrecoverableError {
 }
 
 /**
- * Takes jobs from the shared queue and this model's queue, tokenizes each, hands it to a BatchCollector and
- * answers it from one batched graph run. Each queue may hold twice a batch of jobs active (by default), so a
- * full batch runs while the next one collects; the engine runs in a worker thread, so lock renewal continues
- * during a run.
+ * Takes jobs from the shared queue and this model's queue and tokenizes each. With a slot engine, greedy and sampling
+ * jobs go to it (SlotScheduler: continuous batching, each job answered when it ends). Other jobs go to a
+ * BatchCollector and are answered from one batched graph run; each queue may hold twice a batch of jobs active (by
+ * default), so a full batch runs while the next one collects. The engines run in worker threads, so lock renewal
+ * continues during a run.
  */
 export class GenerationWorker {
   readonly workerId: string;
