@@ -81,7 +81,7 @@ interface MixedJob {
 }
 
 /** The job mix: J prompts of log-uniform length (in tokens, checked with the model's tokenizer) and max_new_tokens. */
-async function jobMix(o: MixedBenchOptions, model: ResolvedModel): Promise<MixedJob[]> {
+async function jobMix(o: MixedBenchOptions, model: ResolvedModel, capacity: number): Promise<MixedJob[]> {
   const random = mulberry32(MIX_SEED);
   const drawn = Array.from({ length: o.jobs }, (_, i) => {
     const n = logUniform(random, o.promptTokens[0], o.promptTokens[1]);
@@ -90,8 +90,7 @@ async function jobMix(o: MixedBenchOptions, model: ResolvedModel): Promise<Mixed
   });
   const tokenizer = TextTokenizer.fromModelDir(model.dir, model.manifest.files);
   const ids = await tokenizer.encodeBatch(drawn.map((d) => d.prompt));
-  const capacity = model.manifest.spec.contextLength;
-  // A prompt the tokenizer makes longer (a BOS token) keeps its max_new_tokens within the context.
+  // A prompt the tokenizer makes longer (a BOS token) keeps its max_new_tokens within a slot.
   return drawn.map((d, i) => ({ ...d, promptTokens: ids[i]!.length, maxNewTokens: Math.min(d.maxNewTokens, capacity - ids[i]!.length) }));
 }
 
@@ -167,20 +166,25 @@ export async function runMixed(o: MixedBenchOptions): Promise<MixedReport> {
   const ckpt = benchCheckpoint(o.workDir, o.shape);
   o.log(`mixed: building ${o.shape} (${precision})…`);
   const model = { ...(await benchModel(o.workDir, ckpt, precision)), name: 'bench' };
-  const mix = await jobMix(o, model);
+  // Slots as long as the longest job (a BOS token included; engine-uniform's are 256), in steps of 64, within the
+  // context: both slot rows hold the same KV caches, whatever the model's own default.
+  const longest = Math.max(256, o.promptTokens[1] + o.newTokens[1] + 1);
+  const capacity = Math.min(model.manifest.spec.contextLength, Math.ceil(longest / 64) * 64);
+  const mix = await jobMix(o, model, capacity);
   const sum = (f: (j: MixedJob) => number) => mix.reduce((a, j) => a + f(j), 0);
   const rows: BenchRow[] = [];
   const logRow = (r: BenchRow) => {
     rows.push(r);
     o.log(`  ${JSON.stringify(r)}`);
   };
-  const config = loadConfig({ env: {} });
+  const defaults = loadConfig({ env: {} });
+  const config = { ...defaults, worker: { ...defaults.worker, slotCapacity: capacity } };
   const device = formatDevice(o.device);
   const quiet = pino({ level: 'silent' });
 
   o.log('mixed: engine-uniform…');
   try {
-    logRow(await within(engineUniform(o, model.dir), o.rowTimeoutMs, 'engine-uniform'));
+    logRow(await within(engineUniform(o, model.dir, capacity), o.rowTimeoutMs, 'engine-uniform'));
   } catch (e) {
     logRow(failedRow('engine-uniform', o.slots, e));
   }
@@ -206,7 +210,8 @@ export async function runMixed(o: MixedBenchOptions): Promise<MixedReport> {
     await withWorker('continuous', { engine: 'slots', slots: o.slots, maxBatch: o.slots, warmupLengths }, async (redisUrl, started) => {
       o.log(`mixed: queue-mixed-continuous (${o.jobs} jobs)…`);
       const out = await produce({ redisUrl, jobs: jobsFor('c', mix), timeoutMs: o.rowTimeoutMs }, o.rowTimeoutMs + 30_000);
-      const row = queueRow('queue-mixed-continuous', o, precision, out, { slots: started.slotEngine!.limits.slots, chunkSteps: started.slotEngine!.limits.chunkSteps, engine: 'slots' });
+      const { slots, chunkSteps, capacity: slotCapacity } = started.slotEngine!.limits;
+      const row = queueRow('queue-mixed-continuous', o, precision, out, { slots, chunkSteps, capacity: slotCapacity, engine: 'slots' });
       continuous = { out, row };
       logRow(row);
       if (out.completed === 0) throw new Error('no job completed: no capacity to load the Poisson run with');
@@ -270,6 +275,7 @@ export async function runMixed(o: MixedBenchOptions): Promise<MixedReport> {
     slots: o.slots,
     jobs: o.jobs,
     mix: {
+      slotCapacity: capacity,
       seed: MIX_SEED,
       promptTokensMin: o.promptTokens[0],
       promptTokensMax: o.promptTokens[1],
@@ -291,8 +297,8 @@ export async function runMixed(o: MixedBenchOptions): Promise<MixedReport> {
 }
 
 /** The slot engine alone in its worker thread: uniformJobs requests of 8 → 256 tokens, all submitted at once. */
-async function engineUniform(o: MixedBenchOptions, modelDir: string): Promise<BenchRow> {
-  const engine = await ThreadedSlotEngine.open(modelDir, { device: o.device, slots: o.slots, onWarning: (m) => o.log(m) });
+async function engineUniform(o: MixedBenchOptions, modelDir: string, capacity: number): Promise<BenchRow> {
+  const engine = await ThreadedSlotEngine.open(modelDir, { device: o.device, slots: o.slots, capacity, onWarning: (m) => o.log(m) });
   try {
     const { chunkSteps } = engine.limits;
     // Three chunks first: the first runs plainly, the second captures the CUDA graph.
@@ -311,7 +317,7 @@ async function engineUniform(o: MixedBenchOptions, modelDir: string): Promise<Be
       precision: o.device.kind === 'cpu' ? 'fp32' : 'fp16',
       promptTokens: 8,
       totalTokens: 256,
-      variant: { jobs: o.uniformJobs, slots: o.slots, chunkSteps, engine: 'slots' },
+      variant: { jobs: o.uniformJobs, slots: o.slots, chunkSteps, capacity, engine: 'slots' },
       gpuMemoryMiB: gpuMemoryOf(),
       note: `${results.length} jobs of 8 → 256 tokens in ${seconds.toFixed(2)} s (slot engine in its thread, no queue)`,
     };

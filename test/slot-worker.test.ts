@@ -15,7 +15,7 @@ import { Generator } from '../src/engine/generator.js';
 import { ThreadedGenerator } from '../src/engine/threaded-generator.js';
 import { ThreadedSlotEngine } from '../src/engine/threaded-slot-engine.js';
 import { writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
-import { readManifest } from '../src/model/manifest.js';
+import { type ModelManifest, readManifest } from '../src/model/manifest.js';
 import { resolveModelArg } from '../src/model/model-reference.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { JobCanceller } from '../src/queue/job-canceller.js';
@@ -27,6 +27,7 @@ import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { readFleet } from '../src/worker/fleet-heartbeat.js';
 import { GenerationWorker, type GenerationWorkerOptions } from '../src/worker/generation-worker.js';
 import { generationRequestFor } from '../src/worker/job-request.js';
+import { slotEngineOptions } from '../src/worker/engine-choice.js';
 import { LazyEngine } from '../src/worker/lazy-engine.js';
 import { slotRefusal } from '../src/worker/slot-scheduler.js';
 import { startWorker } from '../src/worker/worker-process.js';
@@ -473,6 +474,16 @@ describe('the worker process and the CLI on the slot engine (CPU provider)', { s
 });
 
 describe('job fields for the slot engine, refused at enqueue naming the field', () => {
+  it('a slot holds the model\'s context by default, at most 4,096 positions; worker.slotCapacity and --slots win', () => {
+    const config = loadConfig({ env: {} });
+    const manifest = (contextLength: number) => ({ spec: { contextLength } }) as unknown as ModelManifest;
+    const warn = () => {};
+    assert.equal(slotEngineOptions(config.worker, manifest(1024), CPU, undefined, warn).capacity, 1024);
+    assert.equal(slotEngineOptions(config.worker, manifest(131_072), CPU, undefined, warn).capacity, 4096);
+    const set = slotEngineOptions({ ...config.worker, slotCapacity: 20_000, slots: 64, chunkSteps: 8 }, manifest(131_072), CPU, 32, warn);
+    assert.deepEqual([set.capacity, set.slots, set.chunkSteps, set.prefillChunk], [20_000, 32, 8, undefined]);
+  });
+
   it('a prompt beyond a slot smaller than the context names the slot capacity and the context length', () => {
     assert.equal(
       slotRefusal(new SlotCapacityError(100, 50, 96), 128),

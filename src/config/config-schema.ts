@@ -39,7 +39,10 @@ export const WorkerSettings = z
     engine: z.enum(['auto', 'slots', 'batches']),
     /** Rows of the slot engine's running batch (default 256 on CUDA, 8 on the CPU provider). */
     slots: z.number().int().min(1).max(4096).optional(),
-    /** Prompt + max_new_tokens one slot holds (default: the model's context length); longer jobs fail alone. */
+    /**
+     * Prompt + max_new_tokens one slot holds (default: the model's context length, at most 4096: each slot holds its
+     * KV cache for all of it); longer jobs fail alone, with both numbers.
+     */
     slotCapacity: z.number().int().min(2).max(1_000_000).optional(),
     /** Decode steps between the slot engine's chunk boundaries, where jobs end and join (default 16). */
     chunkSteps: z.number().int().min(1).max(1024).optional(),

@@ -46,9 +46,19 @@ export function chooseEngine(setting: EngineSetting, manifest: ModelManifest, de
   return unavailable ? { kind: 'batches', reason: `continuous batching is off: ${unavailable}` } : { kind: 'slots' };
 }
 
-/** The slot engine's options from the config's worker settings (`slots` from a flag wins); unset ones keep the engine's defaults. */
+/**
+ * A slot's default capacity (prompt + max_new_tokens) is the model's context length up to this: every slot holds its
+ * KV cache for the whole capacity, and 256 slots of a 131,072-token Llama 3.2 context would need ~137 GB.
+ */
+export const DEFAULT_MAX_SLOT_CAPACITY = 4096;
+
+/**
+ * The slot engine's options from the config's worker settings (`slots` from a flag wins); unset ones keep the
+ * engine's defaults, but the capacity, which is at most DEFAULT_MAX_SLOT_CAPACITY unless set.
+ */
 export function slotEngineOptions(
   w: GenqueueConfig['worker'],
+  manifest: ModelManifest,
   device: DeviceSpec,
   slots: number | undefined,
   onWarning: (message: string) => void,
@@ -58,7 +68,7 @@ export function slotEngineOptions(
   return {
     device,
     ...set('slots', slots ?? w.slots),
-    ...set('capacity', w.slotCapacity),
+    capacity: w.slotCapacity ?? Math.min(manifest.spec.contextLength, DEFAULT_MAX_SLOT_CAPACITY),
     ...set('chunkSteps', w.chunkSteps),
     ...set('prefillChunk', w.prefillChunk),
     ...set('prefillRows', w.prefillRows),

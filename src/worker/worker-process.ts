@@ -80,7 +80,7 @@ export async function startWorker(
   let engine: TextGenerationEngine;
   let slotEngine: ThreadedSlotEngine | undefined;
   if (choice.kind === 'slots') {
-    slotEngine = await ThreadedSlotEngine.open(model.dir, slotEngineOptions(config.worker, device, o.slots, (m) => logger.warn(m)));
+    slotEngine = await ThreadedSlotEngine.open(model.dir, slotEngineOptions(config.worker, model.manifest, device, o.slots, (m) => logger.warn(m)));
     engine = new LazyEngine(openSearchOps, model.manifest, formatDevice(device));
     await warmUpSlots(slotEngine, model.manifest.spec.eosTokenId, warmupLengths, logger).catch(async (e: unknown) => {
       await slotEngine!.close(); // its thread would otherwise keep the process alive

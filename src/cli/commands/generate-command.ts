@@ -194,7 +194,7 @@ export function registerGenerateCommand(program: Command): void {
         let onSearchOps = jobs.map((_, i) => i);
         if (choice.kind === 'slots') {
           // In this thread: the command has nothing else to do while a chunk runs.
-          slotEngine = SlotEngine.open(model.dir, slotEngineOptions(config.worker, device, o.slots, (m) => logger.warn(m)));
+          slotEngine = SlotEngine.open(model.dir, slotEngineOptions(config.worker, model.manifest, device, o.slots, (m) => logger.warn(m)));
           onSearchOps = onSearchOps.filter((i) => !runsOnSlots(jobs[i]!));
           const scheduler = new SlotScheduler({
             engine: slotEngine,
