@@ -309,7 +309,7 @@ describe('worker on the slot engine (continuous batching, CPU provider, real Red
       const file = join(work, 'jobs.jsonl');
       const lines = [
         { id: 'stream-1', prompt: 'A long story begins', max_new_tokens: 64, min_new_tokens: 64, stream: true, stop: ['\u0000never'] },
-        { id: 'quiet-1', prompt: 'No streaming here', max_new_tokens: 8 },
+        { id: 'quiet-1', prompt: 'No streaming here', max_new_tokens: 8, decoding: 'sample', seed: '9007199254740993' },
       ];
       writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n'));
       const out = join(work, 'results.jsonl');
@@ -326,8 +326,9 @@ describe('worker on the slot engine (continuous batching, CPU provider, real Red
       const streamed = stderr.split('\n').filter((l) => l.startsWith('stream-1: ')).map((l) => JSON.parse(l.slice('stream-1: '.length)) as string);
       assert.ok(streamed.length >= 2, `several updates, got ${streamed.length}:\n${stderr}`);
       assert.ok(!stderr.includes('quiet-1: '), 'a job without stream publishes nothing');
-      const results = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; text: string; tokenIds: number[] });
+      const results = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; text: string; tokenIds: number[]; seed?: string });
       assert.deepEqual(results.map((r) => r.id).sort(), ['quiet-1', 'stream-1']);
+      assert.equal(results.find((r) => r.id === 'quiet-1')!.seed, '9007199254740993', 'the output line carries the seed');
       const final = results.find((r) => r.id === 'stream-1')!;
       assert.ok(final.text.startsWith(streamed.join('')), 'the updates add up to the start of the final text');
       assert.equal(final.tokenIds.length, 64);
