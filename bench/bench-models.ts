@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import onnxProto from 'onnx-proto';
 import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import {
+  DEMO_SHAPE,
   GPT2_LARGE_SHAPE,
   GPT2_SMALL_SHAPE,
   type RandomGpt2Shape,
@@ -16,11 +17,13 @@ import { encodeModel } from '../src/model/onnx/graph-builder.js';
 import type { FloatPrecision } from '../src/model/onnx/tensor-types.js';
 import { WeightFile } from '../src/model/onnx/weight-file.js';
 
-export type BenchModelShape = 'tiny' | 'small' | 'large' | 'llama-3.2-1b' | 'qwen2.5-0.5b';
-type Gpt2BenchShape = 'tiny' | 'small' | 'large';
+export type BenchModelShape = 'tiny' | 'demo' | 'small' | 'large' | 'llama-3.2-1b' | 'qwen2.5-0.5b';
+type Gpt2BenchShape = 'tiny' | 'demo' | 'small' | 'large';
 
 const SHAPES: Record<Gpt2BenchShape, RandomGpt2Shape> = {
   tiny: { layers: 2, heads: 4, embd: 64, positions: 1024, vocab: 50257, seed: 1, init: 0.02 },
+  /** `genqueue demo`'s model (512 positions). */
+  demo: DEMO_SHAPE,
   small: GPT2_SMALL_SHAPE,
   large: GPT2_LARGE_SHAPE,
 };

@@ -67,9 +67,9 @@ const SEED: BenchShape = { promptTokens: 8, totalTokens: 256 };
  * Row names and part files of the other shapes carry their shape's prefix (llama1b-ort-native-cudagraph-fp16,
  * parts/llama1b-native.json), so runs of several shapes sit side by side in one report; GPT-2's keep theirs.
  */
-const ROW_PREFIX: Record<BenchModelShape, string> = { tiny: '', small: '', large: '', 'llama-3.2-1b': 'llama1b-', 'qwen2.5-0.5b': 'qwen05b-' };
+const ROW_PREFIX: Record<BenchModelShape, string> = { tiny: '', demo: '', small: '', large: '', 'llama-3.2-1b': 'llama1b-', 'qwen2.5-0.5b': 'qwen05b-' };
 /** hf_generate_bench.py's --arch for each shape (it names its rows <arch>-hf-transformers, GPT-2's hf-transformers). */
-const HF_ARCH: Record<BenchModelShape, string> = { tiny: 'gpt2', small: 'gpt2', large: 'gpt2', 'llama-3.2-1b': 'llama1b', 'qwen2.5-0.5b': 'qwen05b' };
+const HF_ARCH: Record<BenchModelShape, string> = { tiny: 'gpt2', demo: 'gpt2', small: 'gpt2', large: 'gpt2', 'llama-3.2-1b': 'llama1b', 'qwen2.5-0.5b': 'qwen05b' };
 
 /** Runs the requested sections one after another, writing each section's JSON as soon as it is done. */
 export async function runBench(o: BenchOptions): Promise<SectionResult[]> {

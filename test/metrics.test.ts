@@ -55,7 +55,8 @@ describe('worker /metrics and /healthz (--metrics-port)', () => {
     started = await startWorker(
       config,
       { ...model, name: 'tiny' },
-      { device: process.env.GENQUEUE_TEST_DEVICE, maxBatch: 4, maxWaitMs: 50, workerId: 'metrics-worker', metricsPort: 0 },
+      // Batches: the metrics of batch runs are the subject (the slot engine's are in slot-worker.test.ts).
+      { device: process.env.GENQUEUE_TEST_DEVICE, engine: 'batches', maxBatch: 4, maxWaitMs: 50, workerId: 'metrics-worker', metricsPort: 0 },
       pino({ level: 'silent' }),
     );
     base = `http://127.0.0.1:${started.metrics!.port}`;

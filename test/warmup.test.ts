@@ -49,7 +49,7 @@ describe('warm-up covers both greedy paths (device loop on, CPU provider)', { sk
     const started = await startWorker(
       loadConfig({ env: {} }),
       { dir, manifest: readManifest(dir), built: false, name: 'warmup' },
-      { device: 'cpu', maxBatch: 4, deviceLoopMaxBatch: 2, warmupLengths: [12], redisUrl: redis.url, prefix: 'warmup-test' },
+      { device: 'cpu', engine: 'batches', maxBatch: 4, deviceLoopMaxBatch: 2, warmupLengths: [12], redisUrl: redis.url, prefix: 'warmup-test' },
       logger,
     );
     await started.close();

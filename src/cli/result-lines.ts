@@ -8,8 +8,8 @@ import type { CollectedResult } from '../queue/result-collector.js';
 export function resultLine(r: CollectedResult): string {
   switch (r.status) {
     case 'completed': {
-      const { id, model, prompt, tokenIds, text, finishReason, timings, usage, metadata } = r.result;
-      return JSON.stringify({ id, model, prompt, tokenIds, text, finishReason, timings, usage, metadata });
+      const { id, model, prompt, tokenIds, text, finishReason, seed, timings, usage, metadata } = r.result;
+      return JSON.stringify({ id, model, prompt, tokenIds, text, finishReason, seed, timings, usage, metadata });
     }
     case 'failed':
       return JSON.stringify({ id: r.id, error: r.error, metadata: r.metadata });

@@ -31,6 +31,28 @@ export const WorkerSettings = z
      * jobs. Batches round up to a power of two and lengths to 64 positions.
      */
     warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
+    /**
+     * How jobs run. slots: continuous batching on the slot engine (one running batch of `slots` rows; a job joins at
+     * the next chunk boundary after a row frees and completes the moment it ends; beam jobs use the search ops).
+     * batches: today's batches of up to maxBatch jobs grouped by max_new_tokens. auto: slots where the slot engine
+     * can run (native addon built, a model with slot steps, fp16 on CUDA), batches otherwise (with a warning).
+     */
+    engine: z.enum(['auto', 'slots', 'batches']),
+    /** Rows of the slot engine's running batch (default 256 on CUDA, 8 on the CPU provider). */
+    slots: z.number().int().min(1).max(4096).optional(),
+    /**
+     * Prompt + max_new_tokens one slot holds (default: the model's context length, at most 4096: each slot holds its
+     * KV cache for all of it); longer jobs fail alone, with both numbers.
+     */
+    slotCapacity: z.number().int().min(2).max(1_000_000).optional(),
+    /** Decode steps between the slot engine's chunk boundaries, where jobs end and join (default 16). */
+    chunkSteps: z.number().int().min(1).max(1024).optional(),
+    /** Prompt tokens per row in one prefill run of the slot engine (default 512, at most the slot capacity). */
+    prefillChunk: z.number().int().min(1).max(1_000_000).optional(),
+    /** Joining rows whose first prompt chunks share one prefill run (default 16). */
+    prefillRows: z.number().int().min(1).max(4096).optional(),
+    /** A job with `stream: true` publishes its text so far as its progress every this many generated tokens. */
+    streamEveryTokens: z.number().int().min(1).max(32768),
     /** Shown in results and the dashboard; defaults to host:pid:device. */
     id: z.string().min(1).optional(),
     /**

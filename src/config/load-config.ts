@@ -45,6 +45,8 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.GENQUEUE_PRECISION) worker.precision = env.GENQUEUE_PRECISION;
   if (env.GENQUEUE_WORKER_ID) worker.id = env.GENQUEUE_WORKER_ID;
   if (env.GENQUEUE_DEVICE_LOOP_MAX_BATCH) worker.deviceLoopMaxBatch = intFromEnv('GENQUEUE_DEVICE_LOOP_MAX_BATCH', env.GENQUEUE_DEVICE_LOOP_MAX_BATCH);
+  if (env.GENQUEUE_ENGINE) worker.engine = env.GENQUEUE_ENGINE;
+  if (env.GENQUEUE_SLOTS) worker.slots = intFromEnv('GENQUEUE_SLOTS', env.GENQUEUE_SLOTS);
   if (env.GENQUEUE_METRICS_PORT) worker.metricsPort = intFromEnv('GENQUEUE_METRICS_PORT', env.GENQUEUE_METRICS_PORT);
   if (env.GENQUEUE_METRICS_HOST) worker.metricsHost = env.GENQUEUE_METRICS_HOST;
   if (env.GENQUEUE_SHUTDOWN_TIMEOUT_MS) worker.shutdownTimeoutMs = intFromEnv('GENQUEUE_SHUTDOWN_TIMEOUT_MS', env.GENQUEUE_SHUTDOWN_TIMEOUT_MS);

@@ -33,7 +33,7 @@ export const DASHBOARD_PAGE = `<!doctype html>
 <table id="queues"><thead><tr><th>queue</th><th>state</th><th>waiting</th><th>prioritized</th><th>paused</th><th>active</th><th>delayed</th><th>failed</th><th>completed</th><th></th></tr></thead><tbody></tbody></table>
 <h2>Fleet</h2>
 <p id="no-workers" hidden>No worker has sent a heartbeat in the last 15 s.</p>
-<table id="fleet"><thead><tr><th>worker</th><th>model</th><th>device</th><th>max batch</th><th>jobs done</th><th>failed</th><th>mean batch</th><th>tokens/s (last min)</th><th>tokens/s (graph)</th><th>GPU MiB</th><th>RSS MiB</th><th>heartbeat</th></tr></thead><tbody></tbody></table>
+<table id="fleet"><thead><tr><th>worker</th><th>model</th><th>device</th><th>slots / max batch</th><th>jobs done</th><th>failed</th><th>mean batch</th><th>tokens/s (last min)</th><th>tokens/s (graph)</th><th>GPU MiB</th><th>RSS MiB</th><th>heartbeat</th></tr></thead><tbody></tbody></table>
 <script>
 const fmt = (n, d = 0) => Number(n).toLocaleString('en-US', { maximumFractionDigits: d });
 const mib = (b) => (b === null || b === undefined ? '–' : fmt(b / 1048576));
@@ -86,7 +86,7 @@ async function refresh() {
     document.getElementById('no-workers').hidden = s.fleet.length > 0;
     document.querySelector('#fleet tbody').innerHTML = s.fleet.map((m) => {
       const age = (s.at - m.updatedAt) / 1000;
-      return row([esc(m.workerId), esc(m.model), esc(m.device), m.maxBatch, fmt(m.stats.jobsCompleted), fmt(m.stats.jobsFailed),
+      return row([esc(m.workerId), esc(m.model), esc(m.device), m.slots ? fmt(m.slotsInUse ?? 0) + '/' + fmt(m.slots) + ' slots' : m.maxBatch, fmt(m.stats.jobsCompleted), fmt(m.stats.jobsFailed),
         fmt(m.stats.meanBatchSize, 1), fmt(m.stats.recentTokensPerSecond), fmt(m.stats.tokensPerSecond), mib(m.gpuMemoryBytes), mib(m.rssBytes),
         '<span class="' + (age > 10 ? 'stale' : '') + '">' + fmt(age, 1) + ' s ago</span>']);
     }).join('');

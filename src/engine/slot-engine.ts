@@ -44,7 +44,7 @@ export interface SlotEngineOptions {
 
 const DEFAULT_CHUNK_STEPS = 16;
 const DEFAULT_PREFILL_CHUNK = 512;
-const DEFAULT_PREFILL_ROWS = 16;
+const DEFAULT_PREFILL_ROWS = 64;
 
 interface Entry {
   readonly id: number;

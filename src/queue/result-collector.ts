@@ -36,6 +36,11 @@ export interface CollectOptions {
    */
   readonly recheckMs?: number;
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * With wait: a job's progress as its worker publishes it (a streaming job's text so far, StreamProgress), for the
+   * jobs still outstanding. Progress events are not re-read: one trimmed from the events stream is not reported.
+   */
+  readonly onPartial?: (ref: JobRef, progress: unknown) => void;
 }
 
 const IdLine = z.object({ id: JobId, queue: z.string().optional(), model: z.string().optional() }).passthrough();
@@ -167,6 +172,13 @@ export class ResultCollector {
           qe.on('completed', ({ jobId, returnvalue }) => settleEvent(name, jobId, () => toResult(jobId, returnvalue)));
           qe.on('failed', ({ jobId, failedReason }) => settleEvent(name, jobId, () => failure(jobId, failedReason)));
           qe.on('removed', ({ jobId }) => settleEvent(name, jobId, () => ({ id: jobId, status: 'missing', error: REMOVED })));
+          const { onPartial } = options;
+          if (onPartial) {
+            qe.on('progress', ({ jobId, data }) => {
+              const ref = outstanding.get(keyOf(name, jobId));
+              if (ref) onPartial(ref, data);
+            });
+          }
           // A reader that stops (an event it cannot parse, a lost connection) is logged, and the state sweeps report.
           reportErrors(qe, connection, `queue events ${name}`);
         }
@@ -196,6 +208,8 @@ export class ResultCollector {
           const chunk = sweep.slice(swept, swept + STATE_CHUNK).filter((r) => outstanding.has(keyOf(r.queue, r.id)));
           swept += STATE_CHUNK;
           const states = await this.states(chunk);
+          // Progress published before the events were subscribed to (a streaming job's latest holds all its text).
+          if (options.onPartial) await this.partials(chunk.filter((_, k) => states[k]!.status === 'pending'), options.onPartial);
           chunk.forEach((ref, k) => {
             const s = states[k]!;
             const key = keyOf(ref.queue, ref.id);
@@ -255,6 +269,25 @@ export class ResultCollector {
       const metadata = metadataOf(data.get(s));
       const extra = metadata ? { metadata } : {};
       return s.result.error === CANCELLED_REASON ? { id, status: 'cancelled', ...extra } : { ...s.result, ...extra };
+    });
+  }
+
+  /** Each job's stored progress, if it has any, to onPartial: one pipelined round trip. */
+  private async partials(refs: readonly JobRef[], onPartial: (ref: JobRef, progress: unknown) => void): Promise<void> {
+    if (refs.length === 0) return;
+    const pipeline = this.options.connection.pipeline();
+    for (const r of refs) pipeline.hget(`${this.prefix}:${r.queue}:${r.id}`, 'progress');
+    const replies = await execOrThrow(pipeline);
+    refs.forEach((ref, k) => {
+      const stored = replies[k];
+      if (typeof stored !== 'string') return;
+      let progress: unknown;
+      try {
+        progress = JSON.parse(stored);
+      } catch {
+        return; // not JSON: no progress this collector knows how to read
+      }
+      onPartial(ref, progress);
     });
   }
 

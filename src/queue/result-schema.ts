@@ -14,6 +14,8 @@ export const Timings = z.object({
   tokensPerSecond: z.number(),
   workerId: z.string(),
   device: z.string(),
+  /** When the first generated token reached the worker (jobs on the slot engine; a batch job's is finishedAt). */
+  firstTokenAt: z.number().optional(),
 });
 export type Timings = z.infer<typeof Timings>;
 
@@ -42,6 +44,8 @@ export const JobResult = z.object({
   tokenIds: z.array(z.number().int()),
   text: z.string(),
   finishReason: z.enum(['stop', 'length']),
+  /** The seed a sampled job ran with on the slot engine (its own or a drawn one): a number, or a decimal string above 2^53 - 1. */
+  seed: z.union([z.number().int(), z.string()]).optional(),
   timings: Timings,
   usage: Usage.optional(),
   /** The job's `metadata`, as it was given. */

@@ -26,6 +26,9 @@ export const FleetMember = z.object({
   device: z.string(),
   queues: z.array(z.string()),
   maxBatch: z.number(),
+  /** A worker on the slot engine (continuous batching): its slots, and how many hold a job. */
+  slots: z.number().optional(),
+  slotsInUse: z.number().optional(),
   pid: z.number(),
   host: z.string(),
   updatedAt: z.number(),

@@ -2,10 +2,12 @@ import { hostname } from 'node:os';
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import { type GenerationBatchResult, type GenerationRequest, type GenerationResult, searchKey } from '../engine/generation-types.js';
+import { SlotRequestError } from '../engine/slot-errors.js';
+import type { SlotGenerationEngine } from '../engine/slot-types.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { CANCELLED_REASON, CancelMarks } from '../queue/cancel-marks.js';
 import { contentFailureReason } from '../queue/failure-reasons.js';
-import { DEFAULT_MAX_PROMPT_CHARS, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
+import { DEFAULT_MAX_PROMPT_CHARS, type JobData, JobInput, describeZodError, promptLengthError } from '../queue/job-schema.js';
 import { queueNameFor, DEFAULT_QUEUE, keyPrefix } from '../queue/queue-names.js';
 import { type RedisConnection, closeRedis, duplicateConnection, disconnectAll, reportErrors, settlesWithin } from '../queue/redis-connection.js';
 import type { JobRef } from '../queue/result-collector.js';
@@ -14,14 +16,28 @@ import { ChatTemplateError } from '../tokenizer/chat-template.js';
 import type { TextTokenizer } from '../tokenizer/text-tokenizer.js';
 import { BatchCollector } from './batch-collector.js';
 import { FleetHeartbeat } from './fleet-heartbeat.js';
-import { generationRequestFor } from './job-request.js';
+import { generationRequestFor, runsOnSlots, seedForResult } from './job-request.js';
 import { generateSplittingOnOom } from './out-of-memory.js';
+import { SlotScheduler, type SlotOutcome, slotRefusal } from './slot-scheduler.js';
+import { StopSequences, applyStops } from './stop-sequences.js';
 import { WorkerMetrics } from './worker-metrics.js';
 import { WorkerStats } from './worker-stats.js';
 
 export interface GenerationWorkerOptions {
   readonly connection: RedisConnection;
+  /** The search ops (batches): every job without a slot engine, beam jobs with one. */
   readonly engine: TextGenerationEngine;
+  /**
+   * Continuous batching: greedy and sampling jobs run on this engine's slots (SlotScheduler), each completed the
+   * moment it ends; BullMQ then holds up to slots + slotPrefetch jobs per queue, and maxBatch applies to beam jobs.
+   */
+  readonly slotEngine?: SlotGenerationEngine;
+  /** Jobs per queue taken beyond the slots, ready to join at the next boundary (default max(4, ⌈slots / 4⌉)). */
+  readonly slotPrefetch?: number;
+  /** A streaming job (`stream: true`) publishes its text every this many tokens (default 16). */
+  readonly streamEveryTokens?: number;
+  /** Slot jobs' cancel marks are read at chunk boundaries at most this often (default CANCEL_POLL_MS). */
+  readonly cancelPollMs?: number;
   readonly tokenizer: TextTokenizer;
   /** The name jobs use to ask for this model; the worker also serves jobs that name no model. */
   readonly modelName: string;
@@ -29,7 +45,8 @@ export interface GenerationWorkerOptions {
   readonly maxWaitMs: number;
   /**
    * Jobs BullMQ may hold active at once per queue (default 2 × maxBatch, so the next batch collects while one
-   * runs; measured in bench/results), split evenly across that queue's fetchers.
+   * runs; measured in bench/results; with a slot engine, slots + slotPrefetch), split evenly across that queue's
+   * fetchers.
    */
   readonly concurrency?: number;
   /**
@@ -60,6 +77,16 @@ export interface ShutdownReport {
 const WAITING_PROBE_TIMEOUT_MS = 250;
 /** How long the cancel check at a batch's end waits for Redis. */
 const CANCEL_CHECK_TIMEOUT_MS = 1_000;
+const DEFAULT_STREAM_EVERY_TOKENS = 16;
+
+/**
+ * Jobs a queue holds beyond the slot engine's slots: a chunk boundary frees about slots × chunkSteps / (mean job
+ * length) slots at once (~32 of 256 for jobs of ~130 tokens), and jobs already taken and tokenized fill them without
+ * waiting for Redis; more would only keep jobs from other workers.
+ */
+export function defaultSlotPrefetch(slots: number): number {
+  return Math.max(4, Math.ceil(slots / 4));
+}
 
 interface BatchItem {
   readonly request: GenerationRequest;
@@ -99,10 +126,11 @@ export class JobCancelledError extends UnrecoverableError {
 }
 
 /**
- * Takes jobs from the shared queue and this model's queue, tokenizes each, hands it to a BatchCollector and
- * answers it from one batched graph run. Each queue may hold twice a batch of jobs active (by default), so a
- * full batch runs while the next one collects; the engine runs in a worker thread, so lock renewal continues
- * during a run.
+ * Takes jobs from the shared queue and this model's queue and tokenizes each. With a slot engine, greedy and sampling
+ * jobs go to it (SlotScheduler: continuous batching, each job answered when it ends). Other jobs go to a
+ * BatchCollector and are answered from one batched graph run; each queue may hold twice a batch of jobs active (by
+ * default), so a full batch runs while the next one collects. The engines run in worker threads, so lock renewal
+ * continues during a run.
  */
 export class GenerationWorker {
   readonly workerId: string;
@@ -128,15 +156,33 @@ export class GenerationWorker {
   /** Resolves shutdown's wait for the jobs already taken. */
   private idleWaiter: (() => void) | undefined;
   private readonly cancelMarks: CancelMarks;
+  /** Greedy and sampling jobs on the slot engine, when the worker has one. */
+  private readonly slots: SlotScheduler | undefined;
+  /** Tokens and busy time of slot jobs already added to stats. */
+  private slotBusyRecorded = 0;
 
   constructor(private readonly options: GenerationWorkerOptions) {
-    this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${options.engine.device}`;
+    const device = options.slotEngine?.device ?? options.engine.device;
+    this.workerId = options.workerId ?? `${hostname()}:${process.pid}:${device}`;
     this.queues = [DEFAULT_QUEUE, queueNameFor(options.modelName)];
-    this.metrics = new WorkerMetrics({ worker: this.workerId, model: options.modelName, device: options.engine.device });
-    this.concurrency = (options.concurrency ?? 2 * options.maxBatch) * this.queues.length;
+    this.metrics = new WorkerMetrics({ worker: this.workerId, model: options.modelName, device });
+    const slotCount = options.slotEngine?.limits.slots;
+    const perQueue = slotCount === undefined ? 2 * options.maxBatch : slotCount + (options.slotPrefetch ?? defaultSlotPrefetch(slotCount));
+    this.concurrency = (options.concurrency ?? perQueue) * this.queues.length;
     // More BullMQ Workers per queue take a big batch's jobs from Redis in parallel; past two, the measured gains
-    // were inside the run-to-run spread (bench/results), so a mild rule: one per 64 of batch, at least 2.
-    this.fetchers = options.fetchers ?? Math.max(2, Math.ceil(options.maxBatch / 64));
+    // were inside the run-to-run spread (bench/results), so a mild rule: one per 64 of batch (or slots), at least 2.
+    this.fetchers = options.fetchers ?? Math.max(2, Math.ceil((slotCount ?? options.maxBatch) / 64));
+    if (options.slotEngine) {
+      this.slots = new SlotScheduler({
+        engine: options.slotEngine,
+        tokenizer: options.tokenizer,
+        streamEveryTokens: options.streamEveryTokens ?? DEFAULT_STREAM_EVERY_TOKENS,
+        cancelled: (refs) => Promise.all(refs.map((r) => this.isCancelled(r))),
+        ...(options.cancelPollMs === undefined ? {} : { cancelPollMs: options.cancelPollMs }),
+        onWarning: (message) => options.logger.warn(message),
+      });
+      this.metrics.setSlots(options.slotEngine.limits.slots, () => this.slots?.slotsInUse ?? 0);
+    }
     this.collector = new BatchCollector<BatchItem, BatchOutcome>({
       maxBatch: options.maxBatch,
       maxWaitMs: options.maxWaitMs,
@@ -150,9 +196,10 @@ export class GenerationWorker {
       () => ({
         workerId: this.workerId,
         model: options.modelName,
-        device: options.engine.device,
+        device,
         queues: this.queues,
         maxBatch: options.maxBatch,
+        ...(this.slots && slotCount !== undefined ? { slots: slotCount, slotsInUse: this.slots.slotsInUse } : {}),
         pid: process.pid,
         host: hostname(),
       }),
@@ -192,7 +239,7 @@ export class GenerationWorker {
         worker.on('completed', (job, result: JobResult | undefined) => {
           this.held.delete(`${name}:${job.id}`);
           this.stats.recordJob(true);
-          if (result?.timings) this.metrics.recordCompleted(result.timings);
+          if (result?.timings) this.metrics.recordCompleted(result.timings, result.timings.firstTokenAt);
         });
         reportErrors(worker, connection, `worker ${name}`);
         this.workers.push(worker);
@@ -202,7 +249,10 @@ export class GenerationWorker {
       this.waitingProbes.push(probe);
     }
     this.heartbeat.start();
-    this.options.logger.info({ workerId: this.workerId, queues: this.queues, device: this.options.engine.device }, 'worker started');
+    this.options.logger.info(
+      { workerId: this.workerId, queues: this.queues, device: this.options.slotEngine?.device ?? this.options.engine.device, slots: this.options.slotEngine?.limits.slots },
+      'worker started',
+    );
   }
 
   /**
@@ -281,6 +331,7 @@ export class GenerationWorker {
     }
     const { text: prompt, ids: promptTokenIds } = encoded!;
     const tokenizeMs = performance.now() - t0;
+    if (this.slots && runsOnSlots(data)) return this.answerOnSlots(job, data, { prompt, promptTokenIds, startedAt, tokenizeMs });
     const request = generationRequestFor(data, promptTokenIds);
     let outcome: BatchOutcome;
     try {
@@ -293,6 +344,10 @@ export class GenerationWorker {
     }
     // A job cancelled while its batch ran never completes: its text is dropped.
     if (await this.isCancelled(ref)) throw new JobCancelledError();
+    // The search ops know nothing of stop strings: the finished text is cut at the first one here.
+    const { tokenIds, text, stopped } = data.stop?.length
+      ? await applyStops(this.options.tokenizer, new StopSequences(data.stop), { tokenIds: outcome.result.tokenIds, text: outcome.text }, data.min_new_tokens)
+      : { tokenIds: outcome.result.tokenIds, text: outcome.text, stopped: false };
     const finishedAt = Date.now();
     return {
       // The BullMQ id is the one results are looked up by; data.id could say anything.
@@ -300,9 +355,9 @@ export class GenerationWorker {
       model: this.options.modelName,
       prompt,
       promptTokenIds,
-      tokenIds: outcome.result.tokenIds,
-      text: outcome.text,
-      finishReason: outcome.result.finishReason,
+      tokenIds,
+      text,
+      finishReason: stopped ? 'stop' : outcome.result.finishReason,
       timings: {
         queuedAt: job.timestamp,
         startedAt,
@@ -310,13 +365,76 @@ export class GenerationWorker {
         tokenizeMs,
         generateMs: outcome.generateMs,
         batchSize: outcome.batchSize,
-        tokensPerSecond: outcome.generateMs > 0 ? (outcome.result.tokenIds.length * 1000) / outcome.generateMs : 0,
+        tokensPerSecond: outcome.generateMs > 0 ? (tokenIds.length * 1000) / outcome.generateMs : 0,
         workerId: this.workerId,
         device: this.options.engine.device,
       },
-      usage: usageOf(promptTokenIds.length, outcome.result.tokenIds.length),
+      usage: usageOf(promptTokenIds.length, tokenIds.length),
       ...(data.metadata ? { metadata: data.metadata } : {}),
     };
+  }
+
+  /**
+   * A greedy or sampling job on the slot engine: submitted now, completed as soon as it ends. A job the engine
+   * refuses (its prompt does not fit a slot, a field out of range) fails alone, taking no slot.
+   */
+  private async answerOnSlots(
+    job: Job,
+    data: JobData,
+    p: { prompt: string; promptTokenIds: number[]; startedAt: number; tokenizeMs: number },
+  ): Promise<JobResult> {
+    const ref = { id: String(job.id), queue: job.queueName };
+    let outcome: SlotOutcome;
+    try {
+      outcome = await this.slots!.run({
+        ref,
+        data,
+        promptTokenIds: p.promptTokenIds,
+        ...(data.stream ? { publish: (progress) => job.updateProgress({ ...progress }) } : {}),
+      });
+    } catch (e) {
+      if (e instanceof SlotRequestError) throw new JobContentError(slotRefusal(e, this.options.engine.manifest.spec.contextLength));
+      if (await this.isCancelled(ref)) throw new JobCancelledError();
+      throw new Error(`generation failed: ${(e as Error).message}`);
+    }
+    this.recordSlotJob(outcome.tokenIds.length);
+    // Cancelled at a boundary, or marked after the last look: it never completes (as a batch job would not).
+    if (outcome.finishReason === 'cancelled' || (await this.isCancelled(ref))) throw new JobCancelledError();
+    const t = outcome.timings;
+    const generateMs = t.totalMs - t.queueMs;
+    return {
+      id: ref.id,
+      model: this.options.modelName,
+      prompt: p.prompt,
+      promptTokenIds: p.promptTokenIds,
+      tokenIds: outcome.tokenIds,
+      text: outcome.text,
+      finishReason: outcome.finishReason,
+      ...(outcome.seed === undefined ? {} : { seed: seedForResult(outcome.seed) }),
+      timings: {
+        queuedAt: job.timestamp,
+        startedAt: p.startedAt,
+        finishedAt: Date.now(),
+        tokenizeMs: p.tokenizeMs,
+        generateMs,
+        batchSize: this.options.slotEngine!.limits.slots,
+        tokensPerSecond: generateMs > 0 ? (outcome.tokenIds.length * 1000) / generateMs : 0,
+        workerId: this.workerId,
+        device: this.options.slotEngine!.device,
+        ...(outcome.firstTokenAt === undefined ? {} : { firstTokenAt: outcome.firstTokenAt }),
+      },
+      usage: usageOf(p.promptTokenIds.length, outcome.tokenIds.length),
+      ...(data.metadata ? { metadata: data.metadata } : {}),
+    };
+  }
+
+  /** A slot job's tokens, with the engine's busy time since the last one, into stats and metrics. */
+  private recordSlotJob(tokens: number): void {
+    const busy = this.slots!.busyMilliseconds();
+    const ms = busy - this.slotBusyRecorded;
+    this.slotBusyRecorded = busy;
+    this.stats.recordTokens(tokens, ms);
+    this.metrics.recordTokens(tokens);
   }
 
   /**

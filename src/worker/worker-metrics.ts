@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Timings } from '../queue/result-schema.js';
 
 /** Seconds from a job's enqueueing to its first token or its result: milliseconds (idle fleet) to an hour (backlog). */
@@ -30,7 +30,7 @@ export class WorkerMetrics {
   private readonly latency = this.histogram('genqueue_job_latency_seconds', 'From enqueueing to the result (end to end)', LATENCY_BUCKETS);
   private readonly firstToken = this.histogram(
     'genqueue_time_to_first_token_seconds',
-    'From enqueueing to the first generated token (whole-batch runs: the batch end)',
+    'From enqueueing to the first generated token (slot engine: the chunk boundary that delivered it; whole-batch runs: the batch end)',
     LATENCY_BUCKETS,
   );
 
@@ -55,6 +55,24 @@ export class WorkerMetrics {
     this.queueWait.observe(Math.max(0, t.startedAt - t.queuedAt) / 1000);
     this.latency.observe(Math.max(0, t.finishedAt - t.queuedAt) / 1000);
     this.firstToken.observe(Math.max(0, firstTokenAt - t.queuedAt) / 1000);
+  }
+
+  /** Tokens of a job that ran on the slot engine (its rows run together: there are no batches to count). */
+  recordTokens(tokens: number): void {
+    this.tokens.inc(tokens);
+  }
+
+  /** A worker on the slot engine: its slot count, and the slots holding a job when scraped. */
+  setSlots(slots: number, inUse: () => number): void {
+    new Gauge({ name: 'genqueue_slots', help: 'Slots of the running batch (continuous batching)', registers: [this.registry] }).set(slots);
+    new Gauge({
+      name: 'genqueue_slots_in_use',
+      help: 'Slots holding a job',
+      registers: [this.registry],
+      collect() {
+        this.set(inUse());
+      },
+    });
   }
 
   recordFailed(): void {

@@ -1,15 +1,19 @@
 import type { Logger } from 'pino';
 import type { GenqueueConfig } from '../config/config-schema.js';
-import { parseDevice } from '../engine/execution-provider.js';
+import { formatDevice, parseDevice } from '../engine/execution-provider.js';
 import { warmupRequest } from '../engine/generation-types.js';
 import { runsDeviceLoop } from '../engine/generator.js';
+import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
 import { ThreadedGenerator } from '../engine/threaded-generator.js';
+import { ThreadedSlotEngine } from '../engine/threaded-slot-engine.js';
 import type { ResolvedModel } from '../model/model-cache.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import type { FloatPrecision } from '../model/onnx/tensor-types.js';
 import { type RedisConnection, assertRedisReachable, closeRedis, createRedisConnection } from '../queue/redis-connection.js';
 import { TextTokenizer } from '../tokenizer/text-tokenizer.js';
+import { type EngineSetting, chooseEngine, slotEngineOptions } from './engine-choice.js';
 import { GenerationWorker, type ShutdownReport } from './generation-worker.js';
+import { LazyEngine } from './lazy-engine.js';
 import { MetricsServer, redisCheck } from './metrics-server.js';
 
 export interface WorkerProcessOptions {
@@ -22,6 +26,10 @@ export interface WorkerProcessOptions {
   readonly deviceLoopMaxBatch?: number;
   readonly warmupLengths?: readonly number[];
   readonly metricsPort?: number;
+  /** auto, slots (continuous batching) or batches (default: config worker.engine). */
+  readonly engine?: EngineSetting;
+  /** Rows of the slot engine's running batch (default: config worker.slots, then 256 on CUDA, 8 on the CPU). */
+  readonly slots?: number;
 }
 
 export interface StartOptions extends WorkerProcessOptions {
@@ -34,7 +42,10 @@ export interface StartOptions extends WorkerProcessOptions {
 }
 
 export interface StartedWorker {
-  readonly engine: ThreadedGenerator;
+  /** The search ops: every job on batches; beam jobs beside the slot engine (then opened on the first one). */
+  readonly engine: TextGenerationEngine;
+  /** Continuous batching, when the worker runs on the slot engine. */
+  readonly slotEngine: ThreadedSlotEngine | undefined;
   readonly worker: GenerationWorker;
   /** The worker's Redis connection, also usable by a producer in the same process. */
   readonly connection: RedisConnection;
@@ -56,21 +67,42 @@ export async function startWorker(
 ): Promise<StartedWorker> {
   const device = parseDevice(o.device ?? config.worker.device);
   const deviceLoopMaxBatch = o.deviceLoopMaxBatch ?? config.worker.deviceLoopMaxBatch;
-  const engine = await ThreadedGenerator.open(model.dir, {
-    device,
-    deviceLoopMaxBatch,
-    onWarning: (m) => logger.warn(m),
-  });
+  const openSearchOps = (): Promise<ThreadedGenerator> => ThreadedGenerator.open(model.dir, { device, deviceLoopMaxBatch, onWarning: (m) => logger.warn(m) });
   const maxBatch = o.maxBatch ?? config.worker.maxBatch;
-  const warmupBatches = [maxBatch, ...(runsDeviceLoop(engine) && deviceLoopMaxBatch < maxBatch ? [deviceLoopMaxBatch] : [])];
-  await warmUp(engine, warmupBatches, o.warmupLengths ?? config.worker.warmupLengths, logger).catch(async (e: unknown) => {
-    await engine.close(); // its thread would otherwise keep the process alive
-    throw e;
-  });
+  const warmupLengths = o.warmupLengths ?? config.worker.warmupLengths;
+  const choice = chooseEngine(o.engine ?? config.worker.engine, model.manifest, device);
+  // On CUDA continuous batching is what a worker is expected to run; on the CPU the search ops are a fine second.
+  if (choice.kind === 'batches' && choice.reason) {
+    if (device.kind === 'cpu') logger.info(choice.reason);
+    else logger.warn(choice.reason);
+  }
+  let engine: TextGenerationEngine;
+  let slotEngine: ThreadedSlotEngine | undefined;
+  if (choice.kind === 'slots') {
+    slotEngine = await ThreadedSlotEngine.open(model.dir, slotEngineOptions(config.worker, model.manifest, device, o.slots, (m) => logger.warn(m)));
+    engine = new LazyEngine(openSearchOps, model.manifest, formatDevice(device));
+    await warmUpSlots(slotEngine, model.manifest.spec.eosTokenId, warmupLengths, logger).catch(async (e: unknown) => {
+      await slotEngine!.close(); // its thread would otherwise keep the process alive
+      throw e;
+    });
+  } else {
+    const generator = await openSearchOps();
+    engine = generator;
+    const warmupBatches = [maxBatch, ...(runsDeviceLoop(generator) && deviceLoopMaxBatch < maxBatch ? [deviceLoopMaxBatch] : [])];
+    await warmUp(generator, warmupBatches, warmupLengths, logger).catch(async (e: unknown) => {
+      await generator.close(); // its thread would otherwise keep the process alive
+      throw e;
+    });
+  }
+  const closeEngines = async (): Promise<void> => {
+    await Promise.allSettled([engine.close(), slotEngine?.close()]);
+  };
   const connection = createRedisConnection(o.redisUrl ?? config.redisUrl, { logger, tls: config.redisTls });
   const worker = new GenerationWorker({
     connection,
     engine,
+    slotEngine,
+    streamEveryTokens: config.worker.streamEveryTokens,
     tokenizer: TextTokenizer.fromModelDir(model.dir, model.manifest.files),
     modelName: model.name,
     maxBatch,
@@ -94,13 +126,14 @@ export async function startWorker(
       metrics = await MetricsServer.start({ port: metricsPort, host: config.worker.metricsHost, registry: worker.metrics.registry, health });
     }
   } catch (e) {
-    await engine.close();
+    await closeEngines();
     connection.disconnect();
     throw new Error(`metrics server on ${config.worker.metricsHost}:${metricsPort}: ${(e as Error).message}`);
   }
   worker.start();
   return {
     engine,
+    slotEngine,
     worker,
     connection,
     metrics,
@@ -108,11 +141,33 @@ export async function startWorker(
       closing = true;
       const report = await worker.close(config.worker.shutdownTimeoutMs);
       await metrics?.close();
-      await engine.close();
+      await closeEngines();
       await closeRedis(connection);
       return report;
     },
   };
+}
+
+/**
+ * Before the worker takes jobs: every slot through three chunks (the first runs plainly, the second captures the
+ * CUDA graph that every later chunk replays), then per warm-up length L every slot with a prompt of L / 2 tokens
+ * and L / 2 new ones, so that prefill runs of that size have been met.
+ */
+async function warmUpSlots(engine: ThreadedSlotEngine, eosTokenId: number, lengths: readonly number[], logger: Logger): Promise<void> {
+  const { slots, chunkSteps, capacity } = engine.limits;
+  const run = async (promptTokens: number, newTokens: number): Promise<void> => {
+    const started = performance.now();
+    const request = { promptIds: new Array<number>(promptTokens).fill(eosTokenId), maxNewTokens: newTokens, minNewTokens: newTokens };
+    await Promise.all(Array.from({ length: slots }, () => engine.generate(request)));
+    logger.info({ promptTokens, newTokens, slots, seconds: (performance.now() - started) / 1000 }, 'warmed up');
+  };
+  await run(1, Math.min(2 * chunkSteps + 1, capacity - 1));
+  for (const length of lengths) {
+    const total = Math.min(length, capacity);
+    if (total < 2) continue;
+    const prompt = Math.floor(total / 2);
+    await run(prompt, total - prompt);
+  }
 }
 
 /**

@@ -31,9 +31,23 @@ export class WorkerStats {
     this.batchedJobs += size;
     this.generatedTokens += tokens;
     this.busyMs += ms;
+    this.noteRecent(tokens);
+  }
+
+  private noteRecent(tokens: number): void {
     const now = Date.now();
     this.recent.push({ at: now, tokens });
     while (this.recent.length && this.recent[0]!.at < now - WINDOW_MS) this.recent.shift();
+  }
+
+  /**
+   * Tokens of a job that ran on the slot engine, and the wall time the engine was busy since the last call (its rows
+   * run together, so their times overlap): tokensPerSecond is then tokens per busy second, as for batches.
+   */
+  recordTokens(tokens: number, busyMs: number): void {
+    this.generatedTokens += tokens;
+    this.busyMs += busyMs;
+    this.noteRecent(tokens);
   }
 
   recordJob(ok: boolean): void {

@@ -73,14 +73,18 @@ export function registerDemoCommand(program: Command): void {
             (o.model || config.defaultModel ? '' : ' — random weights: the text is gibberish by design'),
         );
 
-        const { engine, worker, connection, close } = await startWorker(
+        const { engine, slotEngine, worker, connection, close } = await startWorker(
           config,
           model,
           { device: o.device, maxBatch: o.maxBatch, workerId: 'demo-worker', redisUrl, prefix: DEMO_PREFIX },
           logger,
         );
         try {
-          out(`worker: ${engine.device}, max batch ${o.maxBatch ?? config.worker.maxBatch}`);
+          out(
+            slotEngine
+              ? `worker: ${slotEngine.device}, ${slotEngine.limits.slots} slots (continuous batching)`
+              : `worker: ${engine.device}, max batch ${o.maxBatch ?? config.worker.maxBatch}`,
+          );
           const prompts = z.array(z.string()).parse(JSON.parse(readFileSync(DEMO_PROMPTS, 'utf8')));
           const runId = Date.now().toString(36);
           const jobs = Array.from({ length: o.jobs }, (_, i) =>
@@ -106,7 +110,7 @@ export function registerDemoCommand(program: Command): void {
               if (!shown.has(r.result.prompt)) {
                 shown.add(r.result.prompt);
                 bar.stop();
-                out(`  ${JSON.stringify(r.result.prompt)} → ${JSON.stringify(r.result.text.slice(0, 80))} [${r.result.finishReason}, batch ${r.result.timings.batchSize}]`);
+                out(`  ${JSON.stringify(r.result.prompt)} → ${JSON.stringify(r.result.text.slice(0, 80))} [${r.result.finishReason}, ${slotEngine ? 'slots' : 'batch'} ${r.result.timings.batchSize}]`);
               }
             } else {
               failed++;
@@ -119,7 +123,8 @@ export function registerDemoCommand(program: Command): void {
           out(
             `done: ${completed} completed, ${failed} failed in ${seconds.toFixed(2)} s — ${(completed / seconds).toFixed(1)} jobs/s, ` +
               `${(tokens / seconds).toFixed(0)} generated tokens/s end to end (${st.tokensPerSecond.toFixed(0)} tokens/s of graph time), ` +
-              `${st.batches} batches, mean batch ${st.meanBatchSize.toFixed(1)}; total ${((performance.now() - started) / 1000).toFixed(1)} s`,
+              `${slotEngine ? `${slotEngine.limits.slots} slots` : `${st.batches} batches, mean batch ${st.meanBatchSize.toFixed(1)}`}; ` +
+              `total ${((performance.now() - started) / 1000).toFixed(1)} s`,
           );
           if (failed) process.exitCode = 1;
         } finally {

@@ -11,9 +11,11 @@ import { configOption, positiveInt, recheckOption } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { connectRedisClient } from '../redis-client.js';
 import { type Output, genqueueResults, openAiResults, openOutput, summaryLine, writeLine, writeResults } from '../result-lines.js';
+import { streamPrinter } from '../stream-lines.js';
 
 interface EnqueueOptions extends FormatOptions {
   wait?: boolean;
+  stream?: boolean;
   out?: string;
   skipInvalid?: boolean;
   idsOut?: string;
@@ -66,6 +68,7 @@ export function registerEnqueueCommand(program: Command): void {
     .option('--out <results.jsonl>', 'where --wait writes results (default: stdout); OpenAI Batch: appended, skipping requests it already holds')
     .addOption(errorsOutOption())
     .addOption(openAiModelOption())
+    .option('--stream', 'with --wait, print the text of jobs with "stream": true as it is generated, to stderr: `<id>: "<new text>"`')
     .option('--skip-invalid', 'enqueue the valid lines even if some are invalid (default: refuse the whole file)')
     .option('--ids-out <file.jsonl>', 'write {"id","line","queue"} per job, for `genqueue results --ids-from` (default without --wait: <file>.ids.jsonl)')
     .option('--chunk-size <n>', 'jobs per addBulk call', positiveInt('--chunk-size'), 1000)
@@ -79,6 +82,7 @@ export function registerEnqueueCommand(program: Command): void {
     .addOption(configOption())
     .action(async (file: string, o: EnqueueOptions) => {
       const config = loadConfig({ file: o.config });
+      if (o.stream && !o.wait) throw new Error('--stream needs --wait');
       const openAi = (await resolveFormat(file, o)) === 'openai';
       const openOutputs = () => openOpenAiOutputs({ ...o, out: o.wait ? o.out : undefined });
       // With --skip-invalid, refused OpenAI requests become error lines as the file is read: the outputs (appended
@@ -149,10 +153,17 @@ export function registerEnqueueCommand(program: Command): void {
         }
         const out: Output = outputs?.out ?? (await openOutput(o.out));
         const collector = new ResultCollector({ connection });
-        const waitBar = new ProgressBar('results');
+        // Streamed text and a redrawn bar would garble each other on stderr.
+        const waitBar = o.stream ? undefined : new ProgressBar('results');
         try {
           const summary = await writeResults(
-            collector.collect(refs, { wait: true, timeoutMs: o.timeoutMs, recheckMs: o.recheckMs, onProgress: (d, t) => waitBar.update(d, t) }),
+            collector.collect(refs, {
+              wait: true,
+              timeoutMs: o.timeoutMs,
+              recheckMs: o.recheckMs,
+              onProgress: (d, t) => waitBar?.update(d, t),
+              ...(o.stream ? { onPartial: streamPrinter(process.stderr) } : {}),
+            }),
             { out: out.stream, errors: outputs?.errors?.stream },
             refs.length,
             format,
@@ -160,7 +171,7 @@ export function registerEnqueueCommand(program: Command): void {
           process.stderr.write(`${summaryLine(summary)}\n`);
           if (summary.completed !== summary.jobs) process.exitCode = 1;
         } finally {
-          waitBar.stop();
+          waitBar?.stop();
           if (!outputs) await out.close();
         }
       } finally {

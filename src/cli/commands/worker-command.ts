@@ -8,7 +8,13 @@ import { configOption, deviceOption, nonNegativeInt, positiveInt, positiveIntLis
 export function sharedWorkerOptions(): Option[] {
   return [
     new Option('--model <dir|name>', 'HF checkpoint dir, built model dir, or config name (default: config defaultModel)'),
-    new Option('--max-batch <b>', 'most jobs per graph run').argParser(positiveInt('--max-batch')),
+    new Option('--engine <kind>', 'slots: continuous batching; batches: batches grouped by max_new_tokens; auto: slots where they can run (default: config worker.engine)').choices([
+      'auto',
+      'slots',
+      'batches',
+    ]),
+    new Option('--slots <s>', 'rows of the continuous batch (default: config worker.slots, else 256 on CUDA, 8 on the CPU)').argParser(positiveInt('--slots')),
+    new Option('--max-batch <b>', 'most jobs per graph run (with slots: per beam batch)').argParser(positiveInt('--max-batch')),
     new Option('--max-wait-ms <m>', 'how long a partial batch waits for more jobs').argParser(nonNegativeInt('--max-wait-ms')),
     precisionOption(),
     new Option('--device-loop-max-batch <b>', 'greedy batches up to b use the native device loop (0 = off)').argParser(
