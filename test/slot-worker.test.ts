@@ -357,7 +357,7 @@ describe('worker on the slot engine (continuous batching, CPU provider, real Red
       const streaming = new Promise<void>((resolve) => events.on('progress', ({ jobId }) => jobId === 'long' && resolve()));
       const placed = await t.producer.enqueueJobs([job({ id: 'long', prompt: 'Go on and on', max_new_tokens: 1000, min_new_tokens: 1000, stream: true })]);
       await streaming;
-      const fleet = await readFleet(connection);
+      const fleet = await readFleet(connection, t.prefix);
       const me = fleet.find((m) => m.workerId === t.worker.workerId);
       assert.equal(me?.slots, SLOTS);
       assert.equal(typeof me?.slotsInUse, 'number');
