@@ -8,8 +8,8 @@
 // So one node does what a normalization + MatMul + bias/activation/residual Add did in several.
 //
 // Why: at one or two rows a step is matrix-vector products bound by reading the weights, plus many small kernels
-// whose launch gaps add up. cuBLAS (as ONNX Runtime's MatMul calls it on an H100) runs a 64x8 tile GEMM kernel at
-// ~0.6 TB/s for these shapes (bench/results/device-loop-tuning-h100.json).
+// whose launch gaps add up; at M = 1-2 cuBLAS (as ONNX Runtime's MatMul calls it) picks a 64x8 tile GEMM kernel
+// that reads the weights well below the memory's bandwidth (docs/performance.md).
 #pragma once
 #include <onnxruntime_c_api.h>
 
@@ -24,8 +24,7 @@ namespace genqueue {
 
 class SmallBatchMatMul : public OrtCustomOp {
  public:
-  // Each row re-reads and converts B's pieces; past two rows cuBLAS is the better choice (H100 measurements in
-  // bench/results/device-loop-tuning-h100.json).
+  // Each row re-reads and converts B's pieces; past two rows cuBLAS is the better choice (docs/performance.md).
   static constexpr int64_t kMaxRows = 2;
   // The longest K: a 256-thread team holds at most 8 pieces of 8 values of a row per thread
   // (src/model/components/small-batch.ts repeats it for the builder).

@@ -27,8 +27,8 @@ export const WorkerSettings = z
     /**
      * Sequence lengths (prompt + new tokens) the worker runs once at maxBatch (and at deviceLoopMaxBatch when the
      * device loop runs and that is smaller) before it takes jobs, so what a new batch shape costs once (the device
-     * loop captures its CUDA graphs: 0.4-0.8 s per shape on the H100) is paid at start-up rather than by the first
-     * jobs. Batches round up to a power of two and lengths to 64 positions.
+     * loop captures its CUDA graphs) is paid at start-up rather than by the first jobs. Batches round up to a power
+     * of two and lengths to 64 positions.
      */
     warmupLengths: z.array(z.number().int().min(2).max(1_000_000)).max(16),
     /**

@@ -89,8 +89,8 @@ function splice(pre: IGraphProto, decoder: DecoderGraph, tail: IGraphProto): IGr
 
 /**
  * Argmax over the vocabulary in two TopK(1) passes: per chunk (the rows run in parallel), then over the chunk
- * maxima. Measured on the H100 at batch 1: ONNX Runtime's CUDA ArgMax (cuDNN reduce) took 0.53 ms of a 1.23 ms
- * step and one TopK over 50,257 logits ~0.18 ms (a single-row radix select). The chunk width divides the
+ * maxima: ONNX Runtime's CUDA ArgMax (a cuDNN reduce) and one TopK over a whole row (a single-row radix select)
+ * are both far slower at small batches (bench/results/device-loop-tuning-h100.json). The chunk width divides the
  * vocabulary when it can (GPT-2: 29 × 1,733), which saves a Pad; otherwise the logits are padded to 1,024-wide
  * chunks. Ties go to the lowest index, as with ArgMax. Logits [B,1,V] → int64 [B,1].
  */
