@@ -22,3 +22,15 @@ describe('fp32 on CUDA', () => {
     }
   });
 });
+
+describe('worker.precision "auto" (the default)', () => {
+  it('builds fp16 for a GPU, where the slot engine and the device loop run fp16, and fp32 for the CPU provider', async () => {
+    const { loadConfig } = await import('../src/config/load-config.js');
+    const { precisionFor } = await import('../src/model/model-reference.js');
+    assert.equal(loadConfig({ env: {} }).worker.precision, 'auto');
+    assert.equal(precisionFor('auto', 'cuda:1'), 'fp16');
+    assert.equal(precisionFor('auto', 'tensorrt:0'), 'fp16');
+    assert.equal(precisionFor('auto', 'cpu'), 'fp32');
+    assert.equal(precisionFor('fp32', 'cuda:0'), 'fp32');
+  });
+});

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { DeviceSpec } from '../engine/execution-provider.js';
-import { parseDevice } from '../engine/execution-provider.js';
+import { formatDevice, parseDevice } from '../engine/execution-provider.js';
 import type { FinishReason } from '../engine/generation-types.js';
 import { Generator } from '../engine/generator.js';
 import type { TextGenerationEngine } from '../engine/text-generation-engine.js';
@@ -70,7 +70,7 @@ export interface OpenedEngine {
  */
 export async function openEngine(options: OpenEngineOptions): Promise<OpenedEngine> {
   const config = configFrom(options);
-  const model = await resolveModelArg(options.model, config, options.precision);
+  const model = await resolveModelArg(options.model, config, options.precision, undefined, typeof options.device === 'string' ? options.device : options.device && formatDevice(options.device));
   const device = typeof options.device === 'object' ? options.device : parseDevice(options.device ?? config.worker.device);
   const engineOptions = {
     device,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { createLogger } from '../cli/logger.js';
+import { formatDevice } from '../engine/execution-provider.js';
 import { resolveModelArg } from '../model/model-reference.js';
 import { type StartedWorker, type StartOptions, startWorker as startWorkerWith } from '../worker/worker-process.js';
 import { type ConfigOptions, configFrom } from './load-options.js';
@@ -25,7 +26,7 @@ export async function startWorker(options: StartWorkerOptions = {}): Promise<Lib
   const modelArg = options.model ?? config.defaultModel;
   if (!modelArg) throw new Error('startWorker: no model (pass model, or set defaultModel in the config or GENQUEUE_MODEL)');
   const logger = options.logger ?? createLogger(config.logLevel);
-  const model = await resolveModelArg(modelArg, config, options.precision);
+  const model = await resolveModelArg(modelArg, config, options.precision, undefined, typeof options.device === 'string' ? options.device : options.device && formatDevice(options.device));
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
   const { config: _c, cacheDir: _d, logger: _l, model: _m, ...startOptions } = options;
   const started = await startWorkerWith(config, model, startOptions, logger);

@@ -18,7 +18,8 @@ export const WorkerSettings = z
     maxBatch: z.number().int().min(1).max(4096),
     /** How long the first job of a batch waits for company before the batch runs anyway. */
     maxWaitMs: z.number().int().min(0).max(60_000),
-    precision: z.enum(['fp32', 'fp16']),
+    /** auto: fp16 on CUDA (its fast paths, the slot engine among them, are fp16), fp32 on the CPU provider. */
+    precision: z.enum(['auto', 'fp32', 'fp16']),
     /**
      * Greedy batches up to this size run through the native device loop (CUDA graph replay; needs
      * `npm run build:native` and an fp16 model on CUDA). 0 keeps every batch on the onnxruntime-node path.

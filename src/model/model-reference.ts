@@ -29,11 +29,19 @@ export function jobModelName(reference: string, config: Pick<GenqueueConfig, 'mo
   return name;
 }
 
+/** A configured precision for a device: "auto" is fp16 on a GPU and fp32 on the CPU provider. */
+export function precisionFor(configured: 'auto' | FloatPrecision, device: string): FloatPrecision {
+  if (configured !== 'auto') return configured;
+  return device.trim().toLowerCase() === 'cpu' ? 'fp32' : 'fp16';
+}
+
 export async function resolveModelArg(
   arg: string,
   config: GenqueueConfig,
   precisionFlag?: FloatPrecision,
   hub?: HubDownloadOptions,
+  /** The device the model is for (default worker.device): decides worker.precision "auto". */
+  device?: string,
 ): Promise<ResolvedModel & { name: string }> {
   const entry = config.models[arg];
   let path = entry ? entry.path : arg;
@@ -47,7 +55,7 @@ export async function resolveModelArg(
     path = await downloadHubModel(ref, hub);
   }
   const name = jobModelName(arg, config);
-  const precision = precisionFlag ?? entry?.precision ?? config.worker.precision;
+  const precision = precisionFlag ?? entry?.precision ?? precisionFor(config.worker.precision, device ?? config.worker.device);
   const cache = new ModelCache(config.cacheDir);
   const resolved = await cache.resolve(path, precision, name);
   return { ...resolved, name };

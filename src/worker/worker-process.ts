@@ -197,7 +197,7 @@ export async function runWorkerProcess(config: GenqueueConfig, o: WorkerProcessO
   if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
   // A wrong URL or password is one clear error now, not a warning repeated for ever once the model is loaded.
   await assertRedisReachable(config.redisUrl, { logger, tls: config.redisTls, giveUpAfterMs: config.redisConnectTimeoutMs });
-  const model = await resolveModelArg(modelArg, config, o.precision);
+  const model = await resolveModelArg(modelArg, config, o.precision, undefined, o.device);
   if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
   // Listening before the worker announces itself, so that a signal right after that is a clean shutdown.
   const stopped = new Promise<string>((resolve) => {

@@ -65,7 +65,7 @@ export function registerDemoCommand(program: Command): void {
           if (!existsSync(join(ckpt, 'config.json'))) writeRandomGpt2Checkpoint(ckpt, DEMO_SHAPE);
           modelArg = ckpt;
         }
-        const model = await resolveModelArg(modelArg, config);
+        const model = await resolveModelArg(modelArg, config, undefined, undefined, o.device);
         const s = model.manifest.spec;
         out(
           `model: ${model.name} (${s.architecture}, ${s.numLayers} layers × ${s.hiddenSize}, ${s.precision}) ` +

@@ -169,7 +169,7 @@ export function registerGenerateCommand(program: Command): void {
       const config = loadConfig({ file: o.config });
       const logger = createLogger(config.logLevel);
       const jobs = await readPrompts(o);
-      const model = await resolveModelArg(o.model, config, o.precision);
+      const model = await resolveModelArg(o.model, config, o.precision, undefined, o.device);
       if (model.built) logger.info({ dir: model.dir, seconds: model.manifest.buildSeconds }, 'built model');
       const device = parseDevice(o.device ?? config.worker.device);
       const choice = chooseEngine(o.engine ?? config.worker.engine, model.manifest, device);

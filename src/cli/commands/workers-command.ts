@@ -62,7 +62,7 @@ export function registerWorkersCommand(program: Command): void {
     // children find it in the cache instead of building it side by side.
     const modelArg = (o.model as string | undefined) ?? config.defaultModel;
     if (!modelArg) throw new Error('no model: pass --model or set defaultModel in the config (or GENQUEUE_MODEL)');
-    await resolveModelArg(modelArg, config, o.precision as 'fp32' | 'fp16' | undefined);
+    await resolveModelArg(modelArg, config, o.precision as 'fp32' | 'fp16' | undefined, undefined, o.gpus ? 'cuda:0' : 'cpu');
     const forwarded = shared.flatMap((opt) => {
       const value = o[opt.attributeName()];
       if (value === undefined) return [];
