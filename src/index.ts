@@ -44,7 +44,7 @@ export type { OpenedEngine, OpenEngineOptions, TextGeneration } from './api/open
 export type { ConfigOptions } from './api/load-options.js';
 export type { TextGenerationEngine } from './engine/text-generation-engine.js';
 export type { FinishReason, GenerationBatchResult, GenerationRequest, GenerationResult, SearchParams } from './engine/generation-types.js';
-export { parseDevice, formatDevice, CudaProviderUnavailableError } from './engine/execution-provider.js';
+export { parseDevice, formatDevice, CudaProviderUnavailableError, CudaDeviceUnavailableError } from './engine/execution-provider.js';
 export { installCudaProvider, CudaProviderInstallError, CUDA_PROVIDER_PACKAGE } from './engine/cuda-provider-install.js';
 export { checkCudaEnvironment } from './engine/cuda-environment.js';
 export type { EnvironmentCheck } from './engine/cuda-environment.js';

@@ -34,3 +34,20 @@ describe('worker.precision "auto" (the default)', () => {
     assert.equal(precisionFor('fp32', 'cuda:0'), 'fp32');
   });
 });
+
+describe('a CUDA device the addon cannot use', () => {
+  it('is one line naming the device and pointing to genqueue doctor (H200 machine with no GPU visible: "cudaSetDevice: no CUDA-capable device is detected")', async () => {
+    const { openOnDevice, CudaDeviceUnavailableError } = await import('../src/engine/execution-provider.js');
+    const failing = (): never => {
+      throw new Error('cudaSetDevice: no CUDA-capable device is detected\n  at native');
+    };
+    assert.throws(() => openOnDevice(parseDevice('cuda:1'), failing), (e: unknown) => {
+      assert.ok(e instanceof CudaDeviceUnavailableError);
+      assert.equal(e.message, 'cuda:1: no usable CUDA device (cudaSetDevice: no CUDA-capable device is detected); run `genqueue doctor` for what is missing and how to fix it');
+      return true;
+    });
+    // Other errors, and any error on the CPU provider, pass through as they are.
+    assert.throws(() => openOnDevice(parseDevice('cpu'), failing), /^Error: cudaSetDevice/);
+    assert.throws(() => openOnDevice(parseDevice('cuda:0'), () => { throw new Error('bad step file'); }), /^Error: bad step file$/);
+  });
+});

@@ -25,5 +25,13 @@ $G doctor; echo "rc=$?"
 $G generate --model test/fixtures/gpt2-tiny --prompt "Hello world" --max-new-tokens 4 --device cuda:0 --json; echo "rc=$?"
 echo "== 5. relink from the cache (as after npm ci)"; rm -f "$ORT"/libonnxruntime_providers_*.so; $G install-cuda; echo "rc=$?"
 echo "== 6. library openEngine on cuda:0"
-node --input-type=module -e "import { openEngine } from 'genqueue'; const e = await openEngine({ model: 'test/fixtures/gpt2-tiny', device: 'cuda:0', cacheDir: '/tmp/gq-cache' }); console.log(e.device, JSON.stringify(await e.generate(['Hello world']))); await e.close();"; echo "rc=$?"
+# A module inside the package, so that `import … from 'genqueue'` resolves to this checkout (package self-reference).
+check=$(mktemp -p . --suffix .mjs)
+cat > "$check" <<'JS'
+import { openEngine } from 'genqueue';
+const e = await openEngine({ model: 'test/fixtures/gpt2-tiny', device: 'cuda:0', cacheDir: '/tmp/gq-cache' });
+console.log(e.device, JSON.stringify(await e.generate(['Hello world'])));
+await e.close();
+JS
+node "$check"; echo "rc=$?"; rm -f "$check"
 echo "== 7. no GPU visible"; CUDA_VISIBLE_DEVICES= $G generate --model test/fixtures/gpt2-tiny --prompt "Hello" --device cuda:0 2>&1 | tail -3; echo "rc=$?"

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +23,7 @@ describe('a batch too large for the GPU is split until it fits', { skip: !onGpu 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-oom-'));
     writeRandomGpt2Checkpoint(join(dir, 'checkpoint'), GPT2_SMALL_SHAPE);
+    mkdirSync(join(dir, 'model'));
     buildModel(join(dir, 'checkpoint'), join(dir, 'model'), { precision: 'fp32' });
   });
   after(() => rmSync(dir, { recursive: true, force: true }));

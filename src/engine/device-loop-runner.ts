@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type DeviceLoopBindings, EOS_CHECK_EVERY, deviceLoopBindings } from '../model/contract.js';
 import type { ModelManifest } from '../model/manifest.js';
-import { type DeviceSpec, preferFullFp32OnCuda } from './execution-provider.js';
+import { type DeviceSpec, openOnDevice, preferFullFp32OnCuda } from './execution-provider.js';
 import { type GenerationRequest, type GenerationResult, resultFromGenerated } from './generation-types.js';
 
 const require = createRequire(import.meta.url);
@@ -111,7 +111,7 @@ export class DeviceLoopRunner {
       throw new Error(`the device loop on CUDA needs an fp16 build for this model (its step runs GroupQueryAttention, which has no fp32 CUDA kernel)`);
     }
     const addon = loadDeviceLoopAddon();
-    const handle = addon.open(onnxRuntimeLibrary(), join(modelDir, step), {
+    const handle = openOnDevice(options.device, () => addon.open(onnxRuntimeLibrary(), join(modelDir, step), {
       cuda,
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
       cudaGraph: cuda && (options.cudaGraph ?? true),
@@ -123,7 +123,7 @@ export class DeviceLoopRunner {
       ...(cuda && files.deviceLoopSmallBatch ? { smallBatchStep: join(modelDir, files.deviceLoopSmallBatch) } : {}),
       ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),
       ...(options.profilePrefix ? { profilePrefix: options.profilePrefix } : {}),
-    });
+    }));
     // Its kernels are compiled when it is created: one that fails leaves every batch on the regular step.
     const smallBatchError = addon.smallBatchError(handle);
     if (smallBatchError) options.onWarning?.(`small-batch step unavailable (${smallBatchError.split('\n')[0]}); batches of 1-2 run the regular step`);

@@ -61,6 +61,32 @@ export class CudaProviderUnavailableError extends Error {
   }
 }
 
+/** A CUDA device the addon cannot use (none visible, a driver problem): one line, pointing to `genqueue doctor`. */
+export class CudaDeviceUnavailableError extends Error {
+  override readonly name = 'CudaDeviceUnavailableError';
+
+  constructor(
+    readonly device: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${device}: no usable CUDA device (${reason}); run \`genqueue doctor\` for what is missing and how to fix it`, options);
+  }
+}
+
+/** The native addon's CUDA runtime errors that mean the device itself is out of reach. */
+const DEVICE_FAILURE = /cudaSetDevice|no CUDA-capable device|CUDA driver version is insufficient|cudaErrorNoDevice|cudaErrorInsufficientDriver/;
+
+/** Opens something on a device through the native addon, turning a device that cannot be used into one clear line. */
+export function openOnDevice<T>(device: DeviceSpec, open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    if (device.kind === 'cpu' || !(e instanceof Error) || !DEVICE_FAILURE.test(e.message)) throw e;
+    throw new CudaDeviceUnavailableError(formatDevice(device), e.message.split('\n')[0]!, { cause: e });
+  }
+}
+
 /** Before ONNX Runtime tries (and logs its own multi-line error): the provider files must be installed. */
 export function assertCudaProviderInstalled(device: DeviceSpec): void {
   if (device.kind === 'cpu') return;

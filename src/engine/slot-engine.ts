@@ -3,7 +3,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
 import { SLOT_STATUS, slotBindings } from '../model/contract.js';
 import { onnxRuntimeLibrary } from './device-loop-runner.js';
-import { type DeviceSpec, formatDevice, preferFullFp32OnCuda } from './execution-provider.js';
+import { type DeviceSpec, formatDevice, openOnDevice, preferFullFp32OnCuda } from './execution-provider.js';
 import { type SlotAdmission, type SlotChunk, type SlotLoopAddon, loadSlotLoopAddon } from './slot-addon.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
 import {
@@ -128,9 +128,11 @@ export class SlotEngine implements SlotGenerationEngine {
     const threads = options.intraOpThreads ?? 0;
     if (!Number.isInteger(threads) || threads < 0) throw new Error(`slot engine option intraOpThreads must be an integer ≥ 0, not ${threads}`);
     const addon = loadSlotLoopAddon();
-    const handle = addon.slotOpen(onnxRuntimeLibrary(), {
-      decodeStep: join(modelDir, files.slotDecode),
-      prefillStep: join(modelDir, files.slotPrefill),
+    const decodeStep = join(modelDir, files.slotDecode);
+    const prefillStep = join(modelDir, files.slotPrefill);
+    const handle = openOnDevice(options.device, () => addon.slotOpen(onnxRuntimeLibrary(), {
+      decodeStep,
+      prefillStep,
       cuda,
       deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
       cudaGraph: cuda && (options.cudaGraph ?? true),
@@ -146,7 +148,7 @@ export class SlotEngine implements SlotGenerationEngine {
       vocabSize: spec.vocabSize,
       intraOpThreads: threads,
       bindings: slotBindings(),
-    });
+    }));
     return new SlotEngine(addon, handle, manifest, limits, `${formatDevice(options.device)} (slots)`, options.onWarning);
   }
 
