@@ -23,6 +23,7 @@
 
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
+#include "decode-attention.h"
 #include "graph-capture.h"
 #include "greedy-next-token.h"
 #include "handle-registry.h"
@@ -36,6 +37,7 @@ namespace {
 
 using genqueue::CudaRuntime;
 using genqueue::cudart;
+using genqueue::DecodeAttention;
 using genqueue::GreedyNextToken;
 using genqueue::SmallBatchMatMul;
 
@@ -123,9 +125,11 @@ class DeviceLoop {
       // The fp16 CUDA steps' own operators (native/*.h), compiled here with NVRTC; the domain outlives the sessions.
       smallBatchMatMul_ = std::make_unique<SmallBatchMatMul>(ort, o.deviceId);
       greedyNextToken_ = std::make_unique<GreedyNextToken>(ort, o.deviceId);
+      decodeAttention_ = std::make_unique<DecodeAttention>(ort, o.deviceId);
       check(ort->CreateCustomOpDomain(genqueue::kGenqueueDomain, &customOps_));
       check(ort->CustomOpDomain_Add(customOps_, smallBatchMatMul_.get()));
       check(ort->CustomOpDomain_Add(customOps_, greedyNextToken_.get()));
+      check(ort->CustomOpDomain_Add(customOps_, decodeAttention_.get()));
     }
     step_ = createSession(stepPath);
     if (!o.smallBatchStep.empty() && o.smallBatchRows > 0) {
@@ -445,6 +449,7 @@ class DeviceLoop {
   CudaRuntime::Stream stream_ = nullptr;
   std::unique_ptr<SmallBatchMatMul> smallBatchMatMul_;
   std::unique_ptr<GreedyNextToken> greedyNextToken_;
+  std::unique_ptr<DecodeAttention> decodeAttention_;
   OrtCustomOpDomain* customOps_ = nullptr;
   OrtSession* step_ = nullptr;
   OrtSession* smallStep_ = nullptr;  // batches of at most options_.smallBatchRows, when given

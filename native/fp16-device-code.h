@@ -26,6 +26,10 @@ __device__ __forceinline__ void loadCached(const unsigned short* p, unsigned (&v
 __device__ __forceinline__ void loadStreaming(const unsigned short* p, unsigned (&v)[4]) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
 }
+// Data written earlier in the same kernel (by this block): read through L2, never the non-coherent path.
+__device__ __forceinline__ void loadCoherent(const unsigned short* p, unsigned (&v)[4]) {
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3]) : "l"(p));
+}
 // Eight halves of a 16-byte load as floats, in order.
 __device__ __forceinline__ void unpack(const unsigned (&v)[4], float (&f)[8]) {
 #pragma unroll

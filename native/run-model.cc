@@ -10,6 +10,7 @@
 
 #include "cuda-runtime.h"
 #include "custom-op-context.h"
+#include "decode-attention.h"
 #include "greedy-next-token.h"
 #include "ort-api.h"
 #include "small-batch-matmul.h"
@@ -77,6 +78,7 @@ struct ModelRun {
   OrtMemoryInfo* cpu = nullptr;
   std::unique_ptr<SmallBatchMatMul> smallBatchMatMul;
   std::unique_ptr<GreedyNextToken> greedyNextToken;
+  std::unique_ptr<DecodeAttention> decodeAttention;
   OrtCustomOpDomain* domain = nullptr;
   OrtSession* session = nullptr;
   std::vector<OrtValue*> inputs;
@@ -90,6 +92,7 @@ struct ModelRun {
     for (OrtValue* v : inputs) ort->ReleaseValue(v);
     if (session != nullptr) ort->ReleaseSession(session);
     if (domain != nullptr) ort->ReleaseCustomOpDomain(domain);
+    decodeAttention.reset();
     greedyNextToken.reset();
     smallBatchMatMul.reset();
     if (cpu != nullptr) ort->ReleaseMemoryInfo(cpu);
@@ -117,9 +120,11 @@ napi_value RunModel(napi_env env, napi_callback_info info) {
     checkOrt(ort, ort->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &run.cpu));
     run.smallBatchMatMul = std::make_unique<SmallBatchMatMul>(ort, deviceId);
     run.greedyNextToken = std::make_unique<GreedyNextToken>(ort, deviceId);
+    run.decodeAttention = std::make_unique<DecodeAttention>(ort, deviceId);
     checkOrt(ort, ort->CreateCustomOpDomain(kGenqueueDomain, &run.domain));
     checkOrt(ort, ort->CustomOpDomain_Add(run.domain, run.smallBatchMatMul.get()));
     checkOrt(ort, ort->CustomOpDomain_Add(run.domain, run.greedyNextToken.get()));
+    checkOrt(ort, ort->CustomOpDomain_Add(run.domain, run.decodeAttention.get()));
     SessionSettings settings;
     settings.cuda = true;
     settings.deviceId = deviceId;

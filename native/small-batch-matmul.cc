@@ -1,6 +1,7 @@
 #include "small-batch-matmul.h"
 
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -251,7 +252,7 @@ int64_t blocksFor(int64_t n, const SmallBatchMatMul::Shape& s) {
 // kernel's occupancy). A team is as wide as K allows (a power of two of warps, up to the whole block), so that
 // each thread holds few pieces of a row; each thread then takes enough columns for about four 16-byte weight
 // loads in flight; fewer columns when that would leave fewer than two blocks per SM.
-SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multiprocessors, int64_t split, int64_t columns) {
+SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multiprocessors, int64_t split, int64_t columns, int64_t loads) {
   const int64_t pieces = k / 8;
   if (split == 0) {
     split = 1;
@@ -267,7 +268,7 @@ SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multi
   const int64_t rowsPerColumn = swiglu ? 2 : 1;
   if (columns == 0) {
     columns = 1;
-    while (columns < 4 && 2 * columns * perThread * rowsPerColumn <= 4) columns *= 2;
+    while (columns < 8 && 2 * columns * perThread * rowsPerColumn <= loads) columns *= 2;
     const int64_t teams = kWarpsPerBlock / split;
     auto blocks = [&](int64_t c) { return (n + c * teams - 1) / (c * teams); };
     while (columns > 1 && blocks(columns) < 2 * static_cast<int64_t>(multiprocessors)) columns /= 2;
@@ -286,6 +287,17 @@ std::string shapeKey(const SmallBatchMatMul::Shape& s) {
 std::string kernelSource(const SmallBatchMatMul::Shape& s) {
   return "#define SBMM_SPLIT " + std::to_string(s.split) + "\n#define SBMM_COLUMNS " + std::to_string(s.columns) + "\n#define SBMM_PIECES " +
          std::to_string(s.pieces) + "\n#define SBMM_GLU " + (s.swiglu ? "1" : "0") + "\n" + kFp16DeviceCode + kKernelSource;
+}
+
+// The 16-byte weight loads each thread aims to have in flight (chooseShape); GENQUEUE_SBMM_LOADS overrides it for
+// measurements (4, 8 or 16).
+int64_t loadsInFlight() {
+  static const int64_t loads = [] {
+    const char* text = std::getenv("GENQUEUE_SBMM_LOADS");
+    const int64_t v = text != nullptr ? std::atoll(text) : 0;
+    return v == 4 || v == 8 || v == 16 ? v : int64_t{4};
+  }();
+  return loads;
 }
 
 // Kernel i handles i + 1 rows.
@@ -357,7 +369,7 @@ SmallBatchMatMul::Kernel* SmallBatchMatMul::createKernel(const OrtApi* api, cons
   }
   const int64_t n = swiglu ? b[0] / 2 : b[0];
   const int64_t columns = intAttribute(api, info, "columns", 0);
-  Shape shape = chooseShape(n, b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0), columns);
+  Shape shape = chooseShape(n, b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0), columns, loadsInFlight());
   const NvrtcModule* kernels = module(shape);
   // A grid of a few waves (as many blocks per SM as the compiled kernel's registers allow) leaves most SMs idle
   // in its last one: when twice the columns per team would fit the grid into one wave, they are taken.

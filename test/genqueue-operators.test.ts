@@ -6,6 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { DEVICE_LOOP_ADDON, loadDeviceLoopAddon, onnxRuntimeLibrary } from '../src/engine/device-loop-runner.js';
 import { smallBatchMatMul } from '../src/model/components/small-batch.js';
+import { float16BitsToFloat32 } from '../src/model/onnx/tensor-types.js';
+import { type DecodeAttentionCase, type DecodeAttentionInputs, decodeAttentionInputs, decodeAttentionReference } from './harness/decode-attention-reference.js';
 import { GraphBuilder, encodeModel } from '../src/model/onnx/graph-builder.js';
 import { type SmallBatchCase, type SmallBatchInputs, firstMismatch, randomInputs, smallBatchReference, weightRows } from './harness/small-batch-reference.js';
 import { testDevice } from './harness/test-device.js';
@@ -51,6 +53,36 @@ function smallBatchModel(c: SmallBatchCase, x: SmallBatchInputs): Uint8Array {
   if (c.columns) node.attribute!.push({ name: 'columns', type: INT, i: c.columns });
   return encodeModel(graph, 'genqueue-test');
 }
+
+/** A one-node genqueue.DecodeAttention model: qkv, the caches and seqlens_k are inputs, the rotary tables initializers. */
+function decodeAttentionModel(c: DecodeAttentionCase, x: DecodeAttentionInputs): Uint8Array {
+  const B = c.positions.length;
+  const g = new GraphBuilder('decode_attention');
+  const cache = [B, c.kvHeads, c.capacity, c.headSize];
+  const qkv = g.input('qkv', 'float16', [B, 1, (c.heads + 2 * c.kvHeads) * c.headSize]);
+  const pastKey = g.input('past_key', 'float16', cache);
+  const pastValue = g.input('past_value', 'float16', cache);
+  const seqlens = g.input('seqlens_k', 'int32', [B]);
+  const cos = g.initializer('cos', 'float16', [c.capacity, c.rotaryHalf], bytes(x.cos));
+  const sin = g.initializer('sin', 'float16', [c.capacity, c.rotaryHalf], bytes(x.sin));
+  const attrs = { num_heads: c.heads, kv_num_heads: c.kvHeads, scale: { float: 1 / Math.sqrt(c.headSize) }, ...(c.window ? { local_window_size: c.window } : {}) };
+  g.genqueueOp('DecodeAttention', [qkv, pastKey, pastValue, seqlens, cos, sin], ['y', 'present_key', 'present_value'], attrs);
+  g.output('y', 'float16', [B, 1, c.heads * c.headSize]);
+  g.output('present_key', 'float16', cache);
+  g.output('present_value', 'float16', cache);
+  return encodeModel(g.build(), 'genqueue-test');
+}
+
+// Llama-3.2-1B (32 / 8 heads of 64) and Qwen2.5-0.5B (14 / 2) at one and several slices of the cache, a Mistral-like
+// shape (head size 128) with a sliding window, plain multi-head attention, partial rotary, the first and last positions.
+const ATTENTION_CASES: DecodeAttentionCase[] = [
+  { heads: 32, kvHeads: 8, headSize: 64, rotaryHalf: 32, capacity: 64, positions: [5] },
+  { heads: 32, kvHeads: 8, headSize: 64, rotaryHalf: 32, capacity: 264, positions: [0, 263] },
+  { heads: 14, kvHeads: 2, headSize: 64, rotaryHalf: 32, capacity: 1000, positions: [777, 64] },
+  { heads: 32, kvHeads: 8, headSize: 128, rotaryHalf: 64, capacity: 4096, positions: [3000], window: 512 },
+  { heads: 4, kvHeads: 4, headSize: 32, rotaryHalf: 8, capacity: 130, positions: [129, 17] },
+  { heads: 16, kvHeads: 4, headSize: 256, rotaryHalf: 128, capacity: 96, positions: [95] },
+];
 
 const base = { bias: false, residual: false, norm: 'none', activation: 'none', epsilon: 1e-5 } as const;
 // The projections of Llama-3.2-1B (q/k/v, gate/up, down, the vocabulary projection at a smaller vocabulary),
@@ -103,6 +135,45 @@ describe('genqueue operators on CUDA (against references from the same fp16 inpu
         const { output, reference } = run(c, seed++);
         assert.equal(firstMismatch(c, output, reference), undefined, JSON.stringify(c));
       }
+    }
+  });
+
+  it('DecodeAttention: rotary, the new key/value in the cache and attention over the row\'s positions, as the reference', { timeout: 600_000 }, () => {
+    let seed = 500;
+    for (const c of ATTENTION_CASES) {
+      const x = decodeAttentionInputs(c, seed++);
+      const model = join(dir, `attention-${seed}.onnx`);
+      writeFileSync(model, decodeAttentionModel(c, x));
+      const B = c.positions.length;
+      const cache = [B, c.kvHeads, c.capacity, c.headSize];
+      const feeds: Tensor[] = [
+        { name: 'qkv', type: 'float16', dims: [B, 1, (c.heads + 2 * c.kvHeads) * c.headSize], data: x.qkv },
+        { name: 'past_key', type: 'float16', dims: cache, data: x.pastKey },
+        { name: 'past_value', type: 'float16', dims: cache, data: x.pastValue },
+        { name: 'seqlens_k', type: 'int32', dims: [B], data: x.seqlens },
+      ];
+      const [y, keys, values] = addon.runModel(onnxRuntimeLibrary(), model, deviceId, feeds, ['y', 'present_key', 'present_value']);
+      const ref = decodeAttentionReference(c, x);
+      const out = y!.data as Uint16Array;
+      for (let i = 0; i < ref.out.length; i++) {
+        const got = float16BitsToFloat32(out[i]!);
+        assert.ok(Math.abs(got - ref.out[i]!) <= 4e-3 + 8e-3 * Math.abs(ref.out[i]!), `${JSON.stringify(c)}: output ${i}: ${got} vs ${ref.out[i]}`);
+      }
+      // Each row's kv heads hold the rotated key and the value at the row's position; the rest of the cache is the past.
+      const D = c.headSize;
+      const k = keys!.data as Uint16Array, v = values!.data as Uint16Array;
+      c.positions.forEach((pos, b) => {
+        for (let kvh = 0; kvh < c.kvHeads; kvh++) {
+          const at = ((b * c.kvHeads + kvh) * c.capacity + pos) * D;
+          const refKey = ref.newKeys[b * c.kvHeads + kvh]!, refValue = ref.newValues[b * c.kvHeads + kvh]!;
+          for (let e = 0; e < D; e++) {
+            assert.ok(Math.abs(float16BitsToFloat32(k[at + e]!) - refKey[e]!) <= 2e-3 * Math.max(1, Math.abs(refKey[e]!)), `${JSON.stringify(c)}: key ${b}/${kvh}/${e}`);
+            assert.equal(float16BitsToFloat32(v[at + e]!), refValue[e], `${JSON.stringify(c)}: value ${b}/${kvh}/${e}`);
+          }
+          const other = ((b * c.kvHeads + kvh) * c.capacity + (pos === 0 ? 1 : pos - 1)) * D;
+          assert.deepEqual(Array.from(k.subarray(other, other + D)), Array.from(x.pastKey.subarray(other, other + D)));
+        }
+      });
     }
   });
 

@@ -6,7 +6,7 @@ import { MODEL_FILES } from './contract.js';
 export const MANIFEST_FILE = MODEL_FILES.manifest;
 
 /** Bumped whenever the graphs a builder writes change, so cached models are rebuilt. */
-export const BUILDER_VERSION = 15;
+export const BUILDER_VERSION = 16;
 
 const RopeSpecSchema = z.object({
   type: z.enum(['default', 'linear', 'llama3', 'dynamic']),

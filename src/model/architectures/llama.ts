@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { HfCheckpoint } from '../checkpoint/hf-checkpoint.js';
-import { groupQueryAttention, rotaryAttention, type RotaryQkv } from '../components/attention.js';
+import { decodeAttention, decodeAttentionFits, groupQueryAttention, rotaryAttention, type RotaryQkv } from '../components/attention.js';
 import type { DecoderStep, LayerState } from '../components/decoder-step.js';
 import { appendSmallBatchLogits } from '../components/heads.js';
 import { ModelConfigError, generationTokenIds, parseConfig } from '../components/model-config.js';
@@ -195,7 +195,7 @@ export class LlamaFamily implements DecoderArchitecture {
       const p = `model.layers.${i}.`;
       const qkv = this.qkv(step, i, 'out-in');
       const packed = smallBatchMatMul(g, { input: x!, weight: qkv.weight(), bias: qkv.bias?.(), norm: rms(i) }, `l${i}_qkv`);
-      const attn = groupQueryAttention(step, `l${i}`, i, packed, qkv);
+      const attn = (decodeAttentionFits(N, this.spec.numKvHeads, HS) ? decodeAttention : groupQueryAttention)(step, `l${i}`, i, packed, qkv);
       const oBias = this.cfg.attention_bias ? w.tensor(`${p}self_attn.o_proj.bias`, [D]) : undefined;
       const x2 = smallBatchMatMul(g, { input: attn, weight: w.tensor(`${p}self_attn.o_proj.weight`, [D, N * HS]), bias: oBias, residual: x }, `l${i}_resid_attn`);
       const gateUp = w.stacked(`${p}mlp.gate_up_proj.weight`, this.gateUpParts(i), D);

@@ -130,6 +130,35 @@ export function groupQueryAttention(step: DecoderStep, name: string, i: number, 
   return g.msOp('GroupQueryAttention', [qr!, kr!, v!, ...caches], outputs, attrs)[0]!;
 }
 
+/**
+ * Whether genqueue.DecodeAttention (native/decode-attention.h DecodeAttention::fits, repeated here for the builder)
+ * takes this attention shape: head sizes 32-256 (a key is read in 16-byte pieces by one warp's lanes), at most 8
+ * heads per kv head, and its shared memory within the 48 KiB a block gets without opting in.
+ */
+export function decodeAttentionFits(numHeads: number, kvHeads: number, headSize: number): boolean {
+  const group = numHeads / kvHeads;
+  const sharedBytes = 4 * (group * headSize + 8 * group * (headSize + 2));
+  return Number.isInteger(group) && group >= 1 && group <= 8 && [32, 64, 128, 256].includes(headSize) && sharedBytes <= 48 * 1024;
+}
+
+/**
+ * The small-batch step's rotary attention: one genqueue.DecodeAttention node (rotary, in-place append and attention
+ * in one kernel) with GroupQueryAttention's inputs and outputs, where GroupQueryAttention runs four kernels.
+ */
+export function decodeAttention(step: DecoderStep, name: string, i: number, qkv: string, p: RotaryQkv): string {
+  const { g, io, spec } = step;
+  const rotary = ropeCaches(step);
+  const attrs: Record<string, AttrValue> = {
+    num_heads: p.numHeads,
+    kv_num_heads: p.numKvHeads,
+    head_size: p.headSize,
+    scale: { float: 1 / Math.sqrt(p.headSize) },
+    ...(spec.slidingWindow ? { local_window_size: spec.slidingWindow } : {}),
+  };
+  const inputs = [qkv, STATIC_KV.pastKey(i), STATIC_KV.pastValue(i), io.seqlensK, rotary.cos, rotary.sin];
+  return g.genqueueOp('DecodeAttention', inputs, [`${name}_attn`, STATIC_KV.presentKey(i), STATIC_KV.presentValue(i)], attrs)[0]!;
+}
+
 /** The rotary cos/sin caches of the step: precomputed initializers, or computed per call for dynamic scaling. */
 function ropeCaches(step: DecoderStep): { cos: string; sin: string } {
   return step.once('rope_caches', () => {
