@@ -14,7 +14,7 @@ import { DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { parseDevice } from '../src/engine/execution-provider.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { SlotEngine } from '../src/engine/slot-engine.js';
-import type { SlotRequest, SlotResult } from '../src/engine/slot-types.js';
+import type { SlotRequest, SlotResult, SlotStats } from '../src/engine/slot-types.js';
 import { GPT2_SMALL_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { ModelCache } from '../src/model/model-cache.js';
 
@@ -69,15 +69,51 @@ const engine = SlotEngine.open(model.dir, {
 const openSeconds = (performance.now() - t0) / 1000;
 const loop = DeviceLoopRunner.open(model.dir, model.manifest, { device });
 
-/** All jobs through the slot engine at once; tokens/s over the whole run, time-to-first-token percentiles. */
+/**
+ * Where a run's wall time went, from the engine's counters before and after it. decodeUtilisation: the share of
+ * the decode row-steps that emitted a token (slotOccupancy: the share with a row running at the chunk's start, so
+ * the rest is rows ending mid-chunk); idleShare: time the loop gave the device nothing (host scheduling, JS);
+ * hostShare: time the engine's thread spent in native calls.
+ */
+function profileOf(before: SlotStats, after: SlotStats, wallSeconds: number) {
+  const d = <K extends keyof SlotStats>(k: K) => (after[k] as number) - (before[k] as number);
+  const prefillSeconds = d('prefillSeconds');
+  const decodeSeconds = d('decodeSeconds');
+  const decodeSteps = d('decodeSteps');
+  const emittedTokens = d('emittedTokens');
+  const rowSteps = d('rowSteps');
+  const offered = decodeSteps * after.slots;
+  return {
+    wallSeconds,
+    prefillSeconds,
+    decodeSeconds,
+    hostSeconds: d('hostSeconds'),
+    decodeSteps,
+    prefillRuns: d('prefillRuns'),
+    prefillTokens: d('prefillTokens'),
+    rowSteps,
+    emittedTokens,
+    decodeUtilisation: emittedTokens / offered,
+    slotOccupancy: rowSteps / offered,
+    decodeShare: decodeSeconds / wallSeconds,
+    prefillShare: prefillSeconds / wallSeconds,
+    idleShare: 1 - (prefillSeconds + decodeSeconds) / wallSeconds,
+    hostShare: d('hostSeconds') / wallSeconds,
+    decodeTokensPerSecond: emittedTokens / decodeSeconds,
+  };
+}
+
+/** All jobs through the slot engine at once; tokens/s over the whole run, time-to-first-token percentiles, profile. */
 async function throughSlots(jobs: SlotRequest[]) {
+  const before = engine.statsNow();
   const started = performance.now();
   const results: SlotResult[] = await Promise.all(jobs.map((j) => engine.generate(j)));
   const seconds = (performance.now() - started) / 1000;
+  const profile = profileOf(before, engine.statsNow(), seconds);
   const tokens = results.reduce((a, r) => a + r.tokenIds.length, 0);
   const ttft = results.map((r) => r.timings.timeToFirstTokenMs ?? 0).sort((a, b) => a - b);
   const pct = (p: number) => ttft[Math.min(ttft.length - 1, Math.floor(p * ttft.length))]!;
-  return { seconds, tokens, tokensPerSecond: tokens / seconds, ttftMs: { p50: pct(0.5), p95: pct(0.95), max: ttft.at(-1)! } };
+  return { seconds, tokens, tokensPerSecond: tokens / seconds, ttftMs: { p50: pct(0.5), p95: pct(0.95), max: ttft.at(-1)! }, profile };
 }
 
 /** Static batches through the device loop, one after another. */

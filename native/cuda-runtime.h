@@ -11,11 +11,12 @@ namespace genqueue {
 // The CUDA runtime, for what ONNX Runtime's C API does not offer: device buffers that are not ONNX Runtime's
 // (cudaMalloc), host↔device copies (IO binding would not write a bound device buffer from a one-node copy
 // session: tried Identity and Abs on CUDA, the buffer stayed unwritten), a stream of our own for the session, and
-// stream capture into CUDA graphs. dlopen'ed (the one the CUDA provider uses), never linked.
+// stream capture into CUDA graphs, events that time work on a stream. dlopen'ed (the one the CUDA provider uses), never linked.
 struct CudaRuntime {
   using Stream = void*;
   using Graph = void*;
   using GraphExec = void*;
+  using Event = void*;
   int (*malloc)(void**, size_t) = nullptr;
   int (*free)(void*) = nullptr;
   int (*memcpy)(void*, const void*, size_t, int) = nullptr;
@@ -35,6 +36,11 @@ struct CudaRuntime {
   int (*graphDestroy)(Graph) = nullptr;
   int (*graphExecDestroy)(GraphExec) = nullptr;
   int (*graphLaunch)(GraphExec, Stream) = nullptr;
+  int (*eventCreate)(Event*) = nullptr;
+  int (*eventRecord)(Event, Stream) = nullptr;
+  int (*eventSynchronize)(Event) = nullptr;
+  int (*eventElapsedTime)(float*, Event, Event) = nullptr;
+  int (*eventDestroy)(Event) = nullptr;
   static constexpr int kHostToDevice = 1;
   static constexpr int kDeviceToHost = 2;
   static constexpr int kDeviceToDevice = 3;
@@ -71,6 +77,11 @@ struct CudaRuntime {
     sym(graphDestroy, "cudaGraphDestroy");
     sym(graphExecDestroy, "cudaGraphExecDestroy");
     sym(graphLaunch, "cudaGraphLaunch");
+    sym(eventCreate, "cudaEventCreate");
+    sym(eventRecord, "cudaEventRecord");
+    sym(eventSynchronize, "cudaEventSynchronize");
+    sym(eventElapsedTime, "cudaEventElapsedTime");
+    sym(eventDestroy, "cudaEventDestroy");
     if (!all) {
       memcpy = nullptr;
       throw std::runtime_error("the CUDA runtime lacks a function the device loop uses");

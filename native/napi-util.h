@@ -151,6 +151,12 @@ inline napi_value fromInt(napi_env env, int64_t v) {
   return out;
 }
 
+inline napi_value fromDouble(napi_env env, double v) {
+  napi_value out;
+  call(napi_create_double(env, v, &out), "napi_create_double");
+  return out;
+}
+
 inline napi_value object(napi_env env) {
   napi_value out;
   call(napi_create_object(env, &out), "napi_create_object");

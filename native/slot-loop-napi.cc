@@ -126,7 +126,7 @@ napi_value SlotRun(napi_env env, napi_callback_info info) {
   });
 }
 
-// slotStats(handle) → counters of the loop's work, and the rows running on the device
+// slotStats(handle) → counters of the loop's work and time, and the rows running on the device
 napi_value SlotStats(napi_env env, napi_callback_info info) {
   return napi::guarded(env, [&]() -> napi_value {
     auto argv = napi::args(env, info, 1);
@@ -139,6 +139,11 @@ napi_value SlotStats(napi_env env, napi_callback_info info) {
     napi::set(env, result, "prefillTokens", napi::fromInt(env, s.prefillTokens));
     napi::set(env, result, "admitted", napi::fromInt(env, s.admitted));
     napi::set(env, result, "running", napi::fromInt(env, s.running));
+    napi::set(env, result, "prefillSeconds", napi::fromDouble(env, s.prefillSeconds));
+    napi::set(env, result, "decodeSeconds", napi::fromDouble(env, s.decodeSeconds));
+    napi::set(env, result, "hostSeconds", napi::fromDouble(env, s.hostSeconds));
+    napi::set(env, result, "rowSteps", napi::fromInt(env, s.rowSteps));
+    napi::set(env, result, "emittedTokens", napi::fromInt(env, s.emittedTokens));
     return result;
   });
 }

@@ -1,9 +1,11 @@
 #include "slot-loop.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +23,19 @@ namespace {
 constexpr auto kInt64 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
 constexpr auto kInt32 = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
 constexpr auto kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+
+// Adds the wall time of its scope to a counter on every way out, a throw included.
+class ScopeSeconds {
+ public:
+  explicit ScopeSeconds(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~ScopeSeconds() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  ScopeSeconds(const ScopeSeconds&) = delete;
+  ScopeSeconds& operator=(const ScopeSeconds&) = delete;
+
+ private:
+  double& total_;
+  const std::chrono::steady_clock::time_point start_;
+};
 
 }  // namespace
 
@@ -50,6 +65,7 @@ void SlotLoop::init() {
     cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
     // Non-blocking: the legacy default stream (synchronous cudaMemcpy) must not serialize with it.
     cudart.check(cudart.streamCreateWithFlags(&stream_, CudaRuntime::kStreamNonBlocking), "cudaStreamCreateWithFlags");
+    for (CudaRuntime::Event* e : {&prefillBegin_, &prefillEnd_, &decodeBegin_, &decodeEnd_}) cudart.check(cudart.eventCreate(e), "cudaEventCreate");
     checkOrt(ort_, ort_->CreateMemoryInfo("Cuda", OrtDeviceAllocator, o_.deviceId, OrtMemTypeDefault, &deviceInfo_));
   }
   nextToken_ = std::make_unique<NextToken>(ort_, o_.cuda, o_.deviceId);
@@ -137,6 +153,8 @@ void SlotLoop::releaseAll() {
   nextToken_.reset();
   if (deviceInfo_ != nullptr) ort_->ReleaseMemoryInfo(deviceInfo_);
   if (cpuInfo_ != nullptr) ort_->ReleaseMemoryInfo(cpuInfo_);
+  for (CudaRuntime::Event e : {prefillBegin_, prefillEnd_, decodeBegin_, decodeEnd_})
+    if (e != nullptr) cudart.eventDestroy(e);
   if (stream_ != nullptr) cudart.streamDestroy(stream_);
   if (env_ != nullptr) ort_->ReleaseEnv(env_);
   live--;
@@ -211,6 +229,7 @@ void SlotLoop::download(void* host, const void* device, size_t bytes) {
 }
 
 void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
+  const ScopeSeconds host(stats_.hostSeconds);
   if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
   for (const SlotAdmission& r : rows) {
     const int64_t prompt = static_cast<int64_t>(r.prompt.size());
@@ -246,10 +265,29 @@ void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
   std::vector<const SlotAdmission*> prefilled;
   for (const SlotAdmission& r : rows)
     if (r.prompt.size() > 1) prefilled.push_back(&r);
-  prefillFirstChunks(prefilled);
-  // Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy).
-  const std::vector<OrtValue*> none;
-  for (const SlotAdmission* r : prefilled) {
+  if (!prefilled.empty()) {
+    std::optional<ScopeSeconds> wall;
+    if (o_.cuda) {
+      // A second admit() before run() reuses the events: the first one's time is read now, waiting for its runs.
+      if (prefillPending_) cudart.check(cudart.eventSynchronize(prefillEnd_), "cudaEventSynchronize");
+      countPrefill();
+      record(prefillBegin_);
+    } else {
+      wall.emplace(stats_.prefillSeconds);
+    }
+    prefillFirstChunks(prefilled);
+    prefillLaterChunks(prefilled);
+    if (o_.cuda) {
+      record(prefillEnd_);
+      prefillPending_ = true;
+    }
+  }
+  stateDirty_ = true;
+}
+
+// Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy).
+void SlotLoop::prefillLaterChunks(const std::vector<const SlotAdmission*>& rows) {
+  for (const SlotAdmission* r : rows) {
     const int64_t count = static_cast<int64_t>(r->prompt.size()) - 1;
     for (int64_t start = o_.prefillChunk; start < count; start += o_.prefillChunk) {
       const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
@@ -271,7 +309,6 @@ void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
       runPrefill(1, length, static_cast<int32_t>(start + length), keys, values, length);
     }
   }
-  stateDirty_ = true;
 }
 
 // The first chunk of each prompt (all but its last token, up to P), R rows per run: sorted by length so that a run's
@@ -413,10 +450,24 @@ void SlotLoop::uploadState() {
 }
 
 SlotChunk SlotLoop::run() {
+  const ScopeSeconds host(stats_.hostSeconds);
   if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
   if (stateDirty_) uploadState();
-  runSteps();
-  if (o_.cuda) cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+  const int64_t running = runningRows();
+  if (o_.cuda) {
+    record(decodeBegin_);
+    runSteps();
+    record(decodeEnd_);
+    cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+    // Every event has completed: reading their times waits for nothing.
+    float ms = 0;
+    cudart.check(cudart.eventElapsedTime(&ms, decodeBegin_, decodeEnd_), "cudaEventElapsedTime");
+    stats_.decodeSeconds += ms / 1000.0;
+    countPrefill();
+  } else {
+    const ScopeSeconds wall(stats_.decodeSeconds);
+    runSteps();
+  }
   SlotChunk chunk;
   chunk.ring.resize(static_cast<size_t>(o_.chunkSteps) * o_.slots);
   download(chunk.ring.data(), dataOf(ring_), sizeof(int32_t) * chunk.ring.size());
@@ -425,7 +476,27 @@ SlotChunk SlotLoop::run() {
   for (int b = 0; b < o_.slots; b++) chunk.status[b] = static_cast<int32_t>(stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus]);
   stats_.chunks++;
   stats_.decodeSteps += o_.chunkSteps;
+  stats_.rowSteps += running * o_.chunkSteps;
+  for (int32_t t : chunk.ring) stats_.emittedTokens += t >= 0;
   return chunk;
+}
+
+// Rows whose host mirror says running: after the last chunk's download, plus admissions and releases since.
+int64_t SlotLoop::runningRows() const {
+  int64_t n = 0;
+  for (int b = 0; b < o_.slots; b++) n += stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus] == rules::GQ_RUNNING;
+  return n;
+}
+
+void SlotLoop::record(CudaRuntime::Event event) { cudart.check(cudart.eventRecord(event, stream_), "cudaEventRecord"); }
+
+// The recorded prefill pair's time into the stats, once its runs have completed.
+void SlotLoop::countPrefill() {
+  if (!prefillPending_) return;
+  prefillPending_ = false;
+  float ms = 0;
+  cudart.check(cudart.eventElapsedTime(&ms, prefillBegin_, prefillEnd_), "cudaEventElapsedTime");
+  stats_.prefillSeconds += ms / 1000.0;
 }
 
 void SlotLoop::runSteps() {
@@ -457,8 +528,7 @@ bool SlotLoop::captureSteps() {
 
 SlotLoopStats SlotLoop::stats() const {
   SlotLoopStats s = stats_;
-  s.running = 0;
-  for (int b = 0; b < o_.slots; b++) s.running += stateHost_[static_cast<int64_t>(b) * kStateFields + kStatus] == rules::GQ_RUNNING;
+  s.running = runningRows();
   return s;
 }
 

@@ -66,6 +66,14 @@ struct SlotChunk {
 
 struct SlotLoopStats {
   int64_t chunks = 0, decodeSteps = 0, graphReplays = 0, prefillRuns = 0, prefillTokens = 0, admitted = 0, running = 0;
+  // Where the loop's time goes, in seconds. prefill: admit()'s prefill runs and staging copies; decode: run()'s K
+  // steps. On CUDA both are device time between events on the loop's stream, read at run()'s synchronization (an
+  // admission's prefill counts from the next run()); on the CPU provider, whose runs are synchronous, wall time.
+  // host: wall time inside admit() and run(), the device work they wait for included.
+  double prefillSeconds = 0, decodeSeconds = 0, hostSeconds = 0;
+  // rowSteps: K × the rows running at the start of each chunk (the decode work that could emit a token);
+  // emittedTokens: ring entries ≥ 0 (a row's EOS included, which the engine drops).
+  int64_t rowSteps = 0, emittedTokens = 0;
 };
 
 class SlotLoop {
@@ -94,12 +102,16 @@ class SlotLoop {
   void upload(void* device, const void* host, size_t bytes);
   void download(void* host, const void* device, size_t bytes);
   void prefillFirstChunks(std::vector<const SlotAdmission*> rows);
+  void prefillLaterChunks(const std::vector<const SlotAdmission*>& rows);
   void runPrefill(int64_t batch, int64_t length, int32_t total, const std::vector<OrtValue*>& keys, const std::vector<OrtValue*>& values,
                   int64_t tokens);
   void copyToSlot(int64_t stagingRow, int slot, int64_t positions);
   void runSteps();
   bool captureSteps();
   void uploadState();
+  int64_t runningRows() const;
+  void record(CudaRuntime::Event event);
+  void countPrefill();
 
   const OrtApi* ort_;
   SlotLoopOptions o_;
@@ -131,6 +143,9 @@ class SlotLoop {
   bool warm_ = false;           // a chunk has run plainly (ONNX Runtime has allocated what the steps need)
   bool captureFailed_ = false;  // a capture failed: plain runs from then on
   CudaRuntime::GraphExec graph_ = nullptr;
+  // CUDA only: pairs around the prefill runs of an admit() and the steps of a run(), on the loop's stream.
+  CudaRuntime::Event prefillBegin_ = nullptr, prefillEnd_ = nullptr, decodeBegin_ = nullptr, decodeEnd_ = nullptr;
+  bool prefillPending_ = false;  // the prefill pair is recorded and its time not counted yet
   SlotLoopStats stats_;
   bool released_ = false;
 };

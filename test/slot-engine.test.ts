@@ -8,7 +8,7 @@ import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-r
 import { Generator } from '../src/engine/generator.js';
 import { SlotEngine, type SlotEngineOptions } from '../src/engine/slot-engine.js';
 import { SlotCapacityError, SlotEngineClosedError, SlotLoopError, SlotRequestError } from '../src/engine/slot-errors.js';
-import type { SlotRequest, SlotResult } from '../src/engine/slot-types.js';
+import type { SlotRequest, SlotResult, SlotStats } from '../src/engine/slot-types.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
@@ -150,6 +150,41 @@ describe('slot engine behaviour on a small random GPT-2 (CPU provider)', { skip 
       assert.equal(stats.prefillTokens, requests.reduce((a, r) => a + r.promptIds.length - 1, 0));
       assert.equal(stats.prefillRuns, Math.ceil(6 / prefillRows) + continuation(prefillChunk), `runs for chunk ${prefillChunk}, rows ${prefillRows}`);
     }
+  });
+
+  it('profiles the loop: prefill and decode time, decode row-steps offered, every emitted token counted', async () => {
+    const counters = ['prefillSeconds', 'decodeSeconds', 'hostSeconds', 'rowSteps', 'emittedTokens'] as const;
+    const sane = (s: SlotStats) => {
+      for (const k of counters) assert.ok(Number.isFinite(s[k]) && s[k] >= 0, `${k} = ${s[k]}`);
+      // On the CPU provider the prefill and decode times are wall time inside admit() and run().
+      assert.ok(s.hostSeconds >= (s.prefillSeconds + s.decodeSeconds) * (1 - 1e-9), JSON.stringify(s));
+      assert.ok(s.rowSteps <= s.decodeSteps * s.slots, JSON.stringify(s));
+    };
+    // min_new_tokens = max_new_tokens: no row ends at EOS, so the ring holds exactly the generated tokens.
+    const exact = (promptIds: number[], n: number): SlotRequest => ({ promptIds, maxNewTokens: n, minNewTokens: n });
+
+    const oneToken = open({ slots: 2 });
+    const short = await Promise.all([exact([5], 9), exact([7], 3), exact([11], 6)].map((r) => oneToken.generate(r)));
+    const s1 = oneToken.statsNow();
+    sane(s1);
+    assert.equal(s1.prefillRuns, 0);
+    assert.equal(s1.prefillSeconds, 0, 'one-token prompts have nothing to prefill');
+    assert.ok(s1.decodeSeconds > 0);
+    assert.equal(s1.emittedTokens, short.reduce((a, r) => a + r.tokenIds.length, 0));
+    assert.ok(s1.rowSteps >= s1.emittedTokens);
+
+    // Three slots, four ragged requests: the last one joins when a slot frees, prompts past one prefill chunk.
+    const engine = open({ slots: 3, chunkSteps: 4, prefillChunk: 8 });
+    const requests = [exact(longPrompt(10), 13), exact(longPrompt(1, 1), 5), exact(longPrompt(26, 2), 21), exact(longPrompt(17, 3), 9)];
+    const results = await Promise.all(requests.map((r) => engine.generate(r)));
+    assert.deepEqual(results.map((r) => r.tokenIds.length), [13, 5, 21, 9]);
+    const s = engine.statsNow();
+    sane(s);
+    assert.ok(s.prefillRuns > 0 && s.prefillSeconds > 0, JSON.stringify(s));
+    assert.ok(s.decodeSeconds > 0);
+    assert.equal(s.emittedTokens, 13 + 5 + 21 + 9);
+    // Rows end mid-chunk and slots stand empty while nothing waits: more row-steps offered than tokens emitted.
+    assert.ok(s.rowSteps > s.emittedTokens, JSON.stringify(s));
   });
 
   it('a seed gives the same tokens whatever the batch mates, the slot and the run; other seeds give others', async () => {
@@ -346,6 +381,8 @@ describe('slot engine: EOS, min_new_tokens and stop ids (a model that always pre
     // min_new_tokens = max_new_tokens: EOS never comes, the row ends at its length.
     const held = await engine.generate({ ...greedy([15496, 995], 9), minNewTokens: 9 });
     assert.deepEqual([held.tokenIds.length, held.finishReason], [9, 'length']);
+    // The ring carries the EOS that ended each of the three stopped rows; the results leave it out.
+    assert.equal(engine.statsNow().emittedTokens, 0 + 4 + 7 + 9 + 3);
   });
 });
 

@@ -53,6 +53,16 @@ export interface SlotLoopCounters {
   readonly admitted: number;
   /** Rows whose device state says running (after the last chunk, plus admissions since). */
   readonly running: number;
+  /** Seconds of admit()'s prefill runs and staging copies (CUDA: device time, counted at the next run). */
+  readonly prefillSeconds: number;
+  /** Seconds of run()'s decode steps (CUDA: device time). */
+  readonly decodeSeconds: number;
+  /** Wall seconds inside admit() and run(). */
+  readonly hostSeconds: number;
+  /** K × the rows running at the start of each chunk. */
+  readonly rowSteps: number;
+  /** Tokens the rows emitted (a row's terminating EOS included). */
+  readonly emittedTokens: number;
 }
 
 export type HostTensorType = 'float32' | 'float16' | 'int64' | 'int32';

@@ -204,6 +204,11 @@ export class SlotEngine implements SlotGenerationEngine {
       prefillRuns: loop?.prefillRuns ?? 0,
       prefillTokens: loop?.prefillTokens ?? 0,
       deviceRunning: loop?.running ?? 0,
+      prefillSeconds: loop?.prefillSeconds ?? 0,
+      decodeSeconds: loop?.decodeSeconds ?? 0,
+      hostSeconds: loop?.hostSeconds ?? 0,
+      rowSteps: loop?.rowSteps ?? 0,
+      emittedTokens: loop?.emittedTokens ?? 0,
     };
   }
 

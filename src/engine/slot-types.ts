@@ -109,6 +109,18 @@ export interface SlotStats {
   readonly prefillTokens: number;
   /** Rows the native loop's state says are running: equals busy between chunks unless a slot leaked. */
   readonly deviceRunning: number;
+  /**
+   * Seconds of prefill runs (with their copies into the slots) and of decode steps: on CUDA device time between
+   * events on the loop's stream, a prefill's counted at the next chunk; on the CPU provider wall time.
+   */
+  readonly prefillSeconds: number;
+  readonly decodeSeconds: number;
+  /** Wall seconds spent inside the native admissions and chunks (what the engine's thread waits for). */
+  readonly hostSeconds: number;
+  /** Decode row-steps offered: K × the rows running at the start of each chunk. */
+  readonly rowSteps: number;
+  /** Tokens the device emitted: every generated token plus the EOS that ended a row (not in its result). */
+  readonly emittedTokens: number;
 }
 
 /** The slot engine's interface, whether it runs in this thread (SlotEngine) or a worker thread (ThreadedSlotEngine). */
