@@ -250,7 +250,7 @@ int64_t blocksFor(int64_t n, const SmallBatchMatMul::Shape& s) {
 
 // The kernel shape for n output columns over rows of k values (createKernel may widen it once it knows the
 // kernel's occupancy). A team is as wide as K allows (a power of two of warps, up to the whole block), so that
-// each thread holds few pieces of a row; each thread then takes enough columns for about four 16-byte weight
+// each thread holds few pieces of a row; each thread then takes enough columns for about `loads` 16-byte weight
 // loads in flight; fewer columns when that would leave fewer than two blocks per SM.
 SmallBatchMatMul::Shape chooseShape(int64_t n, int64_t k, bool swiglu, int multiprocessors, int64_t split, int64_t columns, int64_t loads) {
   const int64_t pieces = k / 8;
@@ -289,13 +289,14 @@ std::string kernelSource(const SmallBatchMatMul::Shape& s) {
          std::to_string(s.pieces) + "\n#define SBMM_GLU " + (s.swiglu ? "1" : "0") + "\n" + kFp16DeviceCode + kKernelSource;
 }
 
-// The 16-byte weight loads each thread aims to have in flight (chooseShape); GENQUEUE_SBMM_LOADS overrides it for
-// measurements (4, 8 or 16).
+// The 16-byte weight loads each thread aims to have in flight (chooseShape): at one row a step is bound by reading
+// the weights, and the memory needs many requests outstanding per SM to stream at full speed
+// (bench/results/llama1b-batch1-h200.json). GENQUEUE_SBMM_LOADS overrides it for measurements (4, 8 or 16).
 int64_t loadsInFlight() {
   static const int64_t loads = [] {
     const char* text = std::getenv("GENQUEUE_SBMM_LOADS");
     const int64_t v = text != nullptr ? std::atoll(text) : 0;
-    return v == 4 || v == 8 || v == 16 ? v : int64_t{4};
+    return v == 4 || v == 8 || v == 16 ? v : int64_t{8};
   }();
   return loads;
 }

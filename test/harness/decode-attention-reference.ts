@@ -92,3 +92,31 @@ export function decodeAttentionReference(c: DecodeAttentionCase, x: DecodeAttent
   });
   return { out, newKeys, newValues };
 }
+
+/**
+ * The first difference between the operator's outputs and the reference, or undefined: the attention output within
+ * fp16 accuracy, each row's kv heads holding the rotated key and the value at the row's position, the rest of the
+ * cache the past.
+ */
+export function decodeAttentionMismatch(c: DecodeAttentionCase, x: DecodeAttentionInputs, out: Uint16Array, keys: Uint16Array, values: Uint16Array): string | undefined {
+  const ref = decodeAttentionReference(c, x);
+  for (let i = 0; i < ref.out.length; i++) {
+    const got = half(out[i]!);
+    if (!(Math.abs(got - ref.out[i]!) <= 4e-3 + 8e-3 * Math.abs(ref.out[i]!))) return `output ${i}: ${got} vs ${ref.out[i]}`;
+  }
+  const D = c.headSize;
+  for (let b = 0; b < c.positions.length; b++) {
+    const pos = c.positions[b]!;
+    for (let kvh = 0; kvh < c.kvHeads; kvh++) {
+      const at = ((b * c.kvHeads + kvh) * c.capacity + pos) * D;
+      const refKey = ref.newKeys[b * c.kvHeads + kvh]!, refValue = ref.newValues[b * c.kvHeads + kvh]!;
+      for (let e = 0; e < D; e++) {
+        if (!(Math.abs(half(keys[at + e]!) - refKey[e]!) <= 2e-3 * Math.max(1, Math.abs(refKey[e]!)))) return `key of row ${b}, kv head ${kvh}, dim ${e}`;
+        if (half(values[at + e]!) !== refValue[e]) return `value of row ${b}, kv head ${kvh}, dim ${e}`;
+      }
+      const other = ((b * c.kvHeads + kvh) * c.capacity + (pos === 0 ? 1 : pos - 1)) * D;
+      for (let e = 0; e < D; e++) if (keys[other + e] !== x.pastKey[other + e]) return `row ${b}, kv head ${kvh}: a past key changed`;
+    }
+  }
+  return undefined;
+}

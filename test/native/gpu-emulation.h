@@ -5,6 +5,7 @@
 #pragma once
 #include <math.h>
 
+#include <atomic>
 #include <barrier>
 #include <cstdint>
 #include <cstdio>
@@ -21,10 +22,11 @@
 #define __shared__ static
 
 struct EmulatedIndex {
-  unsigned x = 0;
+  unsigned x = 0, y = 0;
 };
 inline thread_local EmulatedIndex threadIdx;
 inline thread_local EmulatedIndex blockIdx;
+inline EmulatedIndex gridDim{1, 1};
 
 constexpr int kEmulatedThreads = 256;
 inline std::barrier<>* emulatedBlockBarrier = nullptr;
@@ -49,6 +51,11 @@ inline float __shfl_xor_sync(unsigned mask, float v, int offset) {
 }
 
 inline float rsqrtf(float v) { return 1.f / sqrtf(v); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+// Blocks run one after another here, so the last block to count sees every earlier block's writes.
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 inline float halfToFloat(unsigned short h) {
   _Float16 f;
@@ -70,6 +77,7 @@ inline void emulatedLoad(const unsigned short* p, unsigned (&v)[4]) {
 }
 inline void loadCached(const unsigned short* p, unsigned (&v)[4]) { emulatedLoad(p, v); }
 inline void loadStreaming(const unsigned short* p, unsigned (&v)[4]) { emulatedLoad(p, v); }
+inline void loadCoherent(const unsigned short* p, unsigned (&v)[4]) { emulatedLoad(p, v); }
 inline void unpack(const unsigned (&v)[4], float (&f)[8]) {
   for (int i = 0; i < 4; i++) {
     f[2 * i] = halfToFloat(static_cast<unsigned short>(v[i] & 0xffffu));
@@ -77,8 +85,10 @@ inline void unpack(const unsigned (&v)[4], float (&f)[8]) {
   }
 }
 
-// Runs kernel over `blocks` blocks of kEmulatedThreads threads, one block after another.
-inline void emulateLaunch(unsigned blocks, const std::function<void()>& kernel) {
+// Runs kernel over a grid of x · y blocks of kEmulatedThreads threads, one block after another.
+inline void emulateLaunch(EmulatedIndex grid, const std::function<void()>& kernel) {
+  gridDim = grid;
+  const unsigned blocks = grid.x * grid.y;
   std::barrier<> block(kEmulatedThreads), done(kEmulatedThreads);
   std::vector<std::barrier<>*> warps;
   for (int w = 0; w < kEmulatedThreads / 32; w++) warps.push_back(new std::barrier<>(32));
@@ -89,7 +99,8 @@ inline void emulateLaunch(unsigned blocks, const std::function<void()>& kernel) 
     threads.emplace_back([&, t] {
       threadIdx.x = t;
       for (unsigned b = 0; b < blocks; b++) {
-        blockIdx.x = b;
+        blockIdx.x = b % grid.x;
+        blockIdx.y = b / grid.x;
         kernel();
         done.arrive_and_wait();  // threads that returned early wait here, before the next block reuses __shared__
       }

@@ -85,7 +85,7 @@ inline int runCases(const EmulatedShape* shapes, size_t shapeCount, const char* 
     for (size_t i = 0; i < static_cast<size_t>(rows) * n; i++) y[i] = 0x7e00;  // NaN: an unwritten output shows
     const HostParams params{a.get(), b.get(), y.get(), bias.get(), residual.get(), gamma.get(), beta.get(), rows, n, k, norm, fastGelu, epsilon};
     const int perBlock = shape->columns * (kEmulatedThreads / 32 / shape->split);
-    emulateLaunch(static_cast<unsigned>((n + perBlock - 1) / perBlock), [&] { shape->run[rows - 1](params); });
+    emulateLaunch({static_cast<unsigned>((n + perBlock - 1) / perBlock), 1}, [&] { shape->run[rows - 1](params); });
     std::ofstream out(output, std::ios::binary);
     out.write(reinterpret_cast<const char*>(y.get()), static_cast<std::streamsize>(rows) * n * 2);
   }
