@@ -73,11 +73,14 @@ extern "C" __global__ void __launch_bounds__(256) decode_attention(const Params 
   const int b = bh / p.kvHeads, kvh = bh - b * p.kvHeads;
   const int heads = p.kvHeads * kG;
   const unsigned short* row = p.qkv + static_cast<size_t>(b) * (heads + 2 * p.kvHeads) * kD;
-  const int pos = p.seqlens[b];
+  // A position outside the cache (a caller's error) attends to nothing and writes nothing: its output is zeros.
+  const int given = p.seqlens[b];
+  const bool inside = given >= 0 && given < p.capacity;
+  const int pos = inside ? given : 0;
   const size_t cache = static_cast<size_t>(bh) * p.capacity * kD;
   const int first = slice * p.slice;
   int lo = first;
-  const int hi = min(min(first + p.slice, pos + 1), p.capacity);
+  const int hi = inside ? min(first + p.slice, pos + 1) : first;
   if (p.window > 0) lo = max(lo, pos + 1 - p.window);
   const unsigned short* cosRow = p.cosCache + static_cast<size_t>(pos) * p.rotaryHalf;
   const unsigned short* sinRow = p.sinCache + static_cast<size_t>(pos) * p.rotaryHalf;
@@ -87,7 +90,7 @@ extern "C" __global__ void __launch_bounds__(256) decode_attention(const Params 
     q[g][d] = halfToFloat(floatToHalf(rotated(row + (kvh * kG + g) * kD, d, cosRow, sinRow, p.rotaryHalf)));
   }
   // The slice holding the new position appends its key and value before any of its threads reads them.
-  if (pos >= first && pos < first + p.slice && pos < p.capacity) {
+  if (inside && pos >= first && pos < first + p.slice) {
     for (int d = threadIdx.x; d < kD; d += kThreads) {
       p.keys[cache + static_cast<size_t>(pos) * kD + d] = floatToHalf(rotated(row + (heads + kvh) * kD, d, cosRow, sinRow, p.rotaryHalf));
       p.values[cache + static_cast<size_t>(pos) * kD + d] = row[(heads + p.kvHeads + kvh) * kD + d];

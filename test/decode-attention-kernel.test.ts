@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { type DecodeAttentionCase, decodeAttentionInputs, decodeAttentionMismatch } from './harness/decode-attention-reference.js';
+import { type DecodeAttentionCase, type DecodeAttentionInputs, decodeAttentionInputs, decodeAttentionMismatch } from './harness/decode-attention-reference.js';
 
 // CI has no GPU, so genqueue.DecodeAttention's kernel (native/decode-attention.cc, plain CUDA C++ after the fp16
 // helpers) is compiled with g++ against the CPU emulation of a block (test/native/gpu-emulation.h) and compared with
@@ -65,28 +65,42 @@ describe('DecodeAttention kernel on the CPU (emulated blocks)', { skip: !hasComp
   let dir: string;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'genqueue-attention-'));
+    writeFileSync(join(dir, 'emulation.cc'), emulationProgram(CASES));
+    execFileSync('g++', ['-std=c++20', '-O1', '-fsanitize=address', '-pthread', '-o', join(dir, 'emulation'), join(dir, 'emulation.cc')], { stdio: 'pipe' });
   });
+
+  /** Runs the kernel on a case's inputs in caseDir: its attention output and the caches after it. */
+  const emulate = (c: DecodeAttentionCase, x: DecodeAttentionInputs, caseDir: string) => {
+    mkdirSync(caseDir);
+    const { slices, slice } = slicing(c);
+    const fields = [c.positions.length, c.heads, c.kvHeads, c.headSize, c.capacity, c.rotaryHalf, c.window ?? -1, slices, slice, 1 / Math.sqrt(c.headSize)];
+    writeFileSync(join(caseDir, 'params.txt'), `${fields.join(' ')}\n`);
+    const files = { qkv: x.qkv, past_key: x.pastKey, past_value: x.pastValue, cos: x.cos, sin: x.sin, seqlens: x.seqlens };
+    for (const [name, v] of Object.entries(files)) writeFileSync(join(caseDir, `${name}.bin`), new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    // Leak checking needs ptrace, which containers often refuse; the sanitizer is here for out-of-bounds accesses.
+    execFileSync(join(dir, 'emulation'), [key(c), caseDir], { stdio: 'pipe', timeout: 300_000, env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' } });
+    const read = (name: string) => {
+      const bytes = readFileSync(join(caseDir, `${name}.bin`));
+      return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    };
+    return { out: read('out'), keys: read('keys'), values: read('values') };
+  };
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('gives the reference: rotary, the new key and value at each row\'s position, attention over one or several slices, sliding window', { timeout: 600_000 }, () => {
-    writeFileSync(join(dir, 'emulation.cc'), emulationProgram(CASES));
-    execFileSync('g++', ['-std=c++20', '-O1', '-fsanitize=address', '-pthread', '-o', join(dir, 'emulation'), join(dir, 'emulation.cc')], { stdio: 'pipe' });
     CASES.forEach((c, i) => {
       const x = decodeAttentionInputs(c, 900 + i);
-      const caseDir = join(dir, `case-${i}`);
-      mkdirSync(caseDir);
-      const { slices, slice } = slicing(c);
-      const fields = [c.positions.length, c.heads, c.kvHeads, c.headSize, c.capacity, c.rotaryHalf, c.window ?? -1, slices, slice, 1 / Math.sqrt(c.headSize)];
-      writeFileSync(join(caseDir, 'params.txt'), `${fields.join(' ')}\n`);
-      const files = { qkv: x.qkv, past_key: x.pastKey, past_value: x.pastValue, cos: x.cos, sin: x.sin, seqlens: x.seqlens };
-      for (const [name, v] of Object.entries(files)) writeFileSync(join(caseDir, `${name}.bin`), new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-      // Leak checking needs ptrace, which containers often refuse; the sanitizer is here for out-of-bounds accesses.
-      execFileSync(join(dir, 'emulation'), [key(c), caseDir], { stdio: 'pipe', timeout: 300_000, env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' } });
-      const read = (name: string) => {
-        const bytes = readFileSync(join(caseDir, `${name}.bin`));
-        return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-      };
-      assert.equal(decodeAttentionMismatch(c, x, read('out'), read('keys'), read('values')), undefined, JSON.stringify(c));
+      const { out, keys, values } = emulate(c, x, join(dir, `case-${i}`));
+      assert.equal(decodeAttentionMismatch(c, x, out, keys, values), undefined, JSON.stringify(c));
     });
+  });
+
+  it('a position outside the cache attends to nothing and writes nothing (zeros out, the caches unchanged)', () => {
+    const c: DecodeAttentionCase = { heads: 2, kvHeads: 2, headSize: 32, rotaryHalf: 16, capacity: 16, positions: [16, -1] };
+    const x = decodeAttentionInputs(c, 77);
+    const { out, keys, values } = emulate(c, x, join(dir, 'outside'));
+    assert.ok(out.every((v) => v === 0));
+    assert.deepEqual(keys, x.pastKey);
+    assert.deepEqual(values, x.pastValue);
   });
 });
