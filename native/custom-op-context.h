@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "ort-api.h"
+
 namespace genqueue {
 
 // The ONNX domain of the addon's operators (graph-builder.ts GENQUEUE_DOMAIN).
@@ -44,6 +46,44 @@ void setKernelCallbacks(OrtCustomOp& op) {
     }
   };
   op.KernelDestroy = [](void* kernel) { delete static_cast<Kernel*>(kernel); };
+}
+
+// An optional attribute of a node being created: absent means `fallback`.
+inline int64_t intAttribute(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
+  int64_t value = fallback;
+  if (OrtStatus* missing = api->KernelInfoGetAttribute_int64(info, name, &value)) {
+    api->ReleaseStatus(missing);
+    value = fallback;
+  }
+  return value;
+}
+inline float floatAttribute(const OrtApi* api, const OrtKernelInfo* info, const char* name, float fallback) {
+  float value = fallback;
+  if (OrtStatus* missing = api->KernelInfoGetAttribute_float(info, name, &value)) {
+    api->ReleaseStatus(missing);
+    value = fallback;
+  }
+  return value;
+}
+
+// Input i's shape as the graph declares it (-1 where a dimension is symbolic; initializers' shapes are known when
+// the kernel is created).
+inline std::vector<int64_t> declaredShape(const OrtApi* api, const OrtKernelInfo* info, size_t i) {
+  OrtTypeInfo* type = nullptr;
+  checkOrt(api, api->KernelInfo_GetInputTypeInfo(info, i, &type));
+  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
+  size_t count = 0;
+  std::vector<int64_t> dims;
+  OrtStatus* failed = api->CastTypeInfoToTensorInfo(type, &tensor);
+  if (failed == nullptr && tensor == nullptr) failed = api->CreateStatus(ORT_FAIL, "input is not a tensor");
+  if (failed == nullptr) failed = api->GetDimensionsCount(tensor, &count);
+  if (failed == nullptr) {
+    dims.resize(count);
+    failed = api->GetDimensions(tensor, dims.data(), count);
+  }
+  api->ReleaseTypeInfo(type);
+  checkOrt(api, failed);
+  return dims;
 }
 
 class CustomOpContext {

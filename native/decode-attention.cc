@@ -255,34 +255,6 @@ size_t partialFloats(int64_t kvHeads, int64_t group, int64_t headSize) {
   return static_cast<size_t>(DecodeAttention::kMaxRows * kvHeads * DecodeAttention::kMaxSlices * group * (headSize + 2));
 }
 
-int64_t intAttribute(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t value = fallback;
-  if (OrtStatus* missing = api->KernelInfoGetAttribute_int64(info, name, &value)) {
-    api->ReleaseStatus(missing);
-    value = fallback;
-  }
-  return value;
-}
-
-// The declared last dimension of input i (-1 when symbolic).
-int64_t declaredLastDim(const OrtApi* api, const OrtKernelInfo* info, size_t i) {
-  OrtTypeInfo* type = nullptr;
-  checkOrt(api, api->KernelInfo_GetInputTypeInfo(info, i, &type));
-  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
-  size_t count = 0;
-  std::vector<int64_t> dims;
-  OrtStatus* failed = api->CastTypeInfoToTensorInfo(type, &tensor);
-  if (failed == nullptr && tensor == nullptr) failed = api->CreateStatus(ORT_FAIL, "input is not a tensor");
-  if (failed == nullptr) failed = api->GetDimensionsCount(tensor, &count);
-  if (failed == nullptr) {
-    dims.resize(count);
-    failed = api->GetDimensions(tensor, dims.data(), count);
-  }
-  api->ReleaseTypeInfo(type);
-  checkOrt(api, failed);
-  return dims.empty() ? -1 : dims.back();
-}
-
 }  // namespace
 
 DecodeAttention::Kernel::~Kernel() {
@@ -311,7 +283,8 @@ DecodeAttention::Kernel* DecodeAttention::createKernel(const OrtApi* api, const 
   const int64_t numHeads = intAttribute(api, info, "num_heads", 0);
   const int64_t kvHeads = intAttribute(api, info, "kv_num_heads", 0);
   // head_size: the packed qkv's width is unknown when a custom operator computes it (no shape inference there).
-  const int64_t width = declaredLastDim(api, info, kQkv);
+  const std::vector<int64_t> qkvShape = declaredShape(api, info, kQkv);
+  const int64_t width = qkvShape.empty() ? -1 : qkvShape.back();
   const int64_t headSize = intAttribute(api, info, "head_size", width > 0 && numHeads + 2 * kvHeads > 0 ? width / (numHeads + 2 * kvHeads) : 0);
   if (numHeads <= 0 || kvHeads <= 0 || headSize <= 0 || (width > 0 && width != (numHeads + 2 * kvHeads) * headSize)) {
     throw std::invalid_argument("num_heads, kv_num_heads and head_size (or a packed qkv of a known width (num_heads + 2 · kv_num_heads) · head size) are required");
@@ -320,11 +293,7 @@ DecodeAttention::Kernel* DecodeAttention::createKernel(const OrtApi* api, const 
     throw std::invalid_argument("head size " + std::to_string(headSize) + " with " + std::to_string(numHeads) + " heads over " + std::to_string(kvHeads) +
                                 " kv heads: the kernel takes head sizes 32, 64, 128, 256, at most " + std::to_string(kMaxGroup) + " heads per kv head and 48 KiB of shared memory");
   }
-  float scale = 1.f / std::sqrt(static_cast<float>(headSize));
-  if (OrtStatus* missing = api->KernelInfoGetAttribute_float(info, "scale", &scale)) {
-    api->ReleaseStatus(missing);
-    scale = 1.f / std::sqrt(static_cast<float>(headSize));
-  }
+  const float scale = floatAttribute(api, info, "scale", 1.f / std::sqrt(static_cast<float>(headSize)));
   const int64_t window = intAttribute(api, info, "local_window_size", -1);
   const NvrtcModule* kernels = module(headSize, numHeads / kvHeads);
   const size_t bytes = sizeof(float) * partialFloats(kvHeads, numHeads / kvHeads, headSize) + sizeof(uint32_t) * kMaxRows * kvHeads;

@@ -306,35 +306,6 @@ const std::vector<std::string> kKernelNames = {"small_batch_matmul_1", "small_ba
 
 enum Input : size_t { kA, kB, kBias, kResidual, kGamma, kBeta, kInputs };
 
-// An optional int attribute: absent means `fallback`.
-int64_t intAttribute(const OrtApi* api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t value = fallback;
-  if (OrtStatus* missing = api->KernelInfoGetAttribute_int64(info, name, &value)) {
-    api->ReleaseStatus(missing);
-    value = fallback;
-  }
-  return value;
-}
-
-// Input i's shape as the graph declares it (B is an initializer: its shape is known when the kernel is created).
-std::vector<int64_t> declaredShape(const OrtApi* api, const OrtKernelInfo* info, size_t i) {
-  OrtTypeInfo* type = nullptr;
-  checkOrt(api, api->KernelInfo_GetInputTypeInfo(info, i, &type));
-  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
-  size_t count = 0;
-  std::vector<int64_t> dims;
-  OrtStatus* failed = api->CastTypeInfoToTensorInfo(type, &tensor);
-  if (failed == nullptr && tensor == nullptr) failed = api->CreateStatus(ORT_FAIL, "input is not a tensor");
-  if (failed == nullptr) failed = api->GetDimensionsCount(tensor, &count);
-  if (failed == nullptr) {
-    dims.resize(count);
-    failed = api->GetDimensions(tensor, dims.data(), count);
-  }
-  api->ReleaseTypeInfo(type);
-  checkOrt(api, failed);
-  return dims;
-}
-
 }  // namespace
 
 SmallBatchMatMul::SmallBatchMatMul(const OrtApi* api, int deviceId) : OrtCustomOp{}, api_(api), deviceId_(deviceId) {
@@ -363,11 +334,7 @@ SmallBatchMatMul::Kernel* SmallBatchMatMul::createKernel(const OrtApi* api, cons
   if (b[1] % 8 != 0) throw std::invalid_argument("K must be a multiple of 8 (16-byte weight loads)");
   if (b[1] > kMaxK) throw std::invalid_argument("K = " + std::to_string(b[1]) + " is above " + std::to_string(kMaxK));
   if (swiglu && b[0] % 2 != 0) throw std::invalid_argument("with swiglu, B must hold gate and up rows: an even number of rows");
-  float epsilon = 1e-5f;  // absent: ONNX Runtime's default
-  if (OrtStatus* missing = api->KernelInfoGetAttribute_float(info, "epsilon", &epsilon)) {
-    api->ReleaseStatus(missing);
-    epsilon = 1e-5f;
-  }
+  const float epsilon = floatAttribute(api, info, "epsilon", 1e-5f);  // absent: ONNX Runtime's default
   const int64_t n = swiglu ? b[0] / 2 : b[0];
   const int64_t columns = intAttribute(api, info, "columns", 0);
   Shape shape = chooseShape(n, b[1], swiglu, multiprocessors(), intAttribute(api, info, "split", 0), columns, loadsInFlight());

@@ -38,3 +38,39 @@ export function startEngineThread<Ready extends { type: 'ready' }>(
     thread.on('exit', onExit);
   });
 }
+
+/**
+ * A fresh engine thread after a crash, started once however many callers ask while it starts. A thread that comes
+ * up after its owner closed is ended and the callers get closedError(); otherwise attach() takes it first.
+ */
+export class ThreadRespawn {
+  private starting: Promise<Worker> | undefined;
+
+  constructor(
+    private readonly spawn: () => Promise<Worker>,
+    private readonly isClosed: () => boolean,
+    private readonly closedError: () => Error,
+    private readonly attach: (thread: Worker) => void,
+  ) {}
+
+  get(): Promise<Worker> {
+    this.starting ??= this.spawn()
+      .then((thread) => {
+        if (this.isClosed()) {
+          void thread.terminate();
+          throw this.closedError();
+        }
+        this.attach(thread);
+        return thread;
+      })
+      .finally(() => {
+        this.starting = undefined;
+      });
+    return this.starting;
+  }
+
+  /** A thread still starting, settled whatever becomes of it (nothing when none is). */
+  settled(): Promise<unknown> | undefined {
+    return this.starting?.catch(() => undefined);
+  }
+}

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:worker_threads';
-import { startEngineThread } from './engine-thread.js';
+import { ThreadRespawn, startEngineThread } from './engine-thread.js';
 import type { ModelManifest } from '../model/manifest.js';
 import { type DeviceSpec, preferFullFp32OnCuda } from './execution-provider.js';
 import type { GeneratorOptions } from './generator.js';
@@ -37,8 +37,13 @@ export interface ThreadedGeneratorOptions extends Pick<GeneratorOptions, 'device
  */
 export class ThreadedGenerator implements TextGenerationEngine {
   private thread: Worker | undefined;
-  /** The fresh thread being started after a crash, shared by every call that needs it. */
-  private respawn: Promise<Worker> | undefined;
+  /** The fresh thread started after a crash, shared by every call that needs it. */
+  private readonly respawn = new ThreadRespawn(
+    async () => (await spawnThread(this.modelDir, this.options)).thread,
+    () => this.closed !== undefined,
+    () => new GeneratorClosedError(),
+    (thread) => this.attach(thread),
+  );
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private closed: Promise<void> | undefined;
@@ -60,7 +65,7 @@ export class ThreadedGenerator implements TextGenerationEngine {
 
   async generate(requests: readonly GenerationRequest[]): Promise<GenerationBatchResult> {
     if (this.closed) throw new GeneratorClosedError();
-    const thread = this.thread ?? (await this.respawned());
+    const thread = this.thread ?? (await this.respawn.get());
     if (this.closed) throw new GeneratorClosedError();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -78,8 +83,8 @@ export class ThreadedGenerator implements TextGenerationEngine {
   private async shutdown(): Promise<void> {
     for (const p of this.pending.values()) p.reject(new GeneratorClosedError());
     this.pending.clear();
-    // A thread still starting is stopped by respawned() once it is up (it sees `closed`).
-    await this.respawn?.catch(() => undefined);
+    // A thread still starting is stopped by the respawn once it is up (it sees `closed`).
+    await this.respawn.settled();
     const thread = this.thread;
     this.thread = undefined;
     if (!thread) return;
@@ -87,22 +92,6 @@ export class ThreadedGenerator implements TextGenerationEngine {
     if (thread.threadId === -1) return; // exited already
     thread.postMessage({ type: 'close' } satisfies ThreadRequest);
     await exited;
-  }
-
-  private respawned(): Promise<Worker> {
-    this.respawn ??= spawnThread(this.modelDir, this.options)
-      .then(({ thread }) => {
-        if (this.closed) {
-          void thread.terminate();
-          throw new GeneratorClosedError();
-        }
-        this.attach(thread);
-        return thread;
-      })
-      .finally(() => {
-        this.respawn = undefined;
-      });
-    return this.respawn;
   }
 
   private attach(thread: Worker): void {

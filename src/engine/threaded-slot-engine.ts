@@ -1,5 +1,5 @@
 import type { Worker } from 'node:worker_threads';
-import { startEngineThread } from './engine-thread.js';
+import { ThreadRespawn, startEngineThread } from './engine-thread.js';
 import { preferFullFp32OnCuda } from './execution-provider.js';
 import type { SlotEngineOptions } from './slot-engine.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
@@ -51,8 +51,13 @@ function rebuild(error: { name: string; message: string }): Error {
  */
 export class ThreadedSlotEngine implements SlotGenerationEngine {
   private thread: Worker | undefined;
-  /** The fresh thread being started after a crash, shared by everything that needs it. */
-  private respawn: Promise<Worker> | undefined;
+  /** The fresh thread started after a crash, shared by everything that needs it. */
+  private readonly respawn = new ThreadRespawn(
+    async () => (await spawnThread(this.modelDir, this.options)).thread,
+    () => this.closed !== undefined,
+    () => new SlotEngineClosedError(),
+    (thread) => this.attach(thread),
+  );
   private readonly pending = new Map<number, Pending>();
   private readonly statsCalls = new Map<number, { thread: Worker; resolve: (s: SlotStats) => void; reject: (e: Error) => void }>();
   private outbox: { id: number; request: SlotRequest }[] = [];
@@ -113,8 +118,8 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
   }
 
   private async shutdown(): Promise<void> {
-    // A thread still starting is stopped by running() once it is up (it sees `closed`).
-    await this.respawn?.catch(() => undefined);
+    // A thread still starting is stopped by the respawn once it is up (it sees `closed`).
+    await this.respawn.settled();
     const thread = this.thread;
     this.thread = undefined;
     if (thread && thread.threadId !== -1) {
@@ -172,19 +177,7 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
   private running(): Promise<Worker> {
     if (this.thread) return Promise.resolve(this.thread);
     if (this.closed) return Promise.reject(new SlotEngineClosedError());
-    this.respawn ??= spawnThread(this.modelDir, this.options)
-      .then(({ thread }) => {
-        if (this.closed) {
-          void thread.terminate();
-          throw new SlotEngineClosedError();
-        }
-        this.attach(thread);
-        return thread;
-      })
-      .finally(() => {
-        this.respawn = undefined;
-      });
-    return this.respawn;
+    return this.respawn.get();
   }
 
   private attach(thread: Worker): void {
