@@ -16,6 +16,7 @@ import {
   type SlotRequest,
   type SlotResult,
   type SlotStats,
+  generateThrough,
   resolveSlotRequest,
 } from './slot-types.js';
 
@@ -182,9 +183,7 @@ export class SlotEngine implements SlotGenerationEngine {
 
   /** submit() as a promise of the result. */
   generate(request: SlotRequest, onTokens?: (tokens: readonly number[]) => void): Promise<SlotResult> {
-    return new Promise((resolve, reject) => {
-      this.submit(request, { onDone: resolve, onError: reject, ...(onTokens ? { onTokens } : {}) });
-    });
+    return generateThrough(this, request, onTokens);
   }
 
   async stats(): Promise<SlotStats> {

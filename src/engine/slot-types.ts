@@ -134,6 +134,17 @@ export interface SlotGenerationEngine {
   close(): Promise<void>;
 }
 
+/** An engine's submit() as a promise of the result (generate() of both engines). */
+export function generateThrough(
+  engine: Pick<SlotGenerationEngine, 'submit'>,
+  request: SlotRequest,
+  onTokens?: (tokens: readonly number[]) => void,
+): Promise<SlotResult> {
+  return new Promise((resolve, reject) => {
+    engine.submit(request, { onDone: resolve, onError: reject, ...(onTokens ? { onTokens } : {}) });
+  });
+}
+
 const MAX_SEED = (1n << 63n) - 1n;
 
 /** A checked request with every default filled in and the seed drawn when sampling without one. */

@@ -12,6 +12,7 @@ import {
   type SlotRequest,
   type SlotResult,
   type SlotStats,
+  generateThrough,
   resolveSlotRequest,
 } from './slot-types.js';
 
@@ -96,9 +97,7 @@ export class ThreadedSlotEngine implements SlotGenerationEngine {
 
   /** submit() as a promise of the result. */
   generate(request: SlotRequest, onTokens?: (tokens: readonly number[]) => void): Promise<SlotResult> {
-    return new Promise((resolve, reject) => {
-      this.submit(request, { onDone: resolve, onError: reject, ...(onTokens ? { onTokens } : {}) });
-    });
+    return generateThrough(this, request, onTokens);
   }
 
   async stats(): Promise<SlotStats> {
