@@ -77,6 +77,23 @@ export interface DeviceLoopRunnerOptions {
   readonly onWarning?: (message: string) => void;
 }
 
+/**
+ * What both native loops (the device loop and the slot loop) are told about the device and the model's KV caches;
+ * CUDA graphs default to on with CUDA.
+ */
+export function nativeLoopOptions(device: DeviceSpec, spec: ModelManifest['spec'], cudaGraph?: boolean) {
+  const cuda = device.kind !== 'cpu';
+  return {
+    cuda,
+    deviceId: device.kind === 'cpu' ? 0 : device.deviceId,
+    cudaGraph: cuda && (cudaGraph ?? true),
+    numLayers: spec.numLayers,
+    kvHeads: spec.numKvHeads,
+    headSize: spec.headSize,
+    kvFloat16: spec.precision === 'fp16',
+  };
+}
+
 const CAPACITY_STEP = 64;
 
 const nextPowerOfTwo = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -112,13 +129,7 @@ export class DeviceLoopRunner {
     }
     const addon = loadDeviceLoopAddon();
     const handle = openOnDevice(options.device, () => addon.open(onnxRuntimeLibrary(), join(modelDir, step), {
-      cuda,
-      deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
-      cudaGraph: cuda && (options.cudaGraph ?? true),
-      numLayers: spec.numLayers,
-      kvHeads: spec.numKvHeads,
-      headSize: spec.headSize,
-      kvFloat16: spec.precision === 'fp16',
+      ...nativeLoopOptions(options.device, spec, options.cudaGraph),
       bindings: deviceLoopBindings(),
       ...(cuda && files.deviceLoopSmallBatch ? { smallBatchStep: join(modelDir, files.deviceLoopSmallBatch) } : {}),
       ...(options.smallBatchRows !== undefined ? { smallBatchRows: options.smallBatchRows } : {}),

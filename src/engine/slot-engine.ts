@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type ModelManifest, readManifest } from '../model/manifest.js';
 import { SLOT_STATUS, slotBindings } from '../model/contract.js';
-import { onnxRuntimeLibrary } from './device-loop-runner.js';
+import { nativeLoopOptions, onnxRuntimeLibrary } from './device-loop-runner.js';
 import { type DeviceSpec, formatDevice, openOnDevice, preferFullFp32OnCuda } from './execution-provider.js';
 import { type SlotAdmission, type SlotChunk, type SlotLoopAddon, loadSlotLoopAddon } from './slot-addon.js';
 import { SlotEngineClosedError, SlotLoopError } from './slot-errors.js';
@@ -134,13 +134,7 @@ export class SlotEngine implements SlotGenerationEngine {
     const handle = openOnDevice(options.device, () => addon.slotOpen(onnxRuntimeLibrary(), {
       decodeStep,
       prefillStep,
-      cuda,
-      deviceId: options.device.kind === 'cpu' ? 0 : options.device.deviceId,
-      cudaGraph: cuda && (options.cudaGraph ?? true),
-      numLayers: spec.numLayers,
-      kvHeads: spec.numKvHeads,
-      headSize: spec.headSize,
-      kvFloat16: spec.precision === 'fp16',
+      ...nativeLoopOptions(options.device, spec, options.cudaGraph),
       slots: limits.slots,
       capacity: limits.capacity,
       chunkSteps: limits.chunkSteps,
