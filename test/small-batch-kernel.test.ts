@@ -34,6 +34,7 @@ const SHAPES: EmulatedShape[] = [
   { split: 8, columns: 2, swiglu: false, cases: [{ ...base, rows: 1, n: 5, k: 8192, residual: true }, { ...base, rows: 2, n: 6, k: 8192, bias: true, residual: true }] },
   { split: 2, columns: 2, swiglu: true, cases: [{ ...base, rows: 2, n: 13, k: 896, norm: 'rms' }] },
   { split: 2, columns: 4, swiglu: false, cases: [{ ...base, rows: 1, n: 37, k: 896, norm: 'rms' }] },
+  { split: 4, columns: 4, swiglu: false, cases: [{ ...base, rows: 2, n: 33, k: 1280, norm: 'layer', bias: true, activation: 'fast_gelu' }] },
   { split: 8, columns: 1, swiglu: false, cases: [{ ...base, rows: 1, n: 5, k: 8192, bias: true, residual: true }, { ...base, rows: 2, n: 6, k: 8192, residual: true }] },
   { split: 8, columns: 1, swiglu: false, cases: [{ ...base, rows: 2, n: 7, k: 4864, residual: true }] },
   { split: 8, columns: 2, swiglu: false, cases: [{ ...base, rows: 1, n: 9, k: 4864, residual: true }] },
