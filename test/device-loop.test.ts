@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { Generator } from '../src/engine/generator.js';
@@ -15,7 +14,7 @@ import { readManifest } from '../src/model/manifest.js';
 import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { writeEosCheckpoint } from './harness/eos-checkpoint.js';
-import { fixturePath } from './harness/fixtures.js';
+import { HfReference, fixturePath } from './harness/fixtures.js';
 import { onnxCensus } from './harness/onnx-census.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
@@ -31,7 +30,7 @@ const CPU = { kind: 'cpu' } as const;
 
 /** The loop's tokens equal HF transformers' greedy tokens (fp32, CPU) up to the first step whose top-2 margin is below `tie`. */
 function assertHfParity(loop: DeviceLoopRunner, tie: number, minCompared: number): void {
-  const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+  const ref = HfReference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
   const out = loop.run(ref.cases.map((c) => greedy(c.ids, c.greedy.length)));
   let compared = 0;
   ref.cases.forEach((c, i) => {
@@ -43,9 +42,6 @@ function assertHfParity(loop: DeviceLoopRunner, tie: number, minCompared: number
   assert.ok(compared >= minCompared, `only ${compared} tokens compared`);
 }
 
-const Reference = z.object({
-  cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
-});
 
 describe('native device loop on the tiny GPT-2 fixture (CPU provider)', { skip }, () => {
   let dir: string;

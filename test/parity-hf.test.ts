@@ -3,35 +3,20 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { buildModel } from '../src/model/model-builder.js';
 import { Generator } from '../src/engine/generator.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { lastPositionLogits } from './harness/decoder-step.js';
-import { fixturePath } from './harness/fixtures.js';
+import { HfReference, fixturePath } from './harness/fixtures.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
-/** reference.json as ../shared/reference/make_reference.py writes it (HF transformers' outputs). */
-const Reference = z.object({
-  cases: z.array(
-    z.object({
-      prompt: z.string(),
-      ids: z.array(z.number()),
-      last_logits_head: z.array(z.number()),
-      greedy: z.array(z.number()),
-      greedy_margins: z.array(z.number()),
-      beam4: z.array(z.number()),
-    }),
-  ),
-  batched_greedy_equals_single: z.array(z.boolean()),
-});
 
 /** Steps whose top-1/top-2 logit gap is below this may flip between float implementations. */
 const TINY_MARGIN = 1e-3;
 
 const CKPT = fixturePath('gpt2-tiny');
-const ref = Reference.parse(JSON.parse(readFileSync(join(CKPT, 'reference.json'), 'utf8')));
+const ref = HfReference.parse(JSON.parse(readFileSync(join(CKPT, 'reference.json'), 'utf8')));
 
 /** Greedy tokens that must agree: up to (not including) the first step with a tiny margin. */
 function comparableLength(margins: readonly number[]): number {

@@ -3,35 +3,17 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { Generator } from '../src/engine/generator.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { TextTokenizer } from '../src/tokenizer/text-tokenizer.js';
 import { lastPositionLogits } from './harness/decoder-step.js';
-import { fixtureCheckpoint, fixtureReference } from './harness/fixtures.js';
+import { LlamaFamilyReference, fixtureCheckpoint, fixtureReference } from './harness/fixtures.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
-/** reference.json as test/fixtures/make_reference.py writes it (HF transformers' outputs). */
-const Reference = z.object({
-  eos_ids: z.array(z.number()),
-  cases: z.array(
-    z.object({
-      prompt: z.string(),
-      ids: z.array(z.number()),
-      last_logits_head: z.array(z.number()),
-      greedy: z.array(z.number()),
-      greedy_margins: z.array(z.number()),
-      beam4: z.array(z.number()),
-    }),
-  ),
-  batched_greedy: z.array(z.array(z.number())),
-  decode: z.array(z.object({ ids: z.array(z.number()), text: z.string() })),
-  chat: z.array(z.object({ messages: z.array(z.object({ role: z.string(), content: z.string() })), text: z.string(), ids: z.array(z.number()) })).optional(),
-});
-type Reference = z.infer<typeof Reference>;
+
 
 interface FixturePlan {
   readonly name: string;
@@ -55,7 +37,7 @@ const PLANS: FixturePlan[] = [
   { name: 'mistral-tiny', logitTolerance: 1e-4, tie: 1e-3, batched: true },
 ];
 
-const comparable = (c: Reference['cases'][number], tie: number): number => {
+const comparable = (c: LlamaFamilyReference['cases'][number], tie: number): number => {
   const i = c.greedy_margins.findIndex((m) => m < tie);
   return i === -1 ? c.greedy.length : i;
 };
@@ -65,7 +47,7 @@ if (!addonBuilt && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(
 
 for (const plan of PLANS) {
   describe(`parity with HF transformers: ${plan.name}`, () => {
-    const ref = Reference.parse(fixtureReference(plan.name));
+    const ref = LlamaFamilyReference.parse(fixtureReference(plan.name));
     const cases = ref.cases.filter((c) => c.ids.length < (plan.maxPromptLength ?? Infinity));
     let dir: string;
     let generator: Generator;
@@ -183,7 +165,7 @@ const gpuSkip = gpu.kind === 'cpu' ? 'set GENQUEUE_TEST_DEVICE=cuda:N' : !addonB
 describe('Llama-family models on CUDA', { skip: gpu.kind === 'cpu' && 'set GENQUEUE_TEST_DEVICE=cuda:N' }, () => {
   for (const plan of PLANS) {
     it(`${plan.name}: fp32 greedy and 4-beam tokens on CUDA equal the CPU's`, async () => {
-      const ref = Reference.parse(fixtureReference(plan.name));
+      const ref = LlamaFamilyReference.parse(fixtureReference(plan.name));
       const dir = mkdtempSync(join(tmpdir(), `genqueue-cuda-${plan.name}-`));
       const engines: Generator[] = [];
       try {
@@ -204,7 +186,7 @@ describe('Llama-family models on CUDA', { skip: gpu.kind === 'cpu' && 'set GENQU
     });
 
     it(`${plan.name}: fp16 device loop (captured graphs = plain steps, HF's greedy up to near-ties)`, { skip: gpuSkip || (plan.maxPromptLength !== undefined && 'dynamic rope: no device loop') }, () => {
-      const ref = Reference.parse(fixtureReference(plan.name));
+      const ref = LlamaFamilyReference.parse(fixtureReference(plan.name));
       const dir = mkdtempSync(join(tmpdir(), `genqueue-cuda16-${plan.name}-`));
       try {
         buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp16' });

@@ -3,7 +3,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { Generator } from '../src/engine/generator.js';
 import { SlotEngine, type SlotEngineOptions } from '../src/engine/slot-engine.js';
@@ -13,7 +12,7 @@ import { DEMO_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/r
 import { readManifest } from '../src/model/manifest.js';
 import { buildModel } from '../src/model/model-builder.js';
 import { EOS, writeEosCheckpoint } from './harness/eos-checkpoint.js';
-import { fixtureCheckpoint, fixturePath, fixtureReference } from './harness/fixtures.js';
+import { HfReference, LlamaFamilyReference, fixtureCheckpoint, fixturePath, fixtureReference } from './harness/fixtures.js';
 import { greedyRequest } from './harness/requests.js';
 import { testDevice } from './harness/test-device.js';
 
@@ -27,10 +26,6 @@ const CPU = { kind: 'cpu' } as const;
 /** One ONNX Runtime thread per session: the CI machine is small and busy, and these models are tiny. */
 const THREADS = { intraOpThreads: 1 };
 
-const Reference = z.object({
-  cases: z.array(z.object({ prompt: z.string(), ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })),
-});
-const FamilyReference = Reference.extend({ eos_ids: z.array(z.number()) });
 
 const PROMPTS = [[15496, 995], [7454, 2402, 257, 640, 11, 612], [464], [50256, 464, 886], [818, 262, 3726, 373, 262, 1573, 11, 290, 262, 1573, 373, 351, 1793, 13]];
 
@@ -81,7 +76,7 @@ describe('slot engine on the tiny GPT-2 fixture (CPU provider)', { skip }, () =>
     } finally {
       await searchOp.close();
     }
-    const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+    const ref = HfReference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
     const out = await Promise.all(ref.cases.map((c) => engine.generate(greedy(c.ids, c.greedy.length))));
     let compared = 0;
     ref.cases.forEach((c, i) => {
@@ -402,7 +397,7 @@ describe('slot engine on Llama-family fixtures (CPU provider)', { skip }, () => 
       const dir = mkdtempSync(join(tmpdir(), `genqueue-slots-${plan.name}-`));
       try {
         buildModel(fixtureCheckpoint(plan.name), dir, { precision: 'fp32' });
-        const ref = FamilyReference.parse(fixtureReference(plan.name));
+        const ref = LlamaFamilyReference.parse(fixtureReference(plan.name));
         const engine = SlotEngine.open(dir, { device: CPU, ...THREADS, slots: 8, capacity: 64, chunkSteps: 4, prefillChunk: 4 });
         try {
           assert.deepEqual(engine.limits.eosTokenIds, ref.eos_ids);
@@ -501,7 +496,7 @@ describe('slot engine on CUDA (fp16)', { skip: gpuSkip }, () => {
   });
 
   it('fp16 tokens equal Hugging Face\'s (fp32) up to near-ties, and the device loop\'s fp16 tokens for many steps', async () => {
-    const ref = Reference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
+    const ref = HfReference.parse(JSON.parse(readFileSync(join(fixturePath('gpt2-tiny'), 'reference.json'), 'utf8')));
     const engine = open('tiny', { capacity: 128 });
     const out = await Promise.all(ref.cases.map((c) => engine.generate(greedy(c.ids, c.greedy.length))));
     let compared = 0;

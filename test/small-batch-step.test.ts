@@ -3,7 +3,6 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { DEVICE_LOOP_ADDON, DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { openHfCheckpoint } from '../src/model/checkpoint/hf-checkpoint.js';
 import { QWEN2_5_0_5B_SHAPE, type RandomLlamaShape, writeRandomLlamaCheckpoint } from '../src/model/checkpoint/random-llama-checkpoint.js';
@@ -11,7 +10,7 @@ import { encodeDeviceLoopStepModel } from '../src/model/device-loop-graph.js';
 import { readManifest } from '../src/model/manifest.js';
 import { buildDecoderGraph, buildModel } from '../src/model/model-builder.js';
 import { WeightFile } from '../src/model/onnx/weight-file.js';
-import { fixtureCheckpoint, fixtureReference, packagedTokenizerDir } from './harness/fixtures.js';
+import { HfReference, fixtureCheckpoint, fixtureReference, packagedTokenizerDir } from './harness/fixtures.js';
 import { onnxCensus } from './harness/onnx-census.js';
 import { greedyRequest as greedy } from './harness/requests.js';
 import { withStandardOperators } from './harness/small-batch-spec.js';
@@ -26,8 +25,7 @@ import { testDevice } from './harness/test-device.js';
 const addonBuilt = existsSync(DEVICE_LOOP_ADDON);
 if (!addonBuilt && process.env.GENQUEUE_REQUIRE_NATIVE === '1') throw new Error(`GENQUEUE_REQUIRE_NATIVE=1 but ${DEVICE_LOOP_ADDON} is missing`);
 
-const Reference = z.object({ cases: z.array(z.object({ ids: z.array(z.number()), greedy: z.array(z.number()), greedy_margins: z.array(z.number()) })) });
-const referenceCases = (name: string) => Reference.parse(fixtureReference(name)).cases;
+const referenceCases = (name: string) => HfReference.parse(fixtureReference(name)).cases;
 
 /** How many of a case's greedy tokens come before HF's first top-2 margin below `tie` (later ones may flip between float implementations). */
 const comparable = (c: { greedy: number[]; greedy_margins: number[] }, tie: number): number => {

@@ -2,6 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
 
 /** Fixtures live in test/fixtures (the compiled tests run from dist/test, so resolve from the source tree). */
 export function fixturePath(name: string): string {
@@ -41,7 +42,32 @@ export function fixtureCheckpoint(name: string): string {
   return out;
 }
 
-/** A fixture's reference.json, parsed as JSON (tests validate what they use). */
+/** A fixture's reference.json, parsed as JSON (tests validate it with HfReference or LlamaFamilyReference). */
 export function fixtureReference(name: string): unknown {
   return JSON.parse(readFileSync(join(fixturePath(name), 'reference.json'), 'utf8'));
 }
+
+/** reference.json as ../shared/reference/make_reference.py writes it: HF transformers' outputs for each prompt. */
+export const HfReference = z.object({
+  cases: z.array(
+    z.object({
+      prompt: z.string(),
+      ids: z.array(z.number()),
+      last_logits_head: z.array(z.number()),
+      greedy: z.array(z.number()),
+      greedy_margins: z.array(z.number()),
+      beam4: z.array(z.number()),
+    }),
+  ),
+  batched_greedy_equals_single: z.array(z.boolean()),
+});
+export type HfReference = z.infer<typeof HfReference>;
+
+/** The Llama-family fixtures' reference.json: also the EOS list, batched greedy, decodes and chat renders. */
+export const LlamaFamilyReference = HfReference.extend({
+  eos_ids: z.array(z.number()),
+  batched_greedy: z.array(z.array(z.number())),
+  decode: z.array(z.object({ ids: z.array(z.number()), text: z.string() })),
+  chat: z.array(z.object({ messages: z.array(z.object({ role: z.string(), content: z.string() })), text: z.string(), ids: z.array(z.number()) })).optional(),
+});
+export type LlamaFamilyReference = z.infer<typeof LlamaFamilyReference>;
