@@ -65,6 +65,25 @@ __device__ __forceinline__ float teamSum(float v) {
   return v;
 }
 
+// Softmax states laid out [count][kG][kD + 2] (weighted values, then running max and sum), merged for value d of
+// head g: the block's warps from shared memory, and the slices from global memory.
+struct Merged {
+  float top, sum, value;
+};
+template <typename States>
+__device__ __forceinline__ Merged merge(States states, int count, int g, int d) {
+  Merged r{kLowest, 0.f, 0.f};
+  for (int s = 0; s < count; s++) r.top = fmaxf(r.top, states[(s * kG + g) * (kD + 2) + kD]);
+  for (int s = 0; s < count; s++) {
+    const int at = (s * kG + g) * (kD + 2);
+    const float scale = expf(states[at + kD] - r.top);
+    r.sum = fmaf(states[at + kD + 1], scale, r.sum);
+    r.value = fmaf(states[at + d], scale, r.value);
+  }
+  return r;
+}
+__device__ __forceinline__ unsigned short normalized(const Merged& r) { return floatToHalf(r.sum > 0.f ? r.value / r.sum : 0.f); }
+
 extern "C" __global__ void __launch_bounds__(256) decode_attention(const Params p) {
   __shared__ float q[kG][kD];
   __shared__ float merged[kWarps][kG][kD + 2];
@@ -181,21 +200,14 @@ extern "C" __global__ void __launch_bounds__(256) decode_attention(const Params 
   float* part = p.partials + (static_cast<size_t>(bh) * slices + slice) * kG * (kD + 2);
   for (int i = threadIdx.x; i < kG * kD; i += kThreads) {
     const int g = i / kD, d = i - g * kD;
-    float top = kLowest;
-    for (int w = 0; w < kWarps; w++) top = fmaxf(top, merged[w][g][kD]);
-    float sum = 0.f, value = 0.f;
-    for (int w = 0; w < kWarps; w++) {
-      const float scale = expf(merged[w][g][kD] - top);
-      sum = fmaf(merged[w][g][kD + 1], scale, sum);
-      value = fmaf(merged[w][g][d], scale, value);
-    }
+    const Merged r = merge(&merged[0][0][0], kWarps, g, d);
     if (slices == 1) {
-      out[g * kD + d] = floatToHalf(sum > 0.f ? value / sum : 0.f);
+      out[g * kD + d] = normalized(r);
     } else {
-      part[g * (kD + 2) + d] = value;
+      part[g * (kD + 2) + d] = r.value;
       if (d == 0) {
-        part[g * (kD + 2) + kD] = top;
-        part[g * (kD + 2) + kD + 1] = sum;
+        part[g * (kD + 2) + kD] = r.top;
+        part[g * (kD + 2) + kD + 1] = r.sum;
       }
     }
   }
@@ -209,16 +221,7 @@ extern "C" __global__ void __launch_bounds__(256) decode_attention(const Params 
   const volatile float* parts = p.partials + static_cast<size_t>(bh) * slices * kG * (kD + 2);
   for (int i = threadIdx.x; i < kG * kD; i += kThreads) {
     const int g = i / kD, d = i - g * kD;
-    float top = kLowest;
-    for (int s = 0; s < slices; s++) top = fmaxf(top, parts[(s * kG + g) * (kD + 2) + kD]);
-    float sum = 0.f, value = 0.f;
-    for (int s = 0; s < slices; s++) {
-      const volatile float* r = parts + (s * kG + g) * (kD + 2);
-      const float scale = expf(r[kD] - top);
-      sum = fmaf(r[kD + 1], scale, sum);
-      value = fmaf(r[d], scale, value);
-    }
-    out[g * kD + d] = floatToHalf(sum > 0.f ? value / sum : 0.f);
+    out[g * kD + d] = normalized(merge(parts, slices, g, d));
   }
   if (threadIdx.x == 0) p.counters[bh] = 0;  // ready for the next layer (and the next replay of a captured graph)
 }
