@@ -1,27 +1,12 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
+import { CLI, genqueue } from './harness/cli-process.js';
 import { fixturePath } from './harness/fixtures.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
-
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const run = promisify(execFile);
-
-/** Runs the built CLI; resolves with its output and exit code instead of throwing on a non-zero exit. */
-async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 64 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 describe('genqueue CLI', () => {
   let dir: string;

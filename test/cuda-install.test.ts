@@ -4,27 +4,16 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { CUDA_PROVIDER_PACKAGE, CudaProviderInstallError, installCudaProvider } from '../src/engine/cuda-provider-install.js';
 import { CudaProviderUnavailableError, missingCudaProviderLibraries } from '../src/engine/execution-provider.js';
 import { Generator } from '../src/engine/generator.js';
 import { ModelCache } from '../src/model/model-cache.js';
+import { genqueue } from './harness/cli-process.js';
 import { fixturePath } from './harness/fixtures.js';
 
 const run = promisify(execFile);
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 const hasDriver = existsSync('/proc/driver/nvidia/version');
 const providerInstalled = missingCudaProviderLibraries().length === 0;

@@ -1,33 +1,19 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { loadConfig } from '../src/config/load-config.js';
 import { ModelCache } from '../src/model/model-cache.js';
 import { type StartedWorker, startWorker } from '../src/worker/worker-process.js';
+import { CLI, genqueue } from './harness/cli-process.js';
 import { eventually } from './harness/eventually.js';
 import { fixturePath } from './harness/fixtures.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
-
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-const run = promisify(execFile);
-
-async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 64 * 1024 * 1024 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 /** vLLM's examples/offline_inference/openai_batch/openai_example_batch.jsonl, byte for byte as run_batch reads it. */
 const VLLM_EXAMPLE = [

@@ -1,8 +1,22 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The built CLI's entry. */
+export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const run = promisify(execFile);
+
+/** Runs the built CLI to its end; resolves with its output and exit code instead of throwing on a non-zero exit. */
+export async function genqueue(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 64 * 1024 * 1024 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
 
 /** A CLI child process with its output so far. */
 export class Cli {
