@@ -3,7 +3,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { z } from 'zod';
 import { JobProducer } from '../src/queue/job-producer.js';
 import { jobFromFields, parseJob } from '../src/queue/job-schema.js';
 import {
@@ -27,13 +26,8 @@ import { startWorker, type StartedWorker } from '../src/worker/worker-process.js
 import { loadConfig } from '../src/config/load-config.js';
 import { pino } from 'pino';
 import { fixturePath } from './harness/fixtures.js';
+import { OutputLine, VLLM_EXAMPLE } from './harness/openai-batch-lines.js';
 import { type TestRedis, startTestRedis } from './harness/redis-server.js';
-
-/** The two lines of vLLM's examples/offline_inference/openai/openai_example_batch.jsonl, as run_batch reads them. */
-const VLLM_EXAMPLE = [
-  '{"custom_id": "request-1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "messages": [{"role": "system", "content": "You are a helpful assistant."},{"role": "user", "content": "Hello world!"}],"max_completion_tokens": 1000}}',
-  '{"custom_id": "request-2", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "meta-llama/Meta-Llama-3-8B-Instruct", "messages": [{"role": "system", "content": "You are an unhelpful assistant."},{"role": "user", "content": "Hello world!"}],"max_completion_tokens": 1000}}',
-].join('\n');
 
 /** A hub id routes to the queue a worker started with `--model <hub id>` serves: the repository's name. */
 const repoName = (model: string): string => model.split('/').pop()!;
@@ -52,44 +46,6 @@ function errorOf(raw: unknown, options = {}): string {
   assert.ok(!p.ok, 'expected a refusal');
   return p.error;
 }
-
-/** OpenAI's BatchRequestOutput line, as clients (the openai SDK, vLLM's run_batch) read it. */
-const Usage = z.object({ prompt_tokens: z.number().int(), completion_tokens: z.number().int(), total_tokens: z.number().int() }).strict();
-const OutputLine = z
-  .object({
-    id: z.string().startsWith('batch_req_'),
-    custom_id: z.string(),
-    response: z
-      .object({
-        status_code: z.literal(200),
-        request_id: z.string(),
-        body: z
-          .object({
-            id: z.string(),
-            object: z.enum(['text_completion', 'chat.completion']),
-            created: z.number().int(),
-            model: z.string(),
-            choices: z
-              .array(
-                z
-                  .object({
-                    index: z.literal(0),
-                    text: z.string().optional(),
-                    message: z.object({ role: z.literal('assistant'), content: z.string() }).strict().optional(),
-                    logprobs: z.null(),
-                    finish_reason: z.enum(['stop', 'length']),
-                  })
-                  .strict(),
-              )
-              .length(1),
-            usage: Usage,
-          })
-          .strict(),
-      })
-      .strict(),
-    error: z.null(),
-  })
-  .strict();
 
 describe('OpenAI Batch input lines → job fields', () => {
   it("reads vLLM's run_batch example file: chat messages, max_completion_tokens, OpenAI's default sampling", async () => {
