@@ -73,6 +73,20 @@ async function dashboardStatus(dashboard: Cli, ready: (o: Overview) => boolean):
   return { status, page };
 }
 
+/** The CLI's environment for a TLS Redis at url with the test's client certificates. */
+function tlsEnv(url: string, certs: TestCertificates, dir: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    REDIS_URL: url,
+    GENQUEUE_REDIS_TLS_CA: certs.ca,
+    GENQUEUE_REDIS_TLS_CERT: certs.clientCert,
+    GENQUEUE_REDIS_TLS_KEY: certs.clientKey,
+    GENQUEUE_CACHE_DIR: join(dir, 'cache'),
+    GENQUEUE_LOG_LEVEL: 'info',
+    GENQUEUE_REDIS_CONNECT_TIMEOUT_MS: '2000',
+  };
+}
+
 function writeJobs(path: string, ids: string[]): void {
   writeFileSync(path, ids.map((id) => JSON.stringify({ id, prompt: `prompt ${id}`, max_new_tokens: 2 })).join('\n'));
 }
@@ -145,16 +159,7 @@ describe('Redis over TLS with a password (rediss://, client certificates)', () =
     dir = mkdtempSync(join(tmpdir(), 'genqueue-redis-tls-'));
     certs = await makeCertificates(join(dir, 'certs'));
     server = await startTlsRedis(dir, certs, password);
-    env = {
-      ...process.env,
-      REDIS_URL: server.url,
-      GENQUEUE_REDIS_TLS_CA: certs.ca,
-      GENQUEUE_REDIS_TLS_CERT: certs.clientCert,
-      GENQUEUE_REDIS_TLS_KEY: certs.clientKey,
-      GENQUEUE_CACHE_DIR: join(dir, 'cache'),
-      GENQUEUE_LOG_LEVEL: 'info',
-      GENQUEUE_REDIS_CONNECT_TIMEOUT_MS: '2000',
-    };
+    env = tlsEnv(server.url, certs, dir);
   });
   after(async () => {
     await server?.stop();
@@ -247,16 +252,7 @@ describe('Redis Cluster over TLS (rediss+cluster://, 3 masters, with a password)
     dir = mkdtempSync(join(tmpdir(), 'genqueue-redis-cluster-'));
     certs = await makeCertificates(join(dir, 'certs'));
     cluster = await startRedisCluster(dir, password, { certs });
-    env = {
-      ...process.env,
-      REDIS_URL: cluster.url,
-      GENQUEUE_REDIS_TLS_CA: certs.ca,
-      GENQUEUE_REDIS_TLS_CERT: certs.clientCert,
-      GENQUEUE_REDIS_TLS_KEY: certs.clientKey,
-      GENQUEUE_CACHE_DIR: join(dir, 'cache'),
-      GENQUEUE_LOG_LEVEL: 'info',
-      GENQUEUE_REDIS_CONNECT_TIMEOUT_MS: '2000',
-    };
+    env = tlsEnv(cluster.url, certs, dir);
   });
   after(async () => {
     await cluster?.stop();
