@@ -14,36 +14,10 @@
 #include "greedy-next-token.h"
 #include "ort-api.h"
 #include "small-batch-matmul.h"
+#include "tensor-types.h"
 
 namespace genqueue {
 namespace {
-
-struct ElementType {
-  const char* name;
-  ONNXTensorElementDataType onnx;
-  napi_typedarray_type array;
-  size_t bytes;
-};
-const ElementType kTypes[] = {
-    {"float16", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, napi_uint16_array, 2},
-    {"float32", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, napi_float32_array, 4},
-    {"int32", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, napi_int32_array, 4},
-    {"int64", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, napi_bigint64_array, 8},
-};
-
-const ElementType& typeNamed(const std::string& name) {
-  for (const ElementType& t : kTypes) {
-    if (name == t.name) return t;
-  }
-  throw std::invalid_argument("unsupported tensor type " + name);
-}
-
-const ElementType& typeOf(ONNXTensorElementDataType onnx) {
-  for (const ElementType& t : kTypes) {
-    if (onnx == t.onnx) return t;
-  }
-  throw std::invalid_argument("an output has an unsupported element type (" + std::to_string(onnx) + ")");
-}
 
 void napiCheck(napi_status status, const char* what) {
   if (status != napi_ok) throw std::runtime_error(std::string("N-API: ") + what);
@@ -134,7 +108,7 @@ napi_value RunModel(napi_env env, napi_callback_info info) {
     std::vector<std::string> inputNames;
     for (napi_value feed : elements(env, argv[3], "feeds")) {
       inputNames.push_back(stringOf(env, named(env, feed, "name"), "feed name"));
-      const ElementType& type = typeNamed(stringOf(env, named(env, feed, "type"), "feed type"));
+      const TensorType& type = tensorTypeNamed(stringOf(env, named(env, feed, "type"), "feed type"));
       std::vector<int64_t> dims;
       size_t count = 1;
       for (napi_value d : elements(env, named(env, feed, "dims"), "feed dims")) {
@@ -146,7 +120,7 @@ napi_value RunModel(napi_env env, napi_callback_info info) {
       napi_typedarray_type arrayType;
       size_t length = 0;
       void* data = nullptr;
-      if (napi_get_typedarray_info(env, named(env, feed, "data"), &arrayType, &length, &data, nullptr, nullptr) != napi_ok || arrayType != type.array ||
+      if (napi_get_typedarray_info(env, named(env, feed, "data"), &arrayType, &length, &data, nullptr, nullptr) != napi_ok || arrayType != type.js ||
           length != count) {
         throw std::invalid_argument("feed " + inputNames.back() + ": data must be a " + type.name + " typed array of " + std::to_string(count) + " values");
       }
@@ -179,7 +153,7 @@ napi_value RunModel(napi_env env, napi_callback_info info) {
       }
       ort->ReleaseTensorTypeAndShapeInfo(shape);
       checkOrt(ort, failed);
-      const ElementType& type = typeOf(onnxType);
+      const TensorType& type = tensorTypeOf(onnxType, "runModel");
       size_t count = 1;
       for (int64_t d : dims) count *= static_cast<size_t>(d);
       void* source = nullptr;
@@ -188,7 +162,7 @@ napi_value RunModel(napi_env env, napi_callback_info info) {
       void* target = nullptr;
       napiCheck(napi_create_arraybuffer(env, count * type.bytes, &target, &buffer), "napi_create_arraybuffer");
       if (count > 0) std::memcpy(target, source, count * type.bytes);
-      napiCheck(napi_create_typedarray(env, type.array, count, buffer, 0, &array), "napi_create_typedarray");
+      napiCheck(napi_create_typedarray(env, type.js, count, buffer, 0, &array), "napi_create_typedarray");
       napiCheck(napi_create_array_with_length(env, rank, &dimsArray), "napi_create_array_with_length");
       for (size_t d = 0; d < rank; d++) {
         napi_value v;

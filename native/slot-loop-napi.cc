@@ -14,6 +14,7 @@
 #include "next-token.h"
 #include "ort-api.h"
 #include "slot-loop.h"
+#include "tensor-types.h"
 
 namespace genqueue {
 namespace {
@@ -168,31 +169,6 @@ napi_value SlotResourceCounts(napi_env env, napi_callback_info) {
 
 // ---- runGraph ----
 
-struct TensorType {
-  const char* name;
-  ONNXTensorElementDataType onnx;
-  napi_typedarray_type js;
-  size_t bytes;
-};
-const TensorType kTensorTypes[] = {
-    {"float32", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, napi_float32_array, 4},
-    {"float16", ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, napi_uint16_array, 2},
-    {"int64", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, napi_bigint64_array, 8},
-    {"int32", ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, napi_int32_array, 4},
-};
-
-const TensorType& typeNamed(const std::string& name) {
-  for (const TensorType& t : kTensorTypes)
-    if (name == t.name) return t;
-  throw std::invalid_argument("tensor type " + name + " is not one of float32, float16, int64, int32");
-}
-
-const TensorType& typeOf(ONNXTensorElementDataType onnx) {
-  for (const TensorType& t : kTensorTypes)
-    if (t.onnx == onnx) return t;
-  throw std::invalid_argument("an output has a tensor type runGraph does not return");
-}
-
 // Everything one run creates, released in reverse order on every path.
 struct OneRun {
   const OrtApi* api;
@@ -245,7 +221,7 @@ napi_value RunGraph(napi_env env, napi_callback_info info) {
     for (uint32_t i = 0; i < count; i++) {
       inputNames.push_back(napi::string(env, napi::element(env, names, i), "feed name"));
       napi_value feed = napi::property(env, feeds, inputNames.back().c_str());
-      const TensorType& type = typeNamed(napi::stringProperty(env, feed, "type"));
+      const TensorType& type = tensorTypeNamed(napi::stringProperty(env, feed, "type"));
       napi_value dimsArray = napi::property(env, feed, "dims");
       std::vector<int64_t> dims(napi::arrayLength(env, dimsArray, "dims"));
       int64_t elements = 1;
@@ -282,7 +258,7 @@ napi_value RunGraph(napi_env env, napi_callback_info info) {
       if (failed == nullptr) failed = api->GetDimensions(shape, dims.data(), rank);
       api->ReleaseTensorTypeAndShapeInfo(shape);
       checkOrt(api, failed);
-      const TensorType& type = typeOf(onnx);
+      const TensorType& type = tensorTypeOf(onnx, "runGraph");
       int64_t elements = 1;
       for (int64_t d : dims) elements *= d;
       void* data = nullptr;
