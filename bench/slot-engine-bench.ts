@@ -4,7 +4,9 @@
  *   uniform: J jobs of 8 → 256 tokens through S slots, and through the device loop in batches of S;
  *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots, and as the worker
  *            batches them today: by the power-of-two bucket of max_new_tokens, S per device-loop run;
- *   prefill: time to first token of one 512-token prompt (alone), and of the same prompt fed one token per step.
+ *   prefill: time to first token of one 512-token prompt (alone), and of the same prompt fed one token per step;
+ *   prefill-shapes: admissions of R prompts of L tokens (repeated shapes and new ones): device time of their
+ *            prefill runs against the host time spent launching them, to tell fixed costs from per-token ones.
  *   node dist/bench/slot-engine-bench.js --device cuda:0 --precision fp16 --shape small --slots 256 --jobs 2048 --json out.json
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -88,6 +90,7 @@ function profileOf(before: SlotStats, after: SlotStats, wallSeconds: number) {
     prefillSeconds,
     decodeSeconds,
     hostSeconds: d('hostSeconds'),
+    admitSeconds: d('admitSeconds'),
     decodeSteps,
     prefillRuns: d('prefillRuns'),
     prefillTokens: d('prefillTokens'),
@@ -173,6 +176,25 @@ if (sections.has('prefill')) {
   await stepwise.close();
   report.prefill = { promptTokens: 512, ttftMs: chunked.timings.timeToFirstTokenMs, ttftOneTokenPerRunMs: oneByOne.timings.timeToFirstTokenMs };
   console.log(JSON.stringify({ prefill: report.prefill }));
+}
+
+if (sections.has('prefill-shapes')) {
+  // [rows, prompt tokens to prefill]: repeats of one shape, then lengths never seen before, then rows alone.
+  const cases: [number, number][] = [
+    [64, 7], [64, 7], [64, 7], [64, 100], [64, 100], [16, 300], [16, 300], [16, 301], [16, 302], [16, 303],
+    [64, 511], [64, 511], [1, 100], [4, 100], [16, 100], [1, 511], [1, 511], [17, 211], [23, 97], [9, 402],
+  ];
+  const rows = [];
+  for (const [n, length] of cases) {
+    const before = engine.statsNow();
+    const started = performance.now();
+    await Promise.all(Array.from({ length: n }, () => engine.generate({ promptIds: prompt(length + 1), maxNewTokens: 1 })));
+    const after = engine.statsNow();
+    const ms = (k: 'prefillSeconds' | 'admitSeconds' | 'decodeSeconds') => Math.round((after[k] - before[k]) * 1e6) / 1e3;
+    rows.push({ rows: n, length, wallMs: Math.round((performance.now() - started) * 1e3) / 1e3, prefillMs: ms('prefillSeconds'), admitMs: ms('admitSeconds'), decodeMs: ms('decodeSeconds'), runs: after.prefillRuns - before.prefillRuns });
+    console.log(JSON.stringify(rows.at(-1)));
+  }
+  report.prefillShapes = rows;
 }
 
 report.stats = engine.statsNow();

@@ -143,6 +143,7 @@ napi_value SlotStats(napi_env env, napi_callback_info info) {
     napi::set(env, result, "prefillSeconds", napi::fromDouble(env, s.prefillSeconds));
     napi::set(env, result, "decodeSeconds", napi::fromDouble(env, s.decodeSeconds));
     napi::set(env, result, "hostSeconds", napi::fromDouble(env, s.hostSeconds));
+    napi::set(env, result, "admitSeconds", napi::fromDouble(env, s.admitSeconds));
     napi::set(env, result, "rowSteps", napi::fromInt(env, s.rowSteps));
     napi::set(env, result, "emittedTokens", napi::fromInt(env, s.emittedTokens));
     return result;

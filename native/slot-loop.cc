@@ -230,6 +230,7 @@ void SlotLoop::download(void* host, const void* device, size_t bytes) {
 
 void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
   const ScopeSeconds host(stats_.hostSeconds);
+  const ScopeSeconds admitting(stats_.admitSeconds);
   if (o_.cuda) cudart.check(cudart.setDevice(o_.deviceId), "cudaSetDevice");
   for (const SlotAdmission& r : rows) {
     const int64_t prompt = static_cast<int64_t>(r.prompt.size());

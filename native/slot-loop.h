@@ -69,8 +69,9 @@ struct SlotLoopStats {
   // Where the loop's time goes, in seconds. prefill: admit()'s prefill runs and staging copies; decode: run()'s K
   // steps. On CUDA both are device time between events on the loop's stream, read at run()'s synchronization (an
   // admission's prefill counts from the next run()); on the CPU provider, whose runs are synchronous, wall time.
-  // host: wall time inside admit() and run(), the device work they wait for included.
-  double prefillSeconds = 0, decodeSeconds = 0, hostSeconds = 0;
+  // host: wall time inside admit() and run(), the device work they wait for included; admit: the part inside
+  // admit() (launching the prefill runs: against prefill, it says whether the host or the device sets its pace).
+  double prefillSeconds = 0, decodeSeconds = 0, hostSeconds = 0, admitSeconds = 0;
   // rowSteps: K × the rows running at the start of each chunk (the decode work that could emit a token);
   // emittedTokens: ring entries ≥ 0 (a row's EOS included, which the engine drops).
   int64_t rowSteps = 0, emittedTokens = 0;

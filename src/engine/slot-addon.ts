@@ -59,6 +59,8 @@ export interface SlotLoopCounters {
   readonly decodeSeconds: number;
   /** Wall seconds inside admit() and run(). */
   readonly hostSeconds: number;
+  /** Wall seconds inside admit(). */
+  readonly admitSeconds: number;
   /** K × the rows running at the start of each chunk. */
   readonly rowSteps: number;
   /** Tokens the rows emitted (a row's terminating EOS included). */

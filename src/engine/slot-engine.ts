@@ -200,6 +200,7 @@ export class SlotEngine implements SlotGenerationEngine {
       prefillSeconds: loop?.prefillSeconds ?? 0,
       decodeSeconds: loop?.decodeSeconds ?? 0,
       hostSeconds: loop?.hostSeconds ?? 0,
+      admitSeconds: loop?.admitSeconds ?? 0,
       rowSteps: loop?.rowSteps ?? 0,
       emittedTokens: loop?.emittedTokens ?? 0,
     };

@@ -117,6 +117,8 @@ export interface SlotStats {
   readonly decodeSeconds: number;
   /** Wall seconds spent inside the native admissions and chunks (what the engine's thread waits for). */
   readonly hostSeconds: number;
+  /** The part of hostSeconds inside admissions (launching prefill runs; against prefillSeconds: host- or device-bound). */
+  readonly admitSeconds: number;
   /** Decode row-steps offered: K × the rows running at the start of each chunk. */
   readonly rowSteps: number;
   /** Tokens the device emitted: every generated token plus the EOS that ended a row (not in its result). */
