@@ -31,6 +31,7 @@ const { values } = parseArgs({
     'prefill-chunk': { type: 'string', default: '512' },
     'prefill-rows': { type: 'string' },
     capacity: { type: 'string' },
+    'prefill-profile': { type: 'string' },
     sections: { type: 'string', default: 'uniform,mixed,prefill' },
     work: { type: 'string', default: '/tmp/genqueue-bench' },
     json: { type: 'string' },
@@ -66,6 +67,7 @@ const engine = SlotEngine.open(model.dir, {
   prefillChunk: Number(values['prefill-chunk']),
   ...(values['prefill-rows'] ? { prefillRows: Number(values['prefill-rows']) } : {}),
   ...(values.capacity ? { capacity: Number(values.capacity) } : {}),
+  ...(values['prefill-profile'] ? { prefillProfilePrefix: values['prefill-profile'] } : {}),
   onWarning: (m) => console.error(m),
 });
 const openSeconds = (performance.now() - t0) / 1000;

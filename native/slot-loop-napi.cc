@@ -72,6 +72,8 @@ napi_value SlotOpen(napi_env env, napi_callback_info info) {
     options.prefillRows = intOption(env, o, "prefillRows");
     options.vocabSize = intOption(env, o, "vocabSize");
     options.intraOpThreads = intOption(env, o, "intraOpThreads");
+    options.prefillProfilePrefix = napi::optionalString(env, o, "prefillProfilePrefix");
+    options.warmPrefill = napi::has(env, o, "warmPrefill") && napi::boolProperty(env, o, "warmPrefill");
     options.names = bindingsOf(env, napi::property(env, o, "bindings"));
     return loops.wrap(env, new SlotLoop(api, options));
   });

@@ -72,7 +72,7 @@ void SlotLoop::init() {
   checkOrt(ort_, ort_->CreateCustomOpDomain(kGenqueueDomain, &customOps_));
   checkOrt(ort_, ort_->CustomOpDomain_Add(customOps_, nextToken_.get()));
   decode_ = createSession(o_.decodeStep);
-  prefill_ = createSession(o_.prefillStep);
+  prefill_ = createSession(o_.prefillStep, o_.prefillProfilePrefix);
   checkOrt(ort_, ort_->CreateRunOptions(&runAsync_));
   // Inside a stream capture nothing may wait for the stream; the loop synchronizes before it reads results.
   if (o_.cuda) checkOrt(ort_, ort_->AddRunConfigEntry(runAsync_, "disable_synchronize_execution_providers", "1"));
@@ -111,6 +111,16 @@ void SlotLoop::init() {
     stagingValues_.push_back(dataOf(tensor({R, H, P, D}, kvType)));
   }
   prefillTotal_ = hostScalar(&prefillTotalHost_);
+  const int64_t rowBytes = static_cast<int64_t>(elementBytes(kvType)) * D;
+  if (o_.cuda && StagingCopy::fits(rowBytes)) {
+    std::vector<const void*> sources;
+    std::vector<void*> targets;
+    for (int64_t l = 0; l < L; l++) {
+      sources.push_back(stagingKeys_[l]), targets.push_back(dataOf(keyCaches_[l]));
+      sources.push_back(stagingValues_[l]), targets.push_back(dataOf(valueCaches_[l]));
+    }
+    stagingCopy_ = std::make_unique<StagingCopy>(o_.deviceId, sources, targets, StagingCopy::Layout{H, rowBytes * P, rowBytes * C, rowBytes}, R);
+  }
 
   const SlotBindings& n = o_.names;
   checkOrt(ort_, ort_->CreateIoBinding(decode_, &decodeBinding_));
@@ -133,12 +143,14 @@ void SlotLoop::init() {
   }
   stateHost_.assign(S * kStateFields, 0);
   paramsHost_.assign(S * kParams, 1.f);
+  if (o_.warmPrefill) warmPrefill();
 }
 
 void SlotLoop::releaseAll() {
   if (released_) return;
   released_ = true;
   if (graph_ != nullptr) cudart.graphExecDestroy(graph_);
+  stagingCopy_.reset();
   if (decodeBinding_ != nullptr) ort_->ReleaseIoBinding(decodeBinding_);
   for (OrtValue* v : values_) ort_->ReleaseValue(v);
   for (void* p : memory_) {
@@ -146,6 +158,11 @@ void SlotLoop::releaseAll() {
     else std::free(p);
   }
   if (runAsync_ != nullptr) ort_->ReleaseRunOptions(runAsync_);
+  if (prefill_ != nullptr && !o_.prefillProfilePrefix.empty()) {
+    OrtAllocator* a = nullptr;
+    char* file = nullptr;
+    if (ort_->GetAllocatorWithDefaultOptions(&a) == nullptr && ort_->SessionEndProfiling(prefill_, a, &file) == nullptr && file != nullptr) a->Free(a, file);
+  }
   if (decode_ != nullptr) ort_->ReleaseSession(decode_);
   if (prefill_ != nullptr) ort_->ReleaseSession(prefill_);
   // The domain and its operator outlive the sessions that use them.
@@ -160,8 +177,9 @@ void SlotLoop::releaseAll() {
   live--;
 }
 
-OrtSession* SlotLoop::createSession(const std::string& path) {
+OrtSession* SlotLoop::createSession(const std::string& path, const std::string& profilePrefix) {
   SessionSettings settings;
+  settings.profilePrefix = profilePrefix;
   settings.cuda = o_.cuda;
   settings.deviceId = o_.deviceId;
   settings.stream = stream_;
@@ -286,42 +304,52 @@ void SlotLoop::admit(const std::vector<SlotAdmission>& rows) {
   stateDirty_ = true;
 }
 
-// Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy).
+// Later chunks of prompts longer than P, at batch 1 in the slot's own slice (after its first chunk's copy), each
+// padded to its length bucket where the slot has room: the padding's keys and values land past the prompt, where
+// the row's decode steps write before they read.
 void SlotLoop::prefillLaterChunks(const std::vector<const SlotAdmission*>& rows) {
   for (const SlotAdmission* r : rows) {
     const int64_t count = static_cast<int64_t>(r->prompt.size()) - 1;
     for (int64_t start = o_.prefillChunk; start < count; start += o_.prefillChunk) {
       const int64_t length = std::min<int64_t>(o_.prefillChunk, count - start);
-      std::vector<int64_t> ids(length), positions(length);
-      for (int64_t i = 0; i < length; i++) {
-        ids[i] = r->prompt[start + i];
+      const int64_t bucket = lengthBucket(length, o_.prefillChunk);
+      const int64_t padded = start + bucket <= o_.capacity ? bucket : length;
+      std::vector<int64_t> ids(padded, 0), positions(padded);
+      for (int64_t i = 0; i < padded; i++) {
+        if (i < length) ids[i] = r->prompt[start + i];
         positions[i] = start + i;
       }
-      upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
-      upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
-      // GroupQueryAttention: seqlens_k = total - 1.
-      const int32_t last = static_cast<int32_t>(start + length - 1);
-      upload(prefillSeqlens_, &last, sizeof last);
-      std::vector<OrtValue*> keys, values;
-      for (int l = 0; l < o_.numLayers; l++) {
-        keys.push_back(keyViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
-        values.push_back(valueViews_[static_cast<size_t>(r->slot) * o_.numLayers + l]);
-      }
-      runPrefill(1, length, static_cast<int32_t>(start + length), keys, values, length);
+      runLaterChunk(r->slot, start, ids, positions, length);
     }
   }
 }
 
-// The first chunk of each prompt (all but its last token, up to P), R rows per run: sorted by length so that a run's
-// rows are alike, right padded to the longest (seqlens_k = each row's length - 1, total_sequence_length = the
-// longest: GroupQueryAttention's first prompt), into the staging cache, then copied into the slots.
+// One later chunk (ids/positions: its padded tokens) into the slot's slice; tokens: the real ones.
+void SlotLoop::runLaterChunk(int slot, int64_t start, const std::vector<int64_t>& ids, const std::vector<int64_t>& positions, int64_t tokens) {
+  const int64_t length = static_cast<int64_t>(ids.size());
+  upload(prefillIds_, ids.data(), sizeof(int64_t) * length);
+  upload(prefillPositions_, positions.data(), sizeof(int64_t) * length);
+  // GroupQueryAttention: seqlens_k = total - 1.
+  const int32_t last = static_cast<int32_t>(start + length - 1);
+  upload(prefillSeqlens_, &last, sizeof last);
+  std::vector<OrtValue*> keys, values;
+  for (int l = 0; l < o_.numLayers; l++) {
+    keys.push_back(keyViews_[static_cast<size_t>(slot) * o_.numLayers + l]);
+    values.push_back(valueViews_[static_cast<size_t>(slot) * o_.numLayers + l]);
+  }
+  runPrefill(1, length, static_cast<int32_t>(start + length), keys, values, tokens);
+}
+
+// The first chunk of each prompt (all but its last token, up to P), sorted by length so that a run's rows are alike,
+// in runs of a bucketed shape (prefillShape): right padded to the run's length (seqlens_k = each row's length - 1,
+// total_sequence_length = the run's length: GroupQueryAttention's first prompt), into the staging cache, then
+// copied into the slots.
 void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
   const int64_t P = o_.prefillChunk;
   auto first = [&](const SlotAdmission* r) { return std::min<int64_t>(P, static_cast<int64_t>(r->prompt.size()) - 1); };
   std::stable_sort(rows.begin(), rows.end(), [&](const SlotAdmission* a, const SlotAdmission* b) { return first(a) < first(b); });
-  for (size_t begin = 0; begin < rows.size(); begin += o_.prefillRows) {
-    const size_t end = std::min(rows.size(), begin + static_cast<size_t>(o_.prefillRows));
-    const int64_t batch = static_cast<int64_t>(end - begin), length = first(rows[end - 1]);
+  for (size_t begin = 0; begin < rows.size();) {
+    const auto [batch, length] = prefillShape(static_cast<int64_t>(rows.size() - begin), [&](int64_t n) { return first(rows[begin + n - 1]); });
     std::vector<int64_t> ids(batch * length, 0), positions(batch * length);
     std::vector<int32_t> seqlens(batch);
     int64_t tokens = 0;
@@ -338,31 +366,100 @@ void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
     upload(prefillIds_, ids.data(), sizeof(int64_t) * ids.size());
     upload(prefillPositions_, positions.data(), sizeof(int64_t) * positions.size());
     upload(prefillSeqlens_, seqlens.data(), sizeof(int32_t) * seqlens.size());
-    const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
-    const std::vector<int64_t> shape{batch, o_.kvHeads, P, o_.headSize};
-    const size_t bytes = elementBytes(kvType) * elementCount(shape);
-    std::vector<OrtValue*> keys, values;
-    struct Release {
-      const OrtApi* api;
-      std::vector<OrtValue*>& a;
-      std::vector<OrtValue*>& b;
-      ~Release() {
-        for (OrtValue* v : a) api->ReleaseValue(v);
-        for (OrtValue* v : b) api->ReleaseValue(v);
-      }
-    } release{ort_, keys, values};
-    OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
-    for (int l = 0; l < o_.numLayers; l++) {
-      OrtValue* k = nullptr;
-      OrtValue* v = nullptr;
-      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingKeys_[l], bytes, shape.data(), shape.size(), kvType, &k));
-      keys.push_back(k);
-      checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingValues_[l], bytes, shape.data(), shape.size(), kvType, &v));
-      values.push_back(v);
+    runStaged(batch, length, tokens);
+    if (stagingCopy_) {
+      std::vector<int32_t> slots(batch), counts(batch);
+      for (int64_t i = 0; i < batch; i++) slots[i] = rows[begin + i]->slot, counts[i] = static_cast<int32_t>(first(rows[begin + i]));
+      stagingCopy_->run(slots, counts, stream_);
+    } else {
+      for (int64_t i = 0; i < batch; i++) copyToSlot(i, rows[begin + i]->slot, first(rows[begin + i]));
     }
-    runPrefill(batch, length, static_cast<int32_t>(length), keys, values, tokens);
-    for (int64_t i = 0; i < batch; i++) copyToSlot(i, rows[begin + i]->slot, first(rows[begin + i]));
+    begin += static_cast<size_t>(batch);
   }
+}
+
+// The shape of the next first-chunk run over `waiting` sorted rows (lengthOf(n): the longest of the first n): the
+// most rows that a row bucket holds, and the length bucket of the longest of them. ONNX Runtime's first run of each
+// new input shape costs ~55 ms of host time on the H200 (bench/results/prefill-shapes-h200.json), so runs take their
+// shapes from a few buckets instead of one new shape per mix of prompts: rows 1, 2, 4, … below R, and R; lengths
+// 16, 32, 48, 64, 96, 128, 192, … up to P.
+std::pair<int64_t, int64_t> SlotLoop::prefillShape(int64_t waiting, const std::function<int64_t(int64_t)>& lengthOf) const {
+  int64_t batch = 1;
+  for (int64_t b : rowBuckets())
+    if (b <= waiting) batch = b;
+  return {batch, lengthBucket(lengthOf(batch), o_.prefillChunk)};
+}
+
+std::vector<int64_t> SlotLoop::rowBuckets() const {
+  std::vector<int64_t> buckets;
+  for (int64_t b = 1; b < o_.prefillRows; b *= 2) buckets.push_back(b);
+  buckets.push_back(o_.prefillRows);
+  return buckets;
+}
+
+std::vector<int64_t> SlotLoop::lengthBuckets(int64_t limit) {
+  std::vector<int64_t> buckets{std::min<int64_t>(16, limit)};
+  for (int64_t p = 32; buckets.back() < limit; p *= 2) {
+    for (int64_t b : {p, p + p / 2})
+      if (buckets.back() < limit) buckets.push_back(std::min(b, limit));
+  }
+  return buckets;
+}
+
+int64_t SlotLoop::lengthBucket(int64_t n, int64_t limit) {
+  for (int64_t b : lengthBuckets(limit))
+    if (b >= n) return b;
+  return limit;
+}
+
+// One first-chunk run over the staging caches, [batch, kv heads, P, D] each layer.
+void SlotLoop::runStaged(int64_t batch, int64_t length, int64_t tokens) {
+  const auto kvType = o_.kvFloat16 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 : kFloat;
+  const std::vector<int64_t> shape{batch, o_.kvHeads, o_.prefillChunk, o_.headSize};
+  const size_t bytes = elementBytes(kvType) * elementCount(shape);
+  std::vector<OrtValue*> keys, values;
+  struct Release {
+    const OrtApi* api;
+    std::vector<OrtValue*>& a;
+    std::vector<OrtValue*>& b;
+    ~Release() {
+      for (OrtValue* v : a) api->ReleaseValue(v);
+      for (OrtValue* v : b) api->ReleaseValue(v);
+    }
+  } release{ort_, keys, values};
+  OrtMemoryInfo* info = o_.cuda ? deviceInfo_ : cpuInfo_;
+  for (int l = 0; l < o_.numLayers; l++) {
+    OrtValue* k = nullptr;
+    OrtValue* v = nullptr;
+    checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingKeys_[l], bytes, shape.data(), shape.size(), kvType, &k));
+    keys.push_back(k);
+    checkOrt(ort_, ort_->CreateTensorWithDataAsOrtValue(info, stagingValues_[l], bytes, shape.data(), shape.size(), kvType, &v));
+    values.push_back(v);
+  }
+  runPrefill(batch, length, static_cast<int32_t>(length), keys, values, tokens);
+}
+
+// Every bucketed first-chunk shape once (zero tokens into the staging caches), so that no admission pays for a
+// shape's first run; the counters start after it.
+void SlotLoop::warmPrefill() {
+  const std::vector<int64_t> zeros(static_cast<size_t>(o_.prefillRows * o_.prefillChunk), 0);
+  upload(prefillIds_, zeros.data(), sizeof(int64_t) * zeros.size());
+  upload(prefillPositions_, zeros.data(), sizeof(int64_t) * zeros.size());
+  const std::vector<int32_t> seqlens(static_cast<size_t>(o_.prefillRows), 0);
+  upload(prefillSeqlens_, seqlens.data(), sizeof(int32_t) * seqlens.size());
+  for (int64_t batch : rowBuckets())
+    for (int64_t length : lengthBuckets(o_.prefillChunk)) runStaged(batch, length, 0);
+  // Later chunks (prompts longer than P) run in a slot's slice: slot 0's, before any row holds it.
+  if (o_.capacity > o_.prefillChunk + 1) {
+    for (int64_t length : lengthBuckets(o_.prefillChunk)) {
+      if (o_.prefillChunk + length > o_.capacity) continue;
+      std::vector<int64_t> positions(length);
+      for (int64_t i = 0; i < length; i++) positions[i] = o_.prefillChunk + i;
+      runLaterChunk(0, o_.prefillChunk, std::vector<int64_t>(length, 0), positions, 0);
+    }
+  }
+  if (o_.cuda) cudart.check(cudart.deviceSynchronize(), "cudaDeviceSynchronize");
+  stats_ = SlotLoopStats{};
 }
 
 // Positions 0 .. positions - 1 of staging row stagingRow, every layer and head, into the slot's slice.

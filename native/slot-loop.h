@@ -20,12 +20,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "cuda-runtime.h"
 #include "next-token.h"
+#include "staging-copy.h"
 
 namespace genqueue {
 
@@ -46,6 +49,8 @@ struct SlotLoopOptions {
   bool kvFloat16 = false;
   int slots = 0, capacity = 0, chunkSteps = 0, prefillChunk = 0, prefillRows = 0, vocabSize = 0;
   int intraOpThreads = 0;  // ONNX Runtime's intra-op threads per session (0: its default)
+  bool warmPrefill = false;  // run every bucketed prefill shape once at construction
+  std::string prefillProfilePrefix;  // non-empty: ONNX Runtime writes a per-node profile of the prefill session
   SlotBindings names;
 };
 
@@ -95,7 +100,7 @@ class SlotLoop {
  private:
   void init();
   void releaseAll();
-  OrtSession* createSession(const std::string& path);
+  OrtSession* createSession(const std::string& path, const std::string& profilePrefix = "");
   OrtValue* tensor(const std::vector<int64_t>& shape, ONNXTensorElementDataType type);
   OrtValue* view(void* data, size_t bytes, const std::vector<int64_t>& shape, ONNXTensorElementDataType type);
   OrtValue* hostScalar(int32_t* value);
@@ -104,6 +109,13 @@ class SlotLoop {
   void download(void* host, const void* device, size_t bytes);
   void prefillFirstChunks(std::vector<const SlotAdmission*> rows);
   void prefillLaterChunks(const std::vector<const SlotAdmission*>& rows);
+  std::pair<int64_t, int64_t> prefillShape(int64_t waiting, const std::function<int64_t(int64_t)>& lengthOf) const;
+  std::vector<int64_t> rowBuckets() const;
+  static std::vector<int64_t> lengthBuckets(int64_t limit);
+  static int64_t lengthBucket(int64_t n, int64_t limit);
+  void runStaged(int64_t batch, int64_t length, int64_t tokens);
+  void runLaterChunk(int slot, int64_t start, const std::vector<int64_t>& ids, const std::vector<int64_t>& positions, int64_t tokens);
+  void warmPrefill();
   void runPrefill(int64_t batch, int64_t length, int32_t total, const std::vector<OrtValue*>& keys, const std::vector<OrtValue*>& values,
                   int64_t tokens);
   void copyToSlot(int64_t stagingRow, int slot, int64_t positions);
@@ -136,6 +148,7 @@ class SlotLoop {
   void *prefillIds_ = nullptr, *prefillPositions_ = nullptr;  // [R * P] int64 each: a run's tokens and positions
   void* prefillSeqlens_ = nullptr;                             // [R] int32
   std::vector<void*> stagingKeys_, stagingValues_;             // per layer: [R, kv heads, P, D]
+  std::unique_ptr<StagingCopy> stagingCopy_;                   // CUDA: staging rows → slots in one kernel per run
   OrtValue* prefillTotal_ = nullptr;
   int32_t totalHost_ = 0, prefillTotalHost_ = 0;
   std::vector<int64_t> stateHost_;  // [S, kStateFields]: what the device holds after the last run, plus admissions

@@ -137,14 +137,27 @@ describe('slot engine behaviour on a small random GPT-2 (CPU provider)', { skip 
     const requests = [1, 2, 9, 16, 17, 40, 61].map((n, i) => greedy(longPrompt(n, i), 12));
     const oneByOne = tokens(await Promise.all(requests.map((r) => open({ prefillChunk: 1, prefillRows: 1 }).generate(r))));
     const continuation = (chunk: number) => requests.reduce((a, r) => a + Math.max(0, Math.ceil((r.promptIds.length - 1) / chunk) - 1), 0);
-    for (const [prefillChunk, prefillRows] of [[3, 1], [8, 16], [64, 2], [64, 16]] as const) {
+    // First chunks run in row buckets (1, 2, 4, … below prefillRows, and prefillRows): the most rows a bucket holds.
+    const firstRuns = (rows: number, prefillRows: number) => {
+      const buckets = [prefillRows];
+      for (let b = 1; b < prefillRows; b *= 2) buckets.push(b);
+      let runs = 0;
+      for (let left = rows; left > 0; runs++) left -= Math.max(...buckets.filter((b) => b <= left));
+      return runs;
+    };
+    // Chunk 16: later chunks padded to their length bucket (7 → 16 tokens for the 40-token prompt's last one).
+    for (const [prefillChunk, prefillRows] of [[3, 1], [8, 16], [16, 4], [64, 2], [64, 16]] as const) {
       // Eight slots: the seven requests join at the first boundary; six have something to prefill.
       const engine = open({ prefillChunk, prefillRows, slots: 8 });
       assert.deepEqual(tokens(await Promise.all(requests.map((r) => engine.generate(r)))), oneByOne, `prefill chunk ${prefillChunk}, rows ${prefillRows}`);
       const stats = engine.statsNow();
       assert.equal(stats.prefillTokens, requests.reduce((a, r) => a + r.promptIds.length - 1, 0));
-      assert.equal(stats.prefillRuns, Math.ceil(6 / prefillRows) + continuation(prefillChunk), `runs for chunk ${prefillChunk}, rows ${prefillRows}`);
+      assert.equal(stats.prefillRuns, firstRuns(6, prefillRows) + continuation(prefillChunk), `runs for chunk ${prefillChunk}, rows ${prefillRows}`);
     }
+    // Every bucketed shape run once at open (the CUDA default): the counters start after it, the tokens are the same.
+    const warmed = open({ prefillChunk: 16, prefillRows: 4, slots: 8, warmPrefill: true });
+    assert.equal(warmed.statsNow().prefillRuns, 0);
+    assert.deepEqual(tokens(await Promise.all(requests.map((r) => warmed.generate(r)))), oneByOne, 'warmed prefill');
   });
 
   it('profiles the loop: prefill and decode time, decode row-steps offered, every emitted token counted', async () => {

@@ -20,6 +20,10 @@ export interface SlotLoopOptions {
   readonly vocabSize: number;
   /** ONNX Runtime's intra-op threads per session (0: its default). */
   readonly intraOpThreads: number;
+  /** Run every bucketed prefill shape once at open (ONNX Runtime's first run of a shape is slow on CUDA). */
+  readonly warmPrefill?: boolean;
+  /** Where ONNX Runtime writes a per-node profile of the prefill session (measurements only). */
+  readonly prefillProfilePrefix?: string;
   readonly bindings: SlotBindings;
 }
 

@@ -39,6 +39,13 @@ export interface SlotEngineOptions {
    * models on a busy machine, where the thread pool's synchronization costs more than the work it splits.
    */
   readonly intraOpThreads?: number;
+  /**
+   * Run each bucketed prefill shape once at open (default: on CUDA), so that no admission pays for ONNX Runtime's
+   * first run of a shape (~55 ms of host time each on the H200; the buckets make ~70 of them, ~4 s at open).
+   */
+  readonly warmPrefill?: boolean;
+  /** ONNX Runtime writes a per-node profile of the prefill session here, at close (measurements only). */
+  readonly prefillProfilePrefix?: string;
   /** A callback threw: the engine carries on and says so here. */
   readonly onWarning?: (message: string) => void;
 }
@@ -142,6 +149,8 @@ export class SlotEngine implements SlotGenerationEngine {
       prefillRows: limits.prefillRows,
       vocabSize: spec.vocabSize,
       intraOpThreads: threads,
+      warmPrefill: options.warmPrefill ?? cuda,
+      ...(options.prefillProfilePrefix ? { prefillProfilePrefix: options.prefillProfilePrefix } : {}),
       bindings: slotBindings(),
     }));
     return new SlotEngine(addon, handle, manifest, limits, `${formatDevice(options.device)} (slots)`, options.onWarning);
