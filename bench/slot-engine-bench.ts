@@ -2,23 +2,21 @@
  * The slot engine against today's static batches, engine only (no queue): a random GPT-2-shaped checkpoint built
  * here, greedy, no early stop (min_new_tokens = max_new_tokens, so both sides generate the same token counts).
  *   uniform: J jobs of 8 → 256 tokens through S slots, and through the device loop in batches of S;
- *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots, and as the worker
+ *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots (mixed-slots: only that), and as the worker
  *            batches them today: by the power-of-two bucket of max_new_tokens, S per device-loop run;
  *   prefill: time to first token of one 512-token prompt (alone), and of the same prompt fed one token per step;
  *   prefill-shapes: admissions of R prompts of L tokens (repeated shapes and new ones): device time of their
  *            prefill runs against the host time spent launching them, to tell fixed costs from per-token ones.
  *   node dist/bench/slot-engine-bench.js --device cuda:0 --precision fp16 --shape small --slots 256 --jobs 2048 --json out.json
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DeviceLoopRunner } from '../src/engine/device-loop-runner.js';
 import { parseDevice } from '../src/engine/execution-provider.js';
 import type { GenerationRequest } from '../src/engine/generation-types.js';
 import { SlotEngine } from '../src/engine/slot-engine.js';
 import type { SlotRequest, SlotResult, SlotStats } from '../src/engine/slot-types.js';
-import { GPT2_SMALL_SHAPE, writeRandomGpt2Checkpoint } from '../src/model/checkpoint/random-gpt2-checkpoint.js';
-import { ModelCache } from '../src/model/model-cache.js';
+import { type BenchModelShape, benchCheckpoint, benchModel } from './bench-models.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,16 +35,9 @@ const { values } = parseArgs({
     json: { type: 'string' },
   },
 });
-const TINY = { layers: 2, heads: 4, embd: 64, positions: 1024, vocab: 50257, seed: 1, init: 0.02 };
-const shape = values.shape === 'tiny' ? TINY : GPT2_SMALL_SHAPE;
-const ckpt = join(values.work!, `ckpt-${values.shape}`);
-if (!existsSync(join(ckpt, 'config.json'))) {
-  mkdirSync(ckpt, { recursive: true });
-  writeRandomGpt2Checkpoint(ckpt, shape);
-}
 const precision = values.precision === 'fp16' ? 'fp16' : 'fp32';
 const device = parseDevice(values.device!);
-const model = await new ModelCache(join(values.work!, 'cache')).resolve(ckpt, precision);
+const model = await benchModel(values.work!, benchCheckpoint(values.work!, values.shape as BenchModelShape), precision);
 const S = Number(values.slots);
 const J = Number(values.jobs);
 const sections = new Set(values.sections!.split(','));
@@ -144,29 +135,36 @@ const report: Record<string, unknown> = { shape: values.shape, precision, device
 await throughSlots(Array.from({ length: S }, () => ({ promptIds: prompt(8), maxNewTokens: 48, minNewTokens: 48 })));
 loop.run(Array.from({ length: S }, () => asGreedy({ promptIds: prompt(8), maxNewTokens: 248 })));
 
-if (sections.has('uniform')) {
+// uniform-slots, mixed-slots: the slot engine's half of the section alone.
+if (sections.has('uniform') || sections.has('uniform-slots')) {
   const jobs: SlotRequest[] = Array.from({ length: J }, () => ({ promptIds: prompt(8), maxNewTokens: 248, minNewTokens: 248 }));
   const slots = await throughSlots(jobs);
-  const staticRuns = throughStaticBatches(inBatches(jobs.map(asGreedy), S));
-  report.uniform = { slots, deviceLoop: staticRuns, slotsOverDeviceLoop: slots.tokensPerSecond / staticRuns.tokensPerSecond };
+  report.uniform = { slots };
+  if (sections.has('uniform')) {
+    const staticRuns = throughStaticBatches(inBatches(jobs.map(asGreedy), S));
+    report.uniform = { slots, deviceLoop: staticRuns, slotsOverDeviceLoop: slots.tokensPerSecond / staticRuns.tokensPerSecond };
+  }
   console.log(JSON.stringify({ uniform: report.uniform }));
 }
 
-if (sections.has('mixed')) {
+if (sections.has('mixed') || sections.has('mixed-slots')) {
   const jobs: SlotRequest[] = Array.from({ length: J }, () => {
     const n = between(4, 512);
     const m = between(16, 512);
     return { promptIds: prompt(n), maxNewTokens: m, minNewTokens: m };
   });
   const slots = await throughSlots(jobs);
-  // Today's worker: one group per power-of-two bucket of max_new_tokens, S jobs per device-loop run.
-  const buckets = new Map<number, GenerationRequest[]>();
-  for (const j of jobs) {
-    const bucket = 2 ** Math.ceil(Math.log2(j.maxNewTokens));
-    buckets.set(bucket, [...(buckets.get(bucket) ?? []), asGreedy(j)]);
+  report.mixed = { slots };
+  if (sections.has('mixed')) {
+    // Today's worker: one group per power-of-two bucket of max_new_tokens, S jobs per device-loop run.
+    const buckets = new Map<number, GenerationRequest[]>();
+    for (const j of jobs) {
+      const bucket = 2 ** Math.ceil(Math.log2(j.maxNewTokens));
+      buckets.set(bucket, [...(buckets.get(bucket) ?? []), asGreedy(j)]);
+    }
+    const staticRuns = throughStaticBatches([...buckets.values()].flatMap((b) => inBatches(b, S)));
+    report.mixed = { slots, bucketedDeviceLoop: staticRuns, slotsOverBucketed: slots.tokensPerSecond / staticRuns.tokensPerSecond };
   }
-  const staticRuns = throughStaticBatches([...buckets.values()].flatMap((b) => inBatches(b, S)));
-  report.mixed = { slots, bucketedDeviceLoop: staticRuns, slotsOverBucketed: slots.tokensPerSecond / staticRuns.tokensPerSecond };
   console.log(JSON.stringify({ mixed: report.mixed }));
 }
 

@@ -380,9 +380,9 @@ void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
 
 // The shape of the next first-chunk run over `waiting` sorted rows (lengthOf(n): the longest of the first n): the
 // most rows that a row bucket holds, and the length bucket of the longest of them. ONNX Runtime's first run of each
-// new input shape costs ~55 ms of host time on the H200 (bench/results/prefill-shapes-h200.json), so runs take their
-// shapes from a few buckets instead of one new shape per mix of prompts: rows 1, 2, 4, … below R, and R; lengths
-// 16, 32, 48, 64, 96, 128, 192, … up to P.
+// new input shape costs ~55 ms of host time on the H200 (bench/results/slot-engine-h200-prefill-buckets.json), so
+// runs take their shapes from a few buckets instead of one new shape per mix of prompts: rows 1, 2, 4, … below R,
+// and R; lengths 16, 32, 48, 64, 96, 128, 192, … up to P.
 std::pair<int64_t, int64_t> SlotLoop::prefillShape(int64_t waiting, const std::function<int64_t(int64_t)>& lengthOf) const {
   int64_t batch = 1;
   for (int64_t b : rowBuckets())
