@@ -341,7 +341,7 @@ void SlotLoop::runLaterChunk(int slot, int64_t start, const std::vector<int64_t>
 }
 
 // The first chunk of each prompt (all but its last token, up to P), sorted by length so that a run's rows are alike,
-// in runs of a bucketed shape (prefillShape): right padded to the run's length (seqlens_k = each row's length - 1,
+// in runs of a bucketed shape (rowBucket, lengthBucket): right padded to the run's length (seqlens_k = each row's length - 1,
 // total_sequence_length = the run's length: GroupQueryAttention's first prompt), into the staging cache, then
 // copied into the slots.
 void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
@@ -349,7 +349,8 @@ void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
   auto first = [&](const SlotAdmission* r) { return std::min<int64_t>(P, static_cast<int64_t>(r->prompt.size()) - 1); };
   std::stable_sort(rows.begin(), rows.end(), [&](const SlotAdmission* a, const SlotAdmission* b) { return first(a) < first(b); });
   for (size_t begin = 0; begin < rows.size();) {
-    const auto [batch, length] = prefillShape(static_cast<int64_t>(rows.size() - begin), [&](int64_t n) { return first(rows[begin + n - 1]); });
+    const int64_t batch = rowBucket(static_cast<int64_t>(rows.size() - begin));
+    const int64_t length = lengthBucket(first(rows[begin + batch - 1]), P);
     std::vector<int64_t> ids(batch * length, 0), positions(batch * length);
     std::vector<int32_t> seqlens(batch);
     int64_t tokens = 0;
@@ -378,16 +379,16 @@ void SlotLoop::prefillFirstChunks(std::vector<const SlotAdmission*> rows) {
   }
 }
 
-// The shape of the next first-chunk run over `waiting` sorted rows (lengthOf(n): the longest of the first n): the
-// most rows that a row bucket holds, and the length bucket of the longest of them. ONNX Runtime's first run of each
-// new input shape costs ~55 ms of host time on the H200 (bench/results/slot-engine-h200-prefill-buckets.json), so
-// runs take their shapes from a few buckets instead of one new shape per mix of prompts: rows 1, 2, 4, … below R,
-// and R; lengths 16, 32, 48, 64, 96, 128, 192, … up to P.
-std::pair<int64_t, int64_t> SlotLoop::prefillShape(int64_t waiting, const std::function<int64_t(int64_t)>& lengthOf) const {
+// Prefill runs take their shapes from a few buckets: ONNX Runtime's first run of each new input shape costs ~55 ms
+// of host time on the H200 (bench/results/slot-engine-h200-prefill-buckets.json), and mixed prompts would make a new
+// shape almost every run. Rows: 1, 2, 4, … below R, and R; lengths: 16, 32, 48, 64, 96, 128, 192, … up to P.
+
+// The most rows of `waiting` that a row bucket holds.
+int64_t SlotLoop::rowBucket(int64_t waiting) const {
   int64_t batch = 1;
   for (int64_t b : rowBuckets())
     if (b <= waiting) batch = b;
-  return {batch, lengthBucket(lengthOf(batch), o_.prefillChunk)};
+  return batch;
 }
 
 std::vector<int64_t> SlotLoop::rowBuckets() const {
@@ -442,7 +443,7 @@ void SlotLoop::runStaged(int64_t batch, int64_t length, int64_t tokens) {
 // Every bucketed first-chunk shape once (zero tokens into the staging caches), so that no admission pays for a
 // shape's first run; the counters start after it.
 void SlotLoop::warmPrefill() {
-  const std::vector<int64_t> zeros(static_cast<size_t>(o_.prefillRows * o_.prefillChunk), 0);
+  const std::vector<int64_t> zeros(static_cast<size_t>(o_.prefillRows) * static_cast<size_t>(o_.prefillChunk), 0);
   upload(prefillIds_, zeros.data(), sizeof(int64_t) * zeros.size());
   upload(prefillPositions_, zeros.data(), sizeof(int64_t) * zeros.size());
   const std::vector<int32_t> seqlens(static_cast<size_t>(o_.prefillRows), 0);

@@ -20,9 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <utility>
 #include <string>
 #include <vector>
 
@@ -109,7 +107,7 @@ class SlotLoop {
   void download(void* host, const void* device, size_t bytes);
   void prefillFirstChunks(std::vector<const SlotAdmission*> rows);
   void prefillLaterChunks(const std::vector<const SlotAdmission*>& rows);
-  std::pair<int64_t, int64_t> prefillShape(int64_t waiting, const std::function<int64_t(int64_t)>& lengthOf) const;
+  int64_t rowBucket(int64_t waiting) const;
   std::vector<int64_t> rowBuckets() const;
   static std::vector<int64_t> lengthBuckets(int64_t limit);
   static int64_t lengthBucket(int64_t n, int64_t limit);
