@@ -1,9 +1,11 @@
 /**
- * The slot engine against today's static batches, engine only (no queue): a random GPT-2-shaped checkpoint built
- * here, greedy, no early stop (min_new_tokens = max_new_tokens, so both sides generate the same token counts).
+ * The slot engine against today's static batches, engine only (no queue): a random checkpoint of a bench shape
+ * (bench-models.ts: GPT-2 tiny/small/large, Llama-3.2-1B, Qwen2.5-0.5B) built here, greedy, no early stop
+ * (min_new_tokens = max_new_tokens, so both sides generate the same token counts).
  *   uniform: J jobs of 8 → 256 tokens through S slots, and through the device loop in batches of S;
- *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots (mixed-slots: only that), and as the worker
+ *   mixed:   J jobs, prompts 4-512 tokens, max_new_tokens 16-512 (seeded), through S slots, and as the worker
  *            batches them today: by the power-of-two bucket of max_new_tokens, S per device-loop run;
+ *   uniform-slots, mixed-slots: the slot engine's half of those alone;
  *   prefill: time to first token of one 512-token prompt (alone), and of the same prompt fed one token per step;
  *   prefill-shapes: admissions of R prompts of L tokens (repeated shapes and new ones): device time of their
  *            prefill runs against the host time spent launching them, to tell fixed costs from per-token ones.
@@ -135,7 +137,6 @@ const report: Record<string, unknown> = { shape: values.shape, precision, device
 await throughSlots(Array.from({ length: S }, () => ({ promptIds: prompt(8), maxNewTokens: 48, minNewTokens: 48 })));
 loop.run(Array.from({ length: S }, () => asGreedy({ promptIds: prompt(8), maxNewTokens: 248 })));
 
-// uniform-slots, mixed-slots: the slot engine's half of the section alone.
 if (sections.has('uniform') || sections.has('uniform-slots')) {
   const jobs: SlotRequest[] = Array.from({ length: J }, () => ({ promptIds: prompt(8), maxNewTokens: 248, minNewTokens: 248 }));
   const slots = await throughSlots(jobs);
