@@ -1,5 +1,6 @@
 import { loadDeviceLoopAddon } from './device-loop-runner.js';
 import type { SlotBindings } from '../model/contract.js';
+import type { SlotLoopCounters } from './slot-types.js';
 
 /** native/slot-loop.h SlotLoopOptions, as slotOpen() reads them. */
 export interface SlotLoopOptions {
@@ -47,28 +48,10 @@ export interface SlotChunk {
   readonly status: Int32Array;
 }
 
-export interface SlotLoopCounters {
-  readonly chunks: number;
-  readonly decodeSteps: number;
-  /** Chunks replayed from the captured CUDA graph. */
-  readonly graphReplays: number;
-  readonly prefillRuns: number;
-  readonly prefillTokens: number;
+/** slotStats(): the loop's counters, the rows it admitted and those its device state says running. */
+export interface SlotLoopStats extends SlotLoopCounters {
   readonly admitted: number;
-  /** Rows whose device state says running (after the last chunk, plus admissions since). */
   readonly running: number;
-  /** Seconds of admit()'s prefill runs and staging copies (CUDA: device time, counted at the next run). */
-  readonly prefillSeconds: number;
-  /** Seconds of run()'s decode steps (CUDA: device time). */
-  readonly decodeSeconds: number;
-  /** Wall seconds inside admit() and run(). */
-  readonly hostSeconds: number;
-  /** Wall seconds inside admit(). */
-  readonly admitSeconds: number;
-  /** K × the rows running at the start of each chunk. */
-  readonly rowSteps: number;
-  /** Tokens the rows emitted (a row's terminating EOS included). */
-  readonly emittedTokens: number;
 }
 
 export type HostTensorType = 'float32' | 'float16' | 'int64' | 'int32';
@@ -84,7 +67,7 @@ export interface SlotLoopAddon {
   slotAdmit(handle: unknown, rows: readonly SlotAdmission[]): void;
   slotRelease(handle: unknown, slots: Int32Array): void;
   slotRun(handle: unknown): SlotChunk;
-  slotStats(handle: unknown): SlotLoopCounters;
+  slotStats(handle: unknown): SlotLoopStats;
   slotClose(handle: unknown): void;
   slotResourceCounts(): { slotLoops: number };
   /** One run of a model with the addon's operators registered: host tensors in and out. */

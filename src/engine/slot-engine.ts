@@ -16,6 +16,7 @@ import {
   type SlotRequest,
   type SlotResult,
   type SlotStats,
+  NO_LOOP_COUNTERS,
   generateThrough,
   resolveSlotRequest,
 } from './slot-types.js';
@@ -194,24 +195,15 @@ export class SlotEngine implements SlotGenerationEngine {
   }
 
   statsNow(): SlotStats {
-    const loop = this.closed ? undefined : this.addon.slotStats(this.handle);
+    // admitted is the engine's own count (this.counts); the loop's stays out.
+    const { admitted: _, running, ...loop } = this.closed ? { ...NO_LOOP_COUNTERS, admitted: 0, running: 0 } : this.addon.slotStats(this.handle);
     return {
       slots: this.limits.slots,
       busy: this.limits.slots - this.free.length,
       waiting: this.waiting.length - this.waitingHead,
       ...this.counts,
-      chunks: loop?.chunks ?? 0,
-      decodeSteps: loop?.decodeSteps ?? 0,
-      graphReplays: loop?.graphReplays ?? 0,
-      prefillRuns: loop?.prefillRuns ?? 0,
-      prefillTokens: loop?.prefillTokens ?? 0,
-      deviceRunning: loop?.running ?? 0,
-      prefillSeconds: loop?.prefillSeconds ?? 0,
-      decodeSeconds: loop?.decodeSeconds ?? 0,
-      hostSeconds: loop?.hostSeconds ?? 0,
-      admitSeconds: loop?.admitSeconds ?? 0,
-      rowSteps: loop?.rowSteps ?? 0,
-      emittedTokens: loop?.emittedTokens ?? 0,
+      ...loop,
+      deviceRunning: running,
     };
   }
 

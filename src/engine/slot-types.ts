@@ -92,23 +92,14 @@ export interface SlotEngineLimits {
   readonly prefillRows: number;
 }
 
-export interface SlotStats {
-  readonly slots: number;
-  /** Slots holding a request. */
-  readonly busy: number;
-  readonly waiting: number;
-  readonly submitted: number;
-  readonly admitted: number;
-  readonly completed: number;
-  readonly cancelled: number;
-  readonly failed: number;
+/** What the native loop counts (native/slot-loop.h SlotLoopStats), as the engine's stats report it. */
+export interface SlotLoopCounters {
   readonly chunks: number;
   readonly decodeSteps: number;
+  /** Chunks replayed from the captured CUDA graph. */
   readonly graphReplays: number;
   readonly prefillRuns: number;
   readonly prefillTokens: number;
-  /** Rows the native loop's state says are running: equals busy between chunks unless a slot leaked. */
-  readonly deviceRunning: number;
   /**
    * Seconds of prefill runs (with their copies into the slots) and of decode steps: on CUDA device time between
    * events on the loop's stream, a prefill's counted at the next chunk; on the CPU provider wall time.
@@ -123,6 +114,35 @@ export interface SlotStats {
   readonly rowSteps: number;
   /** Tokens the device emitted: every generated token plus the EOS that ended a row (not in its result). */
   readonly emittedTokens: number;
+}
+
+/** What a closed engine reports for its released loop. */
+export const NO_LOOP_COUNTERS: SlotLoopCounters = {
+  chunks: 0,
+  decodeSteps: 0,
+  graphReplays: 0,
+  prefillRuns: 0,
+  prefillTokens: 0,
+  prefillSeconds: 0,
+  decodeSeconds: 0,
+  hostSeconds: 0,
+  admitSeconds: 0,
+  rowSteps: 0,
+  emittedTokens: 0,
+};
+
+export interface SlotStats extends SlotLoopCounters {
+  readonly slots: number;
+  /** Slots holding a request. */
+  readonly busy: number;
+  readonly waiting: number;
+  readonly submitted: number;
+  readonly admitted: number;
+  readonly completed: number;
+  readonly cancelled: number;
+  readonly failed: number;
+  /** Rows the native loop's state says are running: equals busy between chunks unless a slot leaked. */
+  readonly deviceRunning: number;
 }
 
 /** The slot engine's interface, whether it runs in this thread (SlotEngine) or a worker thread (ThreadedSlotEngine). */
