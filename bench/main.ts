@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { deviceOption, positiveInt } from '../src/cli/options.js';
+import { deviceOption, positiveInt, positiveIntList } from '../src/cli/options.js';
 import { parseDevice } from '../src/engine/execution-provider.js';
 import type { BenchModelShape } from './bench-models.js';
 import { writeReport } from './bench-report.js';
@@ -30,7 +30,7 @@ interface BenchCliOptions {
   gpus: number;
   scalingJobs: number;
   scalingShapes: string;
-  scalingWorkers: string;
+  scalingWorkers: number[];
   mixedJobs: number;
   slots: number;
   mixedPromptTokens: string;
@@ -73,7 +73,7 @@ program
   .option('--gpus <n>', 'GPUs for --scaling', positiveInt('--gpus'), 1)
   .option('--scaling-jobs <n>', 'jobs per --scaling configuration', positiveInt('--scaling-jobs'), 8192)
   .option('--scaling-shapes <list>', 'GPT-2 shapes for --scaling', 'small,large')
-  .option('--scaling-workers <list>', 'workers per GPU for --scaling', '1,2')
+  .option('--scaling-workers <list>', 'workers per GPU for --scaling', positiveIntList('--scaling-workers'), [1, 2])
   .option('--mixed-jobs <n>', 'mixed: jobs per queue row', positiveInt('--mixed-jobs'), 10_000)
   .option('--slots <n>', 'mixed: slots of the continuous batch (and max batch of the static rows)', positiveInt('--slots'), 256)
   .option('--mixed-prompt-tokens <lo,hi>', 'mixed: prompt lengths, log-uniform', '4,512')
@@ -88,11 +88,7 @@ program
       await runScaling({
         gpus: o.gpus,
         deviceKind: parseDevice(o.device).kind === 'cpu' ? 'cpu' : 'cuda',
-        workersPerGpu: list(o.scalingWorkers).map((w) => {
-          const n = Number(w);
-          if (!Number.isInteger(n) || n < 1) throw new Error(`--scaling-workers: expected positive integers, got "${w}"`);
-          return n;
-        }),
+        workersPerGpu: o.scalingWorkers,
         shapes: list(o.scalingShapes) as BenchModelShape[],
         jobs: o.scalingJobs,
         batch: 256,
