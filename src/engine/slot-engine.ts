@@ -42,7 +42,7 @@ export interface SlotEngineOptions {
   readonly intraOpThreads?: number;
   /**
    * Run each bucketed prefill shape once at open (default: on CUDA), so that no admission pays for ONNX Runtime's
-   * first run of a shape (on the H200 ~55 ms of host time each; warming all of them takes seconds at open: docs/performance.md).
+   * first run of a shape (on the H200 ~55 ms of host time each; warming them all takes seconds: docs/performance.md).
    */
   readonly warmPrefill?: boolean;
   /** ONNX Runtime writes a per-node profile of the prefill session here, at close (measurements only). */
